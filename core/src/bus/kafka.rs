@@ -1,0 +1,300 @@
+//! Kafka backend (rdkafka with the bundled librdkafka 2.12; Debian's 2.0 cannot talk to tansu).
+//!
+//! Producer: `enable.idempotence=true`, `acks=all`, murmur2 partitioner; `publish` returns
+//! after the delivery report. Consumer: `enable.auto.offset.store=false`, so only offsets of
+//! acknowledged records are stored, and librdkafka's auto-commit commits stored offsets
+//! periodically and when the consumer closes. Closing a consumer blocks while it leaves the
+//! group, so it runs on a blocking thread, never on the async runtime.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{BusBackend, BusConsumer, BusError, BusMessage, Delivery, TopicSpec};
+use crate::config::BusConfig;
+
+/// How long closing a consumer may take before we stop waiting for it (it keeps closing on
+/// its own thread; see rust-rdkafka issue 509 for why it can hang).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(super) struct KafkaBackend {
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    common: ClientConfig,
+    publish_timeout: Duration,
+    replication_factor: i32,
+}
+
+fn kafka_err(op: &'static str) -> impl FnOnce(KafkaError) -> BusError {
+    move |source| BusError::Kafka { op, source }
+}
+
+impl KafkaBackend {
+    pub(super) fn new(servers: &str, config: &BusConfig) -> Result<Self, BusError> {
+        let mut common = ClientConfig::new();
+        common.set("bootstrap.servers", servers);
+        common.set("client.id", "vigil");
+        let publish_timeout = Duration::from_millis(config.publish_timeout_ms);
+
+        let mut producer_cfg = common.clone();
+        producer_cfg
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", config.publish_timeout_ms.to_string())
+            // librdkafka's own cap includes framing overhead; ours is checked before sending.
+            .set(
+                "message.max.bytes",
+                (config.max_record_bytes + 64 * 1024).to_string(),
+            );
+        for (k, v) in &config.kafka {
+            producer_cfg.set(k, v);
+            common.set(k, v);
+        }
+        let producer: FutureProducer = producer_cfg
+            .create()
+            .map_err(kafka_err("producer creation"))?;
+        let admin: AdminClient<DefaultClientContext> = common
+            .create()
+            .map_err(kafka_err("admin client creation"))?;
+        Ok(Self {
+            producer,
+            admin,
+            common,
+            publish_timeout,
+            replication_factor: config.replication_factor,
+        })
+    }
+}
+
+#[async_trait]
+impl BusBackend for KafkaBackend {
+    async fn create_topics(&self, topics: &[TopicSpec]) -> Result<(), BusError> {
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| {
+                NewTopic::new(
+                    &t.name,
+                    t.partitions,
+                    TopicReplication::Fixed(self.replication_factor),
+                )
+            })
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = self
+            .admin
+            .create_topics(&new, &opts)
+            .await
+            .map_err(kafka_err("create topics"))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => {
+                    return Err(BusError::Kafka {
+                        op: "create topic",
+                        source: KafkaError::AdminOp(code),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<Delivery, BusError> {
+        let record = FutureRecord::to(topic).key(key).payload(payload);
+        match self
+            .producer
+            .send(record, Timeout::After(self.publish_timeout))
+            .await
+        {
+            Ok(d) => Ok(Delivery {
+                partition: d.partition,
+                offset: d.offset,
+            }),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::UnknownTopicOrPartition), _)) => {
+                Err(BusError::UnknownTopic(topic.to_owned()))
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _)) => {
+                Err(BusError::Timeout {
+                    op: "publish",
+                    after: self.publish_timeout,
+                })
+            }
+            Err((source, _)) => Err(BusError::Kafka {
+                op: "publish",
+                source,
+            }),
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn BusConsumer>, BusError> {
+        let mut cfg = ClientConfig::new();
+        cfg.set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.commit.interval.ms", "1000")
+            .set("auto.offset.reset", "earliest")
+            // Low fetch wait keeps end-to-end latency low (and tansu needs it, design.md s8).
+            .set("fetch.wait.max.ms", "10");
+        for (k, v) in self.common.config_map() {
+            cfg.set(k, v);
+        }
+        let consumer: StreamConsumer = cfg.create().map_err(kafka_err("consumer creation"))?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names).map_err(kafka_err("subscribe"))?;
+        Ok(Box::new(KafkaConsumer {
+            consumer: Some(Arc::new(consumer)),
+        }))
+    }
+
+    async fn probe(&self) -> Result<(), BusError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(5))
+                .map(|_| ())
+        })
+        .await
+        .map_err(|_| BusError::Closed)?
+        .map_err(kafka_err("metadata probe"))
+    }
+}
+
+struct KafkaConsumer {
+    /// `None` once closed.
+    consumer: Option<Arc<StreamConsumer>>,
+}
+
+impl KafkaConsumer {
+    fn inner(&self) -> Result<&Arc<StreamConsumer>, BusError> {
+        self.consumer.as_ref().ok_or(BusError::Closed)
+    }
+}
+
+/// Commits stored offsets; "nothing to commit" is success.
+fn commit_stored(consumer: &StreamConsumer) -> Result<(), BusError> {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => Ok(()),
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+        Err(source) => Err(BusError::Kafka {
+            op: "commit",
+            source,
+        }),
+    }
+}
+
+#[async_trait]
+impl BusConsumer for KafkaConsumer {
+    async fn recv(&mut self) -> Result<BusMessage, BusError> {
+        let consumer = self.inner()?;
+        loop {
+            match consumer.recv().await {
+                Ok(m) => {
+                    return Ok(BusMessage {
+                        topic: m.topic().to_owned(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().unwrap_or_default().to_vec(),
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                        timestamp_ms: m.timestamp().to_millis(),
+                    })
+                }
+                // Reaching the end of a partition is informational, not a failure.
+                Err(KafkaError::PartitionEOF(_)) => continue,
+                Err(source) => {
+                    return Err(BusError::Kafka {
+                        op: "consume",
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    fn ack(&mut self, msg: &BusMessage) -> Result<(), BusError> {
+        // The committed offset is the next one to read, hence +1. `store_offsets` stores
+        // exactly what it is given; the legacy `store_offset` (rd_kafka_offset_store) adds 1
+        // itself, and combining it with our +1 silently skipped a record per commit.
+        let mut next = TopicPartitionList::new();
+        next.add_partition_offset(&msg.topic, msg.partition, Offset::Offset(msg.offset + 1))
+            .map_err(kafka_err("store offset"))?;
+        match self.inner()?.store_offsets(&next) {
+            Ok(()) => Ok(()),
+            Err(KafkaError::StoreOffset(RDKafkaErrorCode::State))
+            | Err(KafkaError::StoreOffset(RDKafkaErrorCode::UnknownPartition)) => {
+                Err(BusError::NotAssigned {
+                    topic: msg.topic.clone(),
+                    partition: msg.partition,
+                })
+            }
+            Err(source) => Err(BusError::Kafka {
+                op: "store offset",
+                source,
+            }),
+        }
+    }
+
+    async fn commit(&mut self) -> Result<(), BusError> {
+        let consumer = self.inner()?.clone();
+        tokio::task::spawn_blocking(move || commit_stored(&consumer))
+            .await
+            .map_err(|_| BusError::Closed)?
+    }
+
+    fn assignment(&self) -> Result<Vec<(String, i32)>, BusError> {
+        let tpl = self
+            .inner()?
+            .assignment()
+            .map_err(kafka_err("assignment"))?;
+        Ok(tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect())
+    }
+
+    async fn close(mut self: Box<Self>) -> Result<(), BusError> {
+        let Some(consumer) = self.consumer.take() else {
+            return Ok(());
+        };
+        let closing = tokio::task::spawn_blocking(move || {
+            let committed = commit_stored(&consumer);
+            // Dropping the last handle leaves the group (rd_kafka_consumer_close).
+            drop(consumer);
+            committed
+        });
+        match tokio::time::timeout(CLOSE_TIMEOUT, closing).await {
+            Ok(joined) => joined.map_err(|_| BusError::Closed)?,
+            Err(_) => Err(BusError::Timeout {
+                op: "consumer close",
+                after: CLOSE_TIMEOUT,
+            }),
+        }
+    }
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        // Closing blocks until the group is left; never do that on an async worker thread.
+        // Stored offsets are committed by librdkafka's close.
+        if let Some(consumer) = self.consumer.take() {
+            std::thread::spawn(move || drop(consumer));
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! # vigil-core
+//!
+//! What every Vigil stage shares, so that ingest, inference, storage and the dashboard agree
+//! on one contract (see `docs/ARCHITECTURE.md` and design.md):
+//!
+//! - [`record`]: the records on the bus (`EegChunk`, `HrBatch`, `SeizureProbability`,
+//!   `AlertEvent`, `DeadLetter`) and their validation rules;
+//! - [`codec`]: one versioned binary wire format plus JSON for each record; decoders check
+//!   size first, never panic, and return only valid records;
+//! - [`bus`]: the message bus chosen by URL (`memory://` in-process, `kafka://` via rdkafka)
+//!   with at-least-once consumer groups whose offsets advance only on acknowledgement;
+//! - [`config`]: layered configuration (defaults, TOML, `VIGIL__` env);
+//! - [`telemetry`]: logs, Prometheus metrics, typed events, `/healthz` `/readyz` `/metrics`;
+//! - [`shutdown`]: a cancellation token fired by SIGINT/SIGTERM;
+//! - [`model`]: the model manifest and the checksum-verified weight fetch;
+//! - [`time`]: wall-clock helpers (UTC ns).
+
+pub mod bus;
+pub mod codec;
+pub mod config;
+pub mod model;
+pub mod record;
+pub mod serde_fields;
+pub mod shutdown;
+pub mod telemetry;
+pub mod time;
+
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,460 @@
+//! Bus scenarios written once and run against every backend: the in-process `memory://` bus
+//! and a real Kafka-protocol broker (tansu, started by `scripts/test`).
+//!
+//! The Kafka run needs `VIGIL_TEST_KAFKA=host:port`. Without it the Kafka cases are skipped
+//! locally, and fail when `CI` is set, so CI can never pass without exercising the broker.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::timeout;
+use uuid::Uuid;
+use vigil_core::bus::{Bus, BusConsumer, BusError, BusMessage, Topic, TopicSpec};
+use vigil_core::codec::{self, DecodeLimits};
+use vigil_core::config::BusConfig;
+use vigil_core::record::{EegChunk, SignalUnit};
+
+const WAIT: Duration = Duration::from_secs(45);
+
+fn memory_config() -> Option<BusConfig> {
+    Some(BusConfig {
+        url: format!("memory://{}", Uuid::new_v4()),
+        ..BusConfig::default()
+    })
+}
+
+fn kafka_config() -> Option<BusConfig> {
+    if std::env::var_os("VIGIL_TEST_KAFKA_DEBUG").is_some() {
+        vigil_core::telemetry::init(&vigil_core::config::TelemetryConfig {
+            log_filter: "debug".into(),
+            ..Default::default()
+        });
+    }
+    match std::env::var("VIGIL_TEST_KAFKA") {
+        Ok(servers) if !servers.is_empty() => Some(BusConfig {
+            url: format!("kafka://{servers}"),
+            topic_prefix: format!("t{}.", Uuid::new_v4().simple()),
+            publish_timeout_ms: 30_000,
+            // e.g. VIGIL_TEST_KAFKA_DEBUG=cgrp,fetch to see librdkafka's group protocol.
+            kafka: std::env::var("VIGIL_TEST_KAFKA_DEBUG")
+                .map(|d| [("debug".to_owned(), d)].into())
+                .unwrap_or_default(),
+            ..BusConfig::default()
+        }),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but VIGIL_TEST_KAFKA is not: the Kafka scenarios must run in CI")
+        }
+        _ => {
+            eprintln!(
+                "skipped: set VIGIL_TEST_KAFKA=host:port (scripts/test does) to run on Kafka"
+            );
+            None
+        }
+    }
+}
+
+/// A fresh bus and one topic with `partitions` partitions.
+async fn setup(config: BusConfig, partitions: i32) -> (Bus, String) {
+    let bus = Bus::connect(&config).await.expect("connect");
+    let topic = format!(
+        "{}scenario.{}",
+        config.topic_prefix,
+        Uuid::new_v4().simple()
+    );
+    bus.create_topics(&[TopicSpec {
+        name: topic.clone(),
+        partitions,
+    }])
+    .await
+    .expect("create topic");
+    (bus, topic)
+}
+
+fn group() -> String {
+    format!("g-{}", Uuid::new_v4().simple())
+}
+
+async fn recv(consumer: &mut Box<dyn BusConsumer>) -> BusMessage {
+    timeout(WAIT, consumer.recv())
+        .await
+        .expect("a record within the wait")
+        .expect("recv")
+}
+
+/// Receives until `n` records arrived, acknowledging each.
+async fn recv_n_acked(consumer: &mut Box<dyn BusConsumer>, n: usize) -> Vec<BusMessage> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let msg = recv(consumer).await;
+        consumer.ack(&msg).expect("ack");
+        out.push(msg);
+    }
+    out
+}
+
+/// Asserts nothing more arrives for a while.
+async fn assert_quiet(consumer: &mut Box<dyn BusConsumer>, for_: Duration) {
+    if let Ok(Ok(msg)) = timeout(for_, consumer.recv()).await {
+        panic!(
+            "unexpected record at {}:{} offset {}",
+            msg.topic, msg.partition, msg.offset
+        );
+    }
+}
+
+async fn per_key_ordering(config: BusConfig) {
+    let (bus, topic) = setup(config, 4).await;
+    let keys = [
+        "patient-a",
+        "patient-b",
+        "patient-c",
+        "patient-d",
+        "patient-e",
+    ];
+    let per_key = 40;
+    for i in 0..per_key {
+        for key in keys {
+            bus.publish(&topic, key.as_bytes(), format!("{key}:{i}").as_bytes())
+                .await
+                .expect("publish");
+        }
+    }
+    let mut consumer = bus.subscribe(&group(), &[topic]).await.expect("subscribe");
+    let got = recv_n_acked(&mut consumer, keys.len() * per_key).await;
+    let mut seen: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut partition_of: HashMap<String, i32> = HashMap::new();
+    for msg in &got {
+        let key = String::from_utf8(msg.key.clone()).expect("utf8 key");
+        let text = String::from_utf8(msg.payload.clone()).expect("utf8 payload");
+        let (k, i) = text.split_once(':').expect("key:i");
+        assert_eq!(k, key);
+        seen.entry(key.clone())
+            .or_default()
+            .push(i.parse().expect("index"));
+        let p = *partition_of.entry(key.clone()).or_insert(msg.partition);
+        assert_eq!(p, msg.partition, "one key, one partition");
+    }
+    for key in keys {
+        assert_eq!(
+            seen[key],
+            (0..per_key).collect::<Vec<_>>(),
+            "records of {key} arrive complete and in order"
+        );
+    }
+    let partitions: BTreeSet<i32> = partition_of.values().copied().collect();
+    assert!(
+        partitions.len() > 1,
+        "5 keys spread over several of 4 partitions"
+    );
+    consumer.close().await.expect("close");
+}
+
+async fn unacked_record_is_redelivered(config: BusConfig) {
+    let (bus, topic) = setup(config, 1).await;
+    for i in 0..10 {
+        bus.publish(&topic, b"p", format!("{i}").as_bytes())
+            .await
+            .expect("publish");
+    }
+    let group = group();
+    let mut first = bus
+        .subscribe(&group, std::slice::from_ref(&topic))
+        .await
+        .expect("subscribe");
+    let mut received = Vec::new();
+    for _ in 0..10 {
+        received.push(recv(&mut first).await);
+    }
+    // Only the first four are processed; the consumer then dies without committing the rest.
+    for msg in &received[..4] {
+        first.ack(msg).expect("ack");
+    }
+    drop(first);
+
+    let mut second = bus.subscribe(&group, &[topic]).await.expect("resubscribe");
+    let mut offsets = BTreeSet::new();
+    while !(4..10).all(|o| offsets.contains(&o)) {
+        let msg = recv(&mut second).await;
+        offsets.insert(msg.offset);
+        second.ack(&msg).expect("ack");
+    }
+    assert!(
+        offsets.contains(&9),
+        "the never-acknowledged record is redelivered"
+    );
+    second.close().await.expect("close");
+}
+
+async fn resume_from_committed_offset_after_restart(config: BusConfig) {
+    let (bus, topic) = setup(config.clone(), 2).await;
+    for i in 0..10 {
+        bus.publish(&topic, format!("k{}", i % 3).as_bytes(), b"before")
+            .await
+            .expect("publish");
+    }
+    let group = group();
+    let mut consumer = bus
+        .subscribe(&group, std::slice::from_ref(&topic))
+        .await
+        .expect("subscribe");
+    recv_n_acked(&mut consumer, 10).await;
+    consumer.close().await.expect("close commits");
+
+    // A new process: a new bus handle from the same config.
+    let restarted = Bus::connect(&config).await.expect("reconnect");
+    for i in 0..5 {
+        restarted
+            .publish(&topic, format!("k{}", i % 3).as_bytes(), b"after")
+            .await
+            .expect("publish");
+    }
+    let mut consumer = restarted
+        .subscribe(&group, &[topic])
+        .await
+        .expect("subscribe again");
+    let got = recv_n_acked(&mut consumer, 5).await;
+    assert!(
+        got.iter().all(|m| m.payload == b"after"),
+        "only records after the committed offsets are delivered"
+    );
+    assert_quiet(&mut consumer, Duration::from_secs(2)).await;
+    consumer.close().await.expect("close");
+}
+
+/// Runs one group member in a task, reporting its assignment and the records it got.
+fn spawn_member(
+    mut consumer: Box<dyn BusConsumer>,
+    assignment_tx: watch::Sender<Vec<(String, i32)>>,
+    seen: watch::Sender<BTreeSet<Vec<u8>>>,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<Vec<BusMessage>> {
+    tokio::spawn(async move {
+        let mut got = Vec::new();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                res = timeout(Duration::from_millis(100), consumer.recv()) => {
+                    if let Ok(Ok(msg)) = res {
+                        consumer.ack(&msg).expect("ack");
+                        seen.send_modify(|s| { s.insert(msg.payload.clone()); });
+                        got.push(msg);
+                    }
+                }
+            }
+            let mut now = consumer.assignment().expect("assignment");
+            now.sort();
+            assignment_tx.send_if_modified(|a| {
+                let changed = *a != now;
+                *a = now.clone();
+                changed
+            });
+        }
+        consumer.close().await.expect("close");
+        got
+    })
+}
+
+async fn two_consumers_split_partitions(config: BusConfig) {
+    let partitions = 4;
+    let (bus, topic) = setup(config, partitions).await;
+    let group = group();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (seen_tx, mut seen_rx) = watch::channel(BTreeSet::new());
+    let (a_tx, mut a_rx) = watch::channel(Vec::new());
+    let (b_tx, mut b_rx) = watch::channel(Vec::new());
+    let a = bus
+        .subscribe(&group, std::slice::from_ref(&topic))
+        .await
+        .expect("a");
+    let a = spawn_member(a, a_tx, seen_tx.clone(), stop.clone());
+    let b = bus
+        .subscribe(&group, std::slice::from_ref(&topic))
+        .await
+        .expect("b");
+    let b = spawn_member(b, b_tx, seen_tx, stop.clone());
+
+    // Wait until the group settles: both members own partitions, disjoint, covering all.
+    let settled = async {
+        loop {
+            let (pa, pb) = (
+                a_rx.borrow_and_update().clone(),
+                b_rx.borrow_and_update().clone(),
+            );
+            let all: BTreeSet<_> = pa.iter().chain(&pb).cloned().collect();
+            if !pa.is_empty()
+                && !pb.is_empty()
+                && all.len() == pa.len() + pb.len()
+                && all.len() == partitions as usize
+            {
+                return (pa, pb);
+            }
+            tokio::select! {
+                _ = a_rx.changed() => {},
+                _ = b_rx.changed() => {},
+            }
+        }
+    };
+    let (pa, pb) = timeout(WAIT, settled).await.expect("group settles");
+
+    let n = 200;
+    for i in 0..n {
+        bus.publish(
+            &topic,
+            format!("patient-{i}").as_bytes(),
+            format!("{i}").as_bytes(),
+        )
+        .await
+        .expect("publish");
+    }
+    timeout(WAIT, seen_rx.wait_for(|seen| seen.len() == n))
+        .await
+        .expect("every record is read within the wait")
+        .expect("members alive");
+    stop.cancel();
+    let got_a = a.await.expect("member a");
+    let got_b = b.await.expect("member b");
+
+    let owner: BTreeMap<i32, &str> = pa
+        .iter()
+        .map(|(_, p)| (*p, "a"))
+        .chain(pb.iter().map(|(_, p)| (*p, "b")))
+        .collect();
+    for msg in &got_a {
+        assert_eq!(
+            owner[&msg.partition], "a",
+            "a only reads its own partitions"
+        );
+    }
+    for msg in &got_b {
+        assert_eq!(
+            owner[&msg.partition], "b",
+            "b only reads its own partitions"
+        );
+    }
+    let payloads: BTreeSet<Vec<u8>> = got_a
+        .iter()
+        .chain(&got_b)
+        .map(|m| m.payload.clone())
+        .collect();
+    assert_eq!(payloads.len(), n, "together they read every record");
+    assert!(!got_a.is_empty() && !got_b.is_empty(), "both did work");
+}
+
+async fn oversize_record_rejected(mut config: BusConfig) {
+    config.max_record_bytes = 4096;
+    let (bus, topic) = setup(config, 1).await;
+    let err = bus
+        .publish(&topic, b"p", &vec![0u8; 5000])
+        .await
+        .expect_err("oversize must be refused");
+    assert!(
+        matches!(
+            err,
+            BusError::RecordTooLarge {
+                size: 5001,
+                max: 4096,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("exceeds the 4096-byte limit"),
+        "{err}"
+    );
+    // A record at the limit still goes through, and the refused one never reached the topic.
+    bus.publish(&topic, b"p", &vec![7u8; 4095])
+        .await
+        .expect("record at the limit");
+    let mut consumer = bus.subscribe(&group(), &[topic]).await.expect("subscribe");
+    let msg = recv(&mut consumer).await;
+    assert_eq!(msg.payload.len(), 4095);
+    consumer.ack(&msg).expect("ack");
+    assert_quiet(&mut consumer, Duration::from_secs(1)).await;
+    consumer.close().await.expect("close");
+}
+
+async fn typed_record_round_trips(config: BusConfig) {
+    let bus = Bus::connect(&config).await.expect("connect");
+    bus.create_vigil_topics()
+        .await
+        .expect("create vigil topics");
+    let chunk = EegChunk {
+        patient_id: "patient-7".into(),
+        device_id: "headset-1".into(),
+        stream_id: Uuid::new_v4(),
+        seq: 42,
+        start_ns: 1_700_000_000_000_000_000,
+        received_ns: 1_700_000_000_100_000_000,
+        sample_rate_hz: 256.0,
+        channels: vec!["Fp1-F7".into(), "F7-T7".into()],
+        unit: SignalUnit::Microvolt,
+        samples: vec![vec![1.5, f32::NAN, -3.25], vec![0.0, 2.0, 4.0]],
+    };
+    let delivery = bus
+        .publish_record(Topic::EegRaw, &chunk.patient_id, &chunk)
+        .await
+        .expect("publish");
+    let mut consumer = bus
+        .subscribe(&group(), &[bus.topic(Topic::EegRaw)])
+        .await
+        .expect("subscribe");
+    let msg = recv(&mut consumer).await;
+    assert_eq!(
+        (msg.partition, msg.offset),
+        (delivery.partition, delivery.offset)
+    );
+    assert_eq!(msg.key, b"patient-7");
+    let back: EegChunk = codec::decode(&msg.payload, &DecodeLimits::default()).expect("decode");
+    assert_eq!(back.samples[0][0], 1.5);
+    assert!(
+        back.samples[0][1].is_nan(),
+        "NaN (missing) survives the bus"
+    );
+    assert_eq!(back.samples[1], chunk.samples[1]);
+    assert_eq!((back.seq, back.stream_id), (chunk.seq, chunk.stream_id));
+    consumer.ack(&msg).expect("ack");
+    consumer.close().await.expect("close");
+}
+
+macro_rules! scenarios {
+    ($backend:ident, $config:path, [$($scenario:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    if let Some(config) = $config() {
+                        super::$scenario(config).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+scenarios!(
+    memory,
+    super::memory_config,
+    [
+        per_key_ordering,
+        unacked_record_is_redelivered,
+        resume_from_committed_offset_after_restart,
+        two_consumers_split_partitions,
+        oversize_record_rejected,
+        typed_record_round_trips,
+    ]
+);
+
+scenarios!(
+    kafka,
+    super::kafka_config,
+    [
+        per_key_ordering,
+        unacked_record_is_redelivered,
+        resume_from_committed_offset_after_restart,
+        two_consumers_split_partitions,
+        oversize_record_rejected,
+        typed_record_round_trips,
+    ]
+);
