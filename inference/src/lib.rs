@@ -1,0 +1,45 @@
+//! # vigil-inference
+//!
+//! Turns EEG samples into seizure probabilities with the reference semantics of
+//! `brainmaze-eeg-models` 0.1.0 (design.md section 4), computed as a stream:
+//!
+//! - [`spectrogram`]: the model input (1 s / 0.5 s hop power spectrogram, bins 0..99 Hz,
+//!   per-window per-bin z-score), with columns computed once and shared by overlapping windows;
+//! - [`model`]: the ONNX model on tract, plans optimised once per shape and shared;
+//! - [`windowing`]: overlapping windows, edge discard, NaN-aware max, validity mask, and which
+//!   points are final, incrementally per channel ([`windowing::ChannelStream`]).
+//!
+//! NaN in any output means "not evaluated" (missing or flat signal, or not covered by a
+//! window yet), never "no seizure". Parity with the Python reference is tested against golden
+//! files made by `scripts/reference/run` (`tests/parity.rs`).
+
+pub mod model;
+pub mod spectrogram;
+pub mod windowing;
+
+/// Inference failures.
+#[derive(Debug, thiserror::Error)]
+pub enum InferenceError {
+    /// The model cannot use this sampling rate.
+    #[error("sample rate {0} Hz is not accepted by the model: it needs an even whole number of Hz >= 200 (resample first)")]
+    SampleRate(f64),
+    /// Inconsistent window parameters.
+    #[error("invalid window parameters: {0}")]
+    Params(String),
+    /// A model input of the wrong size (a bug in the caller).
+    #[error("model input has {found} values, expected {expected}")]
+    Shape {
+        /// Values expected.
+        expected: usize,
+        /// Values given.
+        found: usize,
+    },
+    /// tract failed to load, optimise or run the model.
+    #[error("model: {context}: {reason}")]
+    Model {
+        /// Step that failed.
+        context: &'static str,
+        /// tract's message.
+        reason: String,
+    },
+}

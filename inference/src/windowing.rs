@@ -1,0 +1,413 @@
+//! Streaming windowing with the reference semantics of
+//! `brainmaze_eeg_models.seizure.predict_channel_seizure_probability` (published method,
+//! `min_valid_fraction = 0`, `fill_recording_edges = True`), computed incrementally as samples
+//! arrive.
+//!
+//! Output grid: point `k` (time `k * 0.5 s` from the stream's first sample) is the 1 s segment
+//! of half-second blocks `k-1` and `k`. A point is *valid* when its segment has only finite
+//! samples and is not flat; invalid points are NaN ("not evaluated"), as is point 0.
+//! Regular windows of `window_s` start every `step_s` from the first sample; each keeps its
+//! columns except `discard_edges_s` at both ends (the first window keeps its left edge);
+//! overlapping windows combine with a NaN-ignoring max. At the end of a recording
+//! ([`ChannelStream::finish`]) the last window keeps its right edge, or, when the end is off
+//! the step grid, one extra window aligned to the end fills only what no regular window
+//! covered.
+//!
+//! Finality: once the regular window starting at block `b` is processed, no later window can
+//! change points before `b + step + 1 + discard`, so those are emitted as final. With the
+//! defaults (300/20/10 s) a point is final about 270 s after it was recorded, and the first
+//! points need 300 s of signal: the model's 300 s context is the price of its accuracy.
+//! [`ChannelStream::provisional`] exposes earlier, partial maxima for low-latency alerting.
+
+use std::collections::VecDeque;
+
+use crate::model::SeizureModel;
+use crate::spectrogram::{Column, SpectrogramPlan, WindowSpectrogram};
+use crate::InferenceError;
+
+/// Window configuration in seconds (multiples of 0.5 s).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowParams {
+    /// Window length; the model was designed for 300 s.
+    pub window_s: f64,
+    /// Step between window starts; smaller = lower latency, more compute.
+    pub step_s: f64,
+    /// Seconds dropped at each window edge (the BiLSTM has little context there).
+    pub discard_edges_s: f64,
+}
+
+impl Default for WindowParams {
+    fn default() -> Self {
+        Self {
+            window_s: 300.0,
+            step_s: 20.0,
+            discard_edges_s: 10.0,
+        }
+    }
+}
+
+/// Validated window geometry in half-second blocks and samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowGeometry {
+    /// Sampling rate (even integer >= 200).
+    pub fs: usize,
+    /// Samples per half-second block (fs / 2).
+    pub hop: usize,
+    /// Window length in blocks.
+    pub window_blocks: usize,
+    /// Step in blocks.
+    pub step_blocks: usize,
+    /// Discarded blocks at each edge.
+    pub edge_blocks: usize,
+    /// Spectrogram columns (and model outputs) per window.
+    pub n_cols: usize,
+}
+
+fn half_seconds(value: f64, name: &'static str, minimum: usize) -> Result<usize, InferenceError> {
+    let v2 = value * 2.0;
+    if !v2.is_finite() || (v2 - v2.round()).abs() > 1e-9 || v2.round() < minimum as f64 {
+        return Err(InferenceError::Params(format!(
+            "{name} = {value} must be a multiple of 0.5 s and >= {} s",
+            minimum as f64 / 2.0
+        )));
+    }
+    Ok(v2.round() as usize)
+}
+
+/// The sampling rate as the model accepts it: an even whole number of Hz >= 200.
+pub fn model_sample_rate(fs: f64) -> Result<usize, InferenceError> {
+    if fs.is_finite() && fs.fract() == 0.0 && fs >= 200.0 && (fs as u64) % 2 == 0 && fs <= 65_536.0
+    {
+        Ok(fs as usize)
+    } else {
+        Err(InferenceError::SampleRate(fs))
+    }
+}
+
+impl WindowGeometry {
+    /// Checks the parameters as the reference does.
+    pub fn new(fs: f64, params: WindowParams) -> Result<Self, InferenceError> {
+        let fs = model_sample_rate(fs)?;
+        let window_blocks = half_seconds(params.window_s, "window_s", 4)?;
+        let step_blocks = half_seconds(params.step_s, "step_s", 1)?;
+        let edge_blocks = half_seconds(params.discard_edges_s, "discard_edges_s", 0)?;
+        let n_cols = window_blocks - 1;
+        if n_cols <= 2 * edge_blocks {
+            return Err(InferenceError::Params(format!(
+                "discard_edges_s = {} leaves nothing of window_s = {}",
+                params.discard_edges_s, params.window_s
+            )));
+        }
+        if step_blocks > n_cols - 2 * edge_blocks {
+            return Err(InferenceError::Params(format!(
+                "step_s = {} leaves uncovered time: need step_s <= window_s - 2 * discard_edges_s - 0.5",
+                params.step_s
+            )));
+        }
+        Ok(Self {
+            fs,
+            hop: fs / 2,
+            window_blocks,
+            step_blocks,
+            edge_blocks,
+            n_cols,
+        })
+    }
+
+    /// Window length in samples.
+    pub fn window_samples(&self) -> usize {
+        self.window_blocks * self.hop
+    }
+}
+
+/// A deque addressed by absolute index, dropping its front as data stops being needed.
+#[derive(Debug, Default)]
+struct Indexed<T> {
+    offset: usize,
+    items: VecDeque<T>,
+}
+
+impl<T> Indexed<T> {
+    fn end(&self) -> usize {
+        self.offset + self.items.len()
+    }
+    fn get(&self, index: usize) -> Option<&T> {
+        index
+            .checked_sub(self.offset)
+            .and_then(|i| self.items.get(i))
+    }
+    fn get_mut(&mut self, index: usize) -> Option<&mut T> {
+        index
+            .checked_sub(self.offset)
+            .and_then(|i| self.items.get_mut(i))
+    }
+    fn push(&mut self, item: T) {
+        self.items.push_back(item);
+    }
+    fn drop_before(&mut self, index: usize) {
+        while self.offset < index && self.items.pop_front().is_some() {
+            self.offset += 1;
+        }
+    }
+}
+
+/// Finalized probabilities for consecutive grid points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinalizedPoints {
+    /// Grid index of `values[0]` (time = index * 0.5 s from the stream start).
+    pub first_index: usize,
+    /// Seizure probability per point; NaN = not evaluated.
+    pub values: Vec<f32>,
+}
+
+/// Incremental seizure probability for one channel of one stream.
+pub struct ChannelStream {
+    geometry: WindowGeometry,
+    spectrogram: SpectrogramPlan,
+    samples: Indexed<f64>,
+    /// Per completed block: (all finite, min, max).
+    blocks: Indexed<(bool, f64, f64)>,
+    /// Per grid point: segment validity.
+    valid: Indexed<bool>,
+    /// Per grid point: raw column when the segment is valid (shared by windows).
+    columns: Indexed<Option<Column>>,
+    /// Per grid point not yet final: max over regular windows so far.
+    prob: Indexed<f32>,
+    /// Next regular window start, in blocks.
+    next_start: usize,
+    /// Model output of the latest regular window, for the recording-end edge.
+    last_window: Option<(usize, Option<Vec<f32>>)>,
+}
+
+fn fmax(a: f32, b: f32) -> f32 {
+    if a.is_nan() {
+        b
+    } else if b.is_nan() {
+        a
+    } else {
+        a.max(b)
+    }
+}
+
+impl ChannelStream {
+    /// A stream at sampling rate `fs` with the given windows.
+    pub fn new(fs: f64, params: WindowParams) -> Result<Self, InferenceError> {
+        let geometry = WindowGeometry::new(fs, params)?;
+        Ok(Self {
+            spectrogram: SpectrogramPlan::new(geometry.fs),
+            geometry,
+            samples: Indexed::default(),
+            blocks: Indexed::default(),
+            valid: Indexed::default(),
+            columns: Indexed::default(),
+            prob: Indexed::default(),
+            next_start: 0,
+            last_window: None,
+        })
+    }
+
+    /// The window geometry.
+    pub fn geometry(&self) -> WindowGeometry {
+        self.geometry
+    }
+
+    /// Appends samples (NaN = missing), runs every window that became complete, and returns
+    /// the points that became final.
+    pub fn push(
+        &mut self,
+        model: &SeizureModel,
+        chunk: &[f32],
+    ) -> Result<FinalizedPoints, InferenceError> {
+        let hop = self.geometry.hop;
+        for &x in chunk {
+            self.samples.push(f64::from(x));
+            if self.samples.end() % hop == 0 {
+                self.complete_block();
+            }
+        }
+        while (self.next_start * hop + self.geometry.window_samples()) <= self.samples.end() {
+            let start = self.next_start;
+            let output = self.run_window(model, start)?;
+            let lo = if start == 0 {
+                0
+            } else {
+                self.geometry.edge_blocks
+            };
+            let hi = self.geometry.n_cols - self.geometry.edge_blocks;
+            self.merge(start, lo, hi, output.as_deref(), false);
+            self.last_window = Some((start, output));
+            self.next_start += self.geometry.step_blocks;
+        }
+        let final_end = if self.last_window.is_some() {
+            self.next_start + 1 + self.geometry.edge_blocks
+        } else {
+            0
+        };
+        let out = self.take_final(final_end);
+        self.trim();
+        Ok(out)
+    }
+
+    /// Ends the recording: applies the reference's end-of-recording rules and returns every
+    /// remaining point (through the last complete 1 s segment).
+    pub fn finish(&mut self, model: &SeizureModel) -> Result<FinalizedPoints, InferenceError> {
+        let g = self.geometry;
+        let n = self.samples.end();
+        let n_out = n / g.hop;
+        if n >= g.window_samples() {
+            let last_start = (n - g.window_samples()) / g.hop;
+            match self.last_window.take() {
+                Some((start, output)) if start == last_start => {
+                    // The last regular window also keeps its right edge.
+                    let edge = g.n_cols - g.edge_blocks;
+                    self.merge(start, edge, g.n_cols, output.as_deref(), false);
+                }
+                _ => {
+                    // A window aligned to the end fills only what no regular window covered.
+                    let output = self.run_window(model, last_start)?;
+                    self.merge(last_start, g.edge_blocks, g.n_cols, output.as_deref(), true);
+                }
+            }
+        }
+        while self.prob.end() < n_out {
+            self.prob.push(f32::NAN);
+        }
+        Ok(self.take_final(n_out))
+    }
+
+    /// Current (possibly partial) maxima of points not yet final: `(first_index, values)`.
+    /// A value can only grow until final; NaN = no window has covered the point yet.
+    pub fn provisional(&self) -> (usize, Vec<f32>) {
+        (self.prob.offset, self.prob.items.iter().copied().collect())
+    }
+
+    fn complete_block(&mut self) {
+        let hop = self.geometry.hop;
+        let block = self.blocks.end();
+        let start = block * hop;
+        let stats = (start..start + hop)
+            .filter_map(|i| self.samples.get(i))
+            .fold((true, f64::NAN, f64::NAN), |(finite, lo, hi), &x| {
+                (finite && x.is_finite(), lo.min(x), hi.max(x))
+            });
+        self.blocks.push(stats);
+        // Grid point `block` is the segment of blocks block-1 and block.
+        let point = block;
+        let valid = point >= 1
+            && match (self.blocks.get(point - 1), self.blocks.get(point)) {
+                (Some(&(f1, lo1, hi1)), Some(&(f2, lo2, hi2))) => {
+                    f1 && f2 && hi1.max(hi2) > lo1.min(lo2)
+                }
+                _ => false,
+            };
+        let column = if valid {
+            let seg_start = (point - 1) * hop;
+            let segment: Vec<f64> = (seg_start..seg_start + 2 * hop)
+                .filter_map(|i| self.samples.get(i).copied())
+                .collect();
+            (segment.len() == 2 * hop).then(|| self.spectrogram.column(&segment))
+        } else {
+            None
+        };
+        self.valid.push(valid);
+        self.columns.push(column);
+        self.prob.push(f32::NAN);
+    }
+
+    /// Runs the model on the window starting at block `start`, unless no point of it is valid.
+    fn run_window(
+        &self,
+        model: &SeizureModel,
+        start: usize,
+    ) -> Result<Option<Vec<f32>>, InferenceError> {
+        let g = self.geometry;
+        let lo = if start == 0 { 0 } else { g.edge_blocks };
+        let useful = (start + 1 + lo..start + 1 + g.n_cols)
+            .any(|k| self.valid.get(k).copied().unwrap_or(false));
+        if !useful {
+            return Ok(None);
+        }
+        let first = start * g.hop;
+        let samples: Vec<f64> = (first..first + g.window_samples())
+            .map(|i| self.samples.get(i).copied().unwrap_or(f64::NAN))
+            .collect();
+        let window = WindowSpectrogram {
+            plan: &self.spectrogram,
+            samples: &samples,
+            hop: g.hop,
+        };
+        let spectrogram =
+            window.normalised(|col| self.columns.get(start + 1 + col).copied().flatten());
+        let mut out = model.predict(&[spectrogram], g.n_cols)?;
+        Ok(out.pop())
+    }
+
+    /// Combines window output columns `lo..hi` into the pending points; `fill_only` writes
+    /// only points still NaN (the end-aligned window).
+    fn merge(
+        &mut self,
+        start: usize,
+        lo: usize,
+        hi: usize,
+        output: Option<&[f32]>,
+        fill_only: bool,
+    ) {
+        let Some(output) = output else { return };
+        for (j, &p) in output.iter().enumerate().take(hi).skip(lo) {
+            let k = start + 1 + j;
+            let value = if self.valid.get(k).copied().unwrap_or(false) {
+                p
+            } else {
+                f32::NAN
+            };
+            if let Some(slot) = self.prob.get_mut(k) {
+                *slot = if fill_only {
+                    if slot.is_nan() {
+                        value
+                    } else {
+                        *slot
+                    }
+                } else {
+                    fmax(*slot, value)
+                };
+            }
+        }
+    }
+
+    fn take_final(&mut self, end: usize) -> FinalizedPoints {
+        let end = end.min(self.prob.end());
+        let first_index = self.prob.offset;
+        let count = end.saturating_sub(first_index);
+        let values: Vec<f32> = self.prob.items.drain(..count).collect();
+        self.prob.offset += count;
+        FinalizedPoints {
+            first_index,
+            values,
+        }
+    }
+
+    /// Drops what no future window needs: the end-aligned window may start up to one step
+    /// before the next regular one.
+    fn trim(&mut self) {
+        let g = self.geometry;
+        let keep_block = self.next_start.saturating_sub(g.step_blocks);
+        self.samples.drop_before(keep_block * g.hop);
+        self.blocks.drop_before(keep_block);
+        self.columns.drop_before(keep_block + 1);
+        self.valid
+            .drop_before((keep_block + 1).min(self.prob.offset));
+    }
+}
+
+/// The whole-recording prediction (the reference function), through the streaming path.
+pub fn predict_channel(
+    model: &SeizureModel,
+    samples: &[f32],
+    fs: f64,
+    params: WindowParams,
+) -> Result<Vec<f32>, InferenceError> {
+    let mut stream = ChannelStream::new(fs, params)?;
+    let mut out = stream.push(model, samples)?.values;
+    out.extend(stream.finish(model)?.values);
+    Ok(out)
+}

@@ -1,0 +1,227 @@
+//! Parity with the Python reference (`brainmaze-eeg-models==0.1.0`): the streaming Rust path
+//! must reproduce `predict_channel_seizure_probability` to 1e-4 with identical NaN masks, fed
+//! whole and in chunks of varied sizes. Golden outputs: `tests/golden/reference.json`, made by
+//! `scripts/reference/run` on the synthetic signals regenerated here bit-for-bit.
+//!
+//! Needs the model weights (`vigil models fetch`; scripts/test does it).
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use vigil_inference::model::SeizureModel;
+use vigil_inference::spectrogram::{tukey_periodic, SpectrogramPlan, WindowSpectrogram, N_BINS};
+use vigil_inference::windowing::{predict_channel, ChannelStream, WindowParams};
+
+const TOLERANCE: f32 = 1e-4;
+
+fn golden() -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/reference.json");
+    serde_json::from_str(&std::fs::read_to_string(path).expect("golden file")).expect("json")
+}
+
+fn model() -> Option<SeizureModel> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/modelA_paper.onnx");
+    if !path.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "model weights missing under CI: run `vigil models fetch`"
+        );
+        eprintln!(
+            "skipped: {} missing; run `vigil models fetch`",
+            path.display()
+        );
+        return None;
+    }
+    Some(SeizureModel::load(&path).expect("load model"))
+}
+
+/// The MMIX LCG of make_goldens.py: uniforms in [0, 1) from the top 53 bits.
+fn lcg_uniforms(seed: u64, n: usize) -> Vec<f64> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        })
+        .collect()
+}
+
+fn pair(v: &Value) -> Option<(f64, f64)> {
+    let a = v.as_array()?;
+    Some((a[0].as_f64()?, a[1].as_f64()?))
+}
+
+/// `synthetic_channel` of make_goldens.py, as f32 (what Vigil carries).
+fn synthetic_channel(fs: f64, seconds: f64, spec: &Value) -> Vec<f32> {
+    let seed = spec["seed"].as_u64().expect("seed");
+    let n = (fs * seconds) as usize;
+    let u = lcg_uniforms(seed, 4 * n);
+    let two_pi = 2.0 * std::f64::consts::PI;
+    let mut x: Vec<f64> = (0..n)
+        .map(|i| {
+            let t = i as f64 / fs;
+            let noise = (u[4 * i] + u[4 * i + 1] + u[4 * i + 2] + u[4 * i + 3] - 2.0) * 15.0;
+            noise + 20.0 * (two_pi * 10.0 * t + seed as f64).sin()
+        })
+        .collect();
+    if let Some((t0, t1)) = pair(&spec["burst"]) {
+        for (i, v) in x.iter_mut().enumerate() {
+            let t = i as f64 / fs;
+            let ramp = ((t - t0).min(t1 - t) / 2.0).clamp(0.0, 1.0);
+            let wave = (two_pi * 3.0 * t).sin()
+                + 0.5 * (two_pi * 6.0 * t).sin()
+                + 0.25 * (two_pi * 9.0 * t).sin();
+            *v += 150.0 * ramp * wave;
+        }
+    }
+    let range = |(a, b): (f64, f64)| (a * fs).round() as usize..(b * fs).round() as usize;
+    if let Some(gap) = pair(&spec["gap"]) {
+        x[range(gap)].fill(f64::NAN);
+    }
+    if let Some(flat) = pair(&spec["flat"]) {
+        x[range(flat)].fill(5.0);
+    }
+    x.into_iter().map(|v| v as f32).collect()
+}
+
+fn expected(values: &Value) -> Vec<f32> {
+    values
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|v| v.as_f64().map_or(f32::NAN, |f| f as f32))
+        .collect()
+}
+
+/// Max abs difference; panics on any NaN-mask mismatch.
+fn compare(label: &str, got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len(), "{label}: number of points");
+    let mut worst = 0.0f32;
+    for (k, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(
+            g.is_nan(),
+            w.is_nan(),
+            "{label}: NaN mask differs at point {k} (t = {} s): got {g}, want {w}",
+            k as f32 / 2.0
+        );
+        if !g.is_nan() {
+            worst = worst.max((g - w).abs());
+        }
+    }
+    worst
+}
+
+#[test]
+fn tukey_window_matches_scipy() {
+    let want: Vec<f64> = golden()["tukey_256"]
+        .as_array()
+        .expect("tukey")
+        .iter()
+        .map(|v| v.as_f64().expect("number"))
+        .collect();
+    let got = tukey_periodic(256, 0.25);
+    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() < 1e-8, "tukey[{k}]: {g} vs {w}");
+    }
+}
+
+/// The normalised spectrogram of a window with a gap, built from shared columns plus
+/// per-window columns for the invalid segments, equals the reference's `preprocess_input`.
+#[test]
+fn window_spectrogram_matches_reference_preprocess() {
+    let g = golden();
+    let p = &g["preprocess"];
+    let fs = p["fs"].as_f64().expect("fs");
+    let signal = synthetic_channel(fs, 400.0, p);
+    let start = (p["start_s"].as_f64().expect("start") * fs) as usize;
+    let len = (p["seconds"].as_f64().expect("seconds") * fs) as usize;
+    let window: Vec<f64> = signal[start..start + len]
+        .iter()
+        .map(|&x| f64::from(x))
+        .collect();
+    let plan = SpectrogramPlan::new(fs as usize);
+    let hop = fs as usize / 2;
+    let shared = |col: usize| {
+        let seg = &window[col * hop..col * hop + fs as usize];
+        let finite = seg.iter().all(|x| x.is_finite());
+        let flat = seg.iter().all(|x| *x == seg[0]);
+        (finite && !flat).then(|| plan.column(seg))
+    };
+    let got = WindowSpectrogram {
+        plan: &plan,
+        samples: &window,
+        hop,
+    }
+    .normalised(shared);
+    let want = p["sxx"].as_array().expect("sxx");
+    let n_cols = got.len() / N_BINS;
+    assert_eq!(want.len(), N_BINS);
+    let mut worst = 0.0f32;
+    for (bin, row) in want.iter().enumerate() {
+        let row = expected(row);
+        assert_eq!(row.len(), n_cols);
+        for (col, w) in row.iter().enumerate() {
+            worst = worst.max((got[bin * n_cols + col] - w).abs());
+        }
+    }
+    assert!(worst <= 1e-5, "spectrogram max abs diff {worst}");
+}
+
+#[test]
+fn streaming_probabilities_match_reference() {
+    let Some(model) = model() else { return };
+    let g = golden();
+    let mut report = Vec::new();
+    for case in g["cases"].as_array().expect("cases") {
+        let name = case["name"].as_str().expect("name");
+        let fs = case["fs"].as_f64().expect("fs");
+        let seconds = case["seconds"].as_f64().expect("seconds");
+        let params = WindowParams {
+            window_s: case["window_s"].as_f64().expect("window"),
+            step_s: case["step_s"].as_f64().expect("step"),
+            discard_edges_s: case["discard_edges_s"].as_f64().expect("edges"),
+        };
+        for channel in case["channels"].as_array().expect("channels") {
+            let signal = synthetic_channel(fs, seconds, channel);
+            let want = expected(&channel["prob"]);
+            let label = format!("{name} seed {}", channel["seed"]);
+
+            let whole = predict_channel(&model, &signal, fs, params).expect("predict");
+            let worst_whole = compare(&label, &whole, &want);
+
+            // The same signal in chunks of varied sizes, collecting finalized points as they come.
+            let mut stream = ChannelStream::new(fs, params).expect("stream");
+            let sizes = [1usize, 7, 128, 1000, 4099, 333];
+            let (mut at, mut i, mut chunked) = (0, 0, Vec::new());
+            while at < signal.len() {
+                let end = (at + sizes[i % sizes.len()]).min(signal.len());
+                let out = stream.push(&model, &signal[at..end]).expect("push");
+                assert_eq!(
+                    out.first_index,
+                    chunked.len(),
+                    "{label}: points arrive in order"
+                );
+                chunked.extend(out.values);
+                at = end;
+                i += 1;
+            }
+            chunked.extend(stream.finish(&model).expect("finish").values);
+            let worst_chunked = compare(&format!("{label} chunked"), &chunked, &want);
+
+            assert!(
+                worst_whole <= TOLERANCE,
+                "{label}: max abs diff {worst_whole}"
+            );
+            assert!(
+                worst_chunked <= TOLERANCE,
+                "{label} chunked: max abs diff {worst_chunked}"
+            );
+            report.push(format!(
+                "{label}: max abs diff {worst_whole:.2e} (chunked {worst_chunked:.2e})"
+            ));
+        }
+    }
+    eprintln!("{}", report.join("\n"));
+}
