@@ -42,8 +42,45 @@ pub struct VigilConfig {
     pub telemetry: TelemetryConfig,
     /// Where the model manifest and weights live.
     pub models: ModelsConfig,
+    /// The inference stage (`vigil infer`).
+    pub inference: InferenceConfig,
     /// The single-process demo.
     pub demo: DemoConfig,
+}
+
+/// Inference stage settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferenceConfig {
+    /// Consumer group on `vigil.eeg.raw`; instances of one group share the partitions.
+    pub group: String,
+    /// Model id from the manifest.
+    pub model_id: String,
+    /// Model window in seconds (the model was designed for 300 s).
+    pub window_s: f64,
+    /// Step between windows in seconds: smaller = lower latency, more compute.
+    pub step_s: f64,
+    /// Seconds discarded at each window edge.
+    pub discard_edges_s: f64,
+    /// Longest gap in a stream (missing chunks) filled with NaN, in seconds; a longer gap
+    /// restarts the patient's windows.
+    pub max_gap_s: f64,
+    /// Address of `/healthz`, `/readyz`, `/metrics`.
+    pub listen: SocketAddr,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        Self {
+            group: "vigil-inference".to_owned(),
+            model_id: "brainmaze-seizure-modelA".to_owned(),
+            window_s: 300.0,
+            step_s: 20.0,
+            discard_edges_s: 10.0,
+            max_gap_s: 30.0,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
+        }
+    }
 }
 
 /// Message bus settings.

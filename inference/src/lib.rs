@@ -15,6 +15,8 @@
 
 pub mod model;
 pub mod spectrogram;
+pub mod stage;
+pub mod synthetic;
 pub mod windowing;
 
 /// Inference failures.
@@ -34,6 +36,9 @@ pub enum InferenceError {
         /// Values given.
         found: usize,
     },
+    /// The bus refused a publish or subscribe (outputs not durable: the input is not acked).
+    #[error("bus: {0}")]
+    Bus(String),
     /// tract failed to load, optimise or run the model.
     #[error("model: {context}: {reason}")]
     Model {

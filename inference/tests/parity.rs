@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 use vigil_inference::model::SeizureModel;
 use vigil_inference::spectrogram::{tukey_periodic, SpectrogramPlan, WindowSpectrogram, N_BINS};
+use vigil_inference::synthetic::SyntheticChannel;
 use vigil_inference::windowing::{predict_channel, ChannelStream, WindowParams};
 
 const TOLERANCE: f32 = 1e-4;
@@ -35,55 +36,20 @@ fn model() -> Option<SeizureModel> {
     Some(SeizureModel::load(&path).expect("load model"))
 }
 
-/// The MMIX LCG of make_goldens.py: uniforms in [0, 1) from the top 53 bits.
-fn lcg_uniforms(seed: u64, n: usize) -> Vec<f64> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        })
-        .collect()
-}
-
 fn pair(v: &Value) -> Option<(f64, f64)> {
     let a = v.as_array()?;
     Some((a[0].as_f64()?, a[1].as_f64()?))
 }
 
-/// `synthetic_channel` of make_goldens.py, as f32 (what Vigil carries).
+/// `synthetic_channel` of make_goldens.py for a golden case's channel spec.
 fn synthetic_channel(fs: f64, seconds: f64, spec: &Value) -> Vec<f32> {
-    let seed = spec["seed"].as_u64().expect("seed");
-    let n = (fs * seconds) as usize;
-    let u = lcg_uniforms(seed, 4 * n);
-    let two_pi = 2.0 * std::f64::consts::PI;
-    let mut x: Vec<f64> = (0..n)
-        .map(|i| {
-            let t = i as f64 / fs;
-            let noise = (u[4 * i] + u[4 * i + 1] + u[4 * i + 2] + u[4 * i + 3] - 2.0) * 15.0;
-            noise + 20.0 * (two_pi * 10.0 * t + seed as f64).sin()
-        })
-        .collect();
-    if let Some((t0, t1)) = pair(&spec["burst"]) {
-        for (i, v) in x.iter_mut().enumerate() {
-            let t = i as f64 / fs;
-            let ramp = ((t - t0).min(t1 - t) / 2.0).clamp(0.0, 1.0);
-            let wave = (two_pi * 3.0 * t).sin()
-                + 0.5 * (two_pi * 6.0 * t).sin()
-                + 0.25 * (two_pi * 9.0 * t).sin();
-            *v += 150.0 * ramp * wave;
-        }
+    SyntheticChannel {
+        seed: spec["seed"].as_u64().expect("seed"),
+        burst: pair(&spec["burst"]),
+        gap: pair(&spec["gap"]),
+        flat: pair(&spec["flat"]),
     }
-    let range = |(a, b): (f64, f64)| (a * fs).round() as usize..(b * fs).round() as usize;
-    if let Some(gap) = pair(&spec["gap"]) {
-        x[range(gap)].fill(f64::NAN);
-    }
-    if let Some(flat) = pair(&spec["flat"]) {
-        x[range(flat)].fill(5.0);
-    }
-    x.into_iter().map(|v| v as f32).collect()
+    .generate(fs, seconds)
 }
 
 fn expected(values: &Value) -> Vec<f32> {

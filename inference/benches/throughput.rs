@@ -1,0 +1,62 @@
+//! End-to-end throughput of the streaming path on one hour of 256 Hz EEG, one thread, default
+//! windows (300/20/10 s): channel-seconds processed per CPU-second, comparable with
+//! `scripts/reference/run-bench` (the Python reference on the same signal and machine).
+//!
+//! Run: `cargo bench -p vigil-inference --bench throughput [-- SECONDS]` (needs the model).
+//! Prints one JSON line.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use vigil_inference::model::SeizureModel;
+use vigil_inference::synthetic::SyntheticChannel;
+use vigil_inference::windowing::{ChannelStream, WindowParams};
+
+/// Process CPU time (user + system) in seconds, from /proc (clock ticks of 10 ms).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Fields after the command name: utime is the 12th, stime the 13th (0-based 11, 12).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn main() {
+    let seconds: f64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(3600.0);
+    let fs = 256.0;
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/modelA_paper.onnx");
+    let model = SeizureModel::load(&path).expect("model (run `vigil models fetch`)");
+    let signal = SyntheticChannel {
+        seed: 1,
+        ..Default::default()
+    }
+    .generate(fs, seconds);
+    // Warm-up: plan optimisation happens once per process, not per window.
+    model.plan(1, 599).expect("plan");
+
+    let (cpu0, wall0) = (cpu_seconds(), Instant::now());
+    let mut stream = ChannelStream::new(fs, WindowParams::default()).expect("stream");
+    let mut points = 0;
+    // One-second chunks, as a device would send them.
+    for chunk in signal.chunks(fs as usize) {
+        points += stream.push(&model, chunk).expect("push").values.len();
+    }
+    points += stream.finish(&model).expect("finish").values.len();
+    let (cpu, wall) = (cpu_seconds() - cpu0, wall0.elapsed().as_secs_f64());
+    assert_eq!(points, (seconds * 2.0) as usize);
+    println!(
+        "{{\"impl\": \"vigil\", \"signal_s\": {seconds}, \"cpu_s\": {cpu:.3}, \"wall_s\": {wall:.3}, \"channel_s_per_cpu_s\": {:.1}}}",
+        seconds / cpu
+    );
+}

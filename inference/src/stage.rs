@@ -1,0 +1,343 @@
+//! `vigil infer`: the consumer-group stage from `vigil.eeg.raw` to `vigil.eeg.prob`.
+//!
+//! Per patient it keeps one [`ChannelStream`] per channel of the patient's current device
+//! stream. Each chunk is pushed (DSP and model on a blocking thread, off the async runtime);
+//! the points that became final are published as one `SeizureProbability` (per-channel values
+//! and their NaN-aware max), and only then is the chunk acknowledged, so its offset is
+//! committed after its outputs are durable.
+//!
+//! Stream rules: a chunk of another `stream_id`, channel set or rate starts new windows (the
+//! old stream's remaining points are finished and published first); `seq` at or below the last
+//! one is a duplicate and skipped; missing chunks up to `max_gap_s` are filled with NaN
+//! samples (their points are "not evaluated"), longer gaps restart the windows. Records that
+//! cannot be used (undecodable, or a rate the model cannot take) go to `vigil.dlq` with the
+//! reason.
+//!
+//! Restart semantics (known limit): window state is in memory. After a restart a patient's
+//! windows start again from the next chunk, so up to one window (300 s) of points after the
+//! restart are reported as not evaluated (NaN), never as a made-up value. Exact resume needs
+//! commits that lag the retained window and a persisted window-grid origin: not built yet.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use vigil_core::bus::{Bus, BusConsumer, BusMessage, Topic};
+use vigil_core::codec::{self, DecodeLimits};
+use vigil_core::record::{DeadLetter, EegChunk, ModelRef, SeizureProbability};
+use vigil_core::telemetry::Readiness;
+use vigil_core::CancellationToken;
+
+use crate::model::SeizureModel;
+use crate::windowing::{model_sample_rate, ChannelStream, FinalizedPoints, WindowParams};
+use crate::InferenceError;
+
+/// Grid step of the model output, 0.5 s.
+pub const STEP_NS: i64 = 500_000_000;
+
+/// Everything the stage needs.
+pub struct InferenceStage {
+    /// The bus (topics must exist).
+    pub bus: Bus,
+    /// The loaded model.
+    pub model: Arc<SeizureModel>,
+    /// Model id and weights checksum, stamped on every output.
+    pub model_ref: ModelRef,
+    /// Window configuration.
+    pub params: WindowParams,
+    /// Consumer group.
+    pub group: String,
+    /// Longest gap filled with NaN, in seconds.
+    pub max_gap_s: f64,
+    /// Readiness checks to update.
+    pub readiness: Readiness,
+}
+
+/// One patient's current device stream.
+struct PatientStream {
+    stream_id: uuid::Uuid,
+    channels: Vec<String>,
+    fs: f64,
+    /// Time of the stream's first sample: grid point k is at origin + k * 0.5 s.
+    origin_ns: i64,
+    next_seq: u64,
+    samples_seen: u64,
+    per_channel: Vec<ChannelStream>,
+}
+
+impl PatientStream {
+    fn start(chunk: &EegChunk, params: WindowParams) -> Result<Self, InferenceError> {
+        let per_channel = chunk
+            .channels
+            .iter()
+            .map(|_| ChannelStream::new(chunk.sample_rate_hz, params))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            stream_id: chunk.stream_id,
+            channels: chunk.channels.clone(),
+            fs: chunk.sample_rate_hz,
+            origin_ns: chunk.start_ns,
+            next_seq: chunk.seq,
+            samples_seen: 0,
+            per_channel,
+        })
+    }
+
+    fn continues(&self, chunk: &EegChunk) -> bool {
+        self.stream_id == chunk.stream_id
+            && self.channels == chunk.channels
+            && self.fs == chunk.sample_rate_hz
+    }
+
+    fn expected_start_ns(&self) -> i64 {
+        self.origin_ns + (self.samples_seen as f64 * 1e9 / self.fs).round() as i64
+    }
+
+    /// Pushes one chunk (after NaN-filling a gap of `gap_samples`) through every channel.
+    fn push(
+        &mut self,
+        model: &SeizureModel,
+        chunk: &EegChunk,
+        gap_samples: usize,
+    ) -> Result<Vec<FinalizedPoints>, InferenceError> {
+        let filler = vec![f32::NAN; gap_samples];
+        let mut out = Vec::with_capacity(self.per_channel.len());
+        for (stream, row) in self.per_channel.iter_mut().zip(&chunk.samples) {
+            let mut points = stream.push(model, &filler)?;
+            let more = stream.push(model, row)?;
+            if points.values.is_empty() {
+                points.first_index = more.first_index;
+            }
+            points.values.extend(more.values);
+            out.push(points);
+        }
+        self.samples_seen += (gap_samples + chunk.samples_per_channel()) as u64;
+        self.next_seq = chunk.seq + 1;
+        Ok(out)
+    }
+
+    fn finish(&mut self, model: &SeizureModel) -> Result<Vec<FinalizedPoints>, InferenceError> {
+        self.per_channel
+            .iter_mut()
+            .map(|s| s.finish(model))
+            .collect()
+    }
+
+    /// One record for points finalized together on every channel.
+    fn record(
+        &self,
+        patient_id: &str,
+        points: Vec<FinalizedPoints>,
+        model: &ModelRef,
+    ) -> Option<SeizureProbability> {
+        let first = points.first()?;
+        let n = first.values.len();
+        if n == 0 {
+            return None;
+        }
+        let first_index = first.first_index;
+        let channel_p: Vec<Vec<f32>> = points.into_iter().map(|p| p.values).collect();
+        let aggregate_p = (0..n)
+            .map(|k| {
+                channel_p
+                    .iter()
+                    .map(|row| row[k])
+                    .filter(|p| !p.is_nan())
+                    .fold(f32::NAN, |acc, p| if acc.is_nan() { p } else { acc.max(p) })
+            })
+            .collect();
+        Some(SeizureProbability {
+            patient_id: patient_id.to_owned(),
+            start_ns: self.origin_ns + first_index as i64 * STEP_NS,
+            step_ns: STEP_NS,
+            channels: self.channels.clone(),
+            channel_p,
+            aggregate_p,
+            model: model.clone(),
+            emitted_ns: vigil_core::time::now_ns(),
+        })
+    }
+}
+
+/// What the stage did with one input record (for logs, metrics and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Processed; `points` probability points published.
+    Processed {
+        /// Points published for this record.
+        points: usize,
+    },
+    /// A resend of a chunk already processed.
+    Duplicate,
+    /// Refused and sent to the dead-letter topic.
+    DeadLettered,
+}
+
+impl InferenceStage {
+    /// Consumes until `shutdown`, then leaves the group after committing.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), InferenceError> {
+        let topic = self.bus.topic(Topic::EegRaw);
+        let mut consumer = self
+            .bus
+            .subscribe(&self.group, &[topic])
+            .await
+            .map_err(|e| InferenceError::Bus(e.to_string()))?;
+        self.readiness.set("bus", true, "subscribed");
+        let mut patients: HashMap<String, PatientStream> = HashMap::new();
+        let result = loop {
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => break Ok(()),
+                msg = consumer.recv() => msg,
+            };
+            let msg = match msg {
+                Ok(msg) => msg,
+                Err(err) => {
+                    self.readiness.set("bus", false, err.to_string());
+                    tracing::warn!(%err, "consume failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            self.readiness.set("bus", true, "consuming");
+            match self.handle(&mut patients, &msg).await {
+                Ok(outcome) => {
+                    tracing::debug!(
+                        ?outcome,
+                        partition = msg.partition,
+                        offset = msg.offset,
+                        "eeg chunk"
+                    );
+                    metrics::counter!("vigil_inference_chunks_total", "outcome" => outcome_label(outcome)).increment(1);
+                    if let Err(err) = consumer.ack(&msg) {
+                        tracing::warn!(%err, "ack after rebalance; the record will be redelivered");
+                    }
+                }
+                // Outputs not published: do not ack; the record is redelivered after a restart.
+                Err(err) => break Err(err),
+            }
+        };
+        close(consumer).await;
+        result
+    }
+
+    /// Processes one record; returns once its outputs are on the bus.
+    async fn handle(
+        &self,
+        patients: &mut HashMap<String, PatientStream>,
+        msg: &BusMessage,
+    ) -> Result<Outcome, InferenceError> {
+        let chunk: EegChunk = match codec::decode(&msg.payload, &DecodeLimits::default()) {
+            Ok(chunk) => chunk,
+            Err(err) => return self.dead_letter(msg, &err.to_string()).await,
+        };
+        if let Err(err) = model_sample_rate(chunk.sample_rate_hz) {
+            return self.dead_letter(msg, &err.to_string()).await;
+        }
+        let patient_id = chunk.patient_id.clone();
+        let mut outputs = Vec::new();
+        let mut state = match patients.remove(&patient_id) {
+            Some(state) if state.continues(&chunk) => state,
+            previous => {
+                if let Some(mut old) = previous {
+                    // A new device session: the old stream ended; publish its last points.
+                    let model = self.model.clone();
+                    let (old, points) = blocking(move || {
+                        let points = old.finish(&model);
+                        (old, points)
+                    })
+                    .await?;
+                    outputs.extend(old.record(&patient_id, points?, &self.model_ref));
+                }
+                PatientStream::start(&chunk, self.params)?
+            }
+        };
+        if chunk.seq < state.next_seq {
+            patients.insert(patient_id, state);
+            return Ok(Outcome::Duplicate);
+        }
+        let gap_ns = chunk.start_ns - state.expected_start_ns();
+        let gap_samples = if chunk.seq > state.next_seq && gap_ns > 0 {
+            (gap_ns as f64 * state.fs / 1e9).round() as usize
+        } else {
+            0
+        };
+        if gap_samples as f64 > self.max_gap_s * state.fs {
+            tracing::info!(
+                patient_id,
+                gap_s = gap_ns as f64 / 1e9,
+                "long gap: restarting windows"
+            );
+            state = PatientStream::start(&chunk, self.params)?;
+        }
+        let gap_samples = if state.samples_seen == 0 {
+            0
+        } else {
+            gap_samples
+        };
+        let model = self.model.clone();
+        let (state, points) = blocking(move || {
+            let mut state = state;
+            let points = state.push(&model, &chunk, gap_samples);
+            (state, points)
+        })
+        .await?;
+        let points = points?;
+        outputs.extend(state.record(&patient_id, points, &self.model_ref));
+        patients.insert(patient_id.clone(), state);
+
+        let mut published = 0;
+        for record in &outputs {
+            self.bus
+                .publish_record(Topic::EegProb, &patient_id, record)
+                .await
+                .map_err(|e| InferenceError::Bus(e.to_string()))?;
+            published += record.aggregate_p.len();
+        }
+        Ok(Outcome::Processed { points: published })
+    }
+
+    async fn dead_letter(&self, msg: &BusMessage, reason: &str) -> Result<Outcome, InferenceError> {
+        tracing::warn!(
+            reason,
+            partition = msg.partition,
+            offset = msg.offset,
+            "eeg chunk refused"
+        );
+        let letter = DeadLetter::new(
+            "inference",
+            Some((&msg.topic, msg.partition, msg.offset)),
+            &msg.key,
+            &msg.payload,
+            reason,
+            vigil_core::time::now_ns(),
+        );
+        let key = String::from_utf8_lossy(&msg.key).into_owned();
+        self.bus
+            .publish_record(Topic::Dlq, &key, &letter)
+            .await
+            .map_err(|e| InferenceError::Bus(e.to_string()))?;
+        Ok(Outcome::DeadLettered)
+    }
+}
+
+fn outcome_label(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Processed { .. } => "processed",
+        Outcome::Duplicate => "duplicate",
+        Outcome::DeadLettered => "dead_lettered",
+    }
+}
+
+/// DSP and the model are CPU-heavy: run them on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, InferenceError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| InferenceError::Bus(format!("inference worker failed: {e}")))
+}
+
+async fn close(consumer: Box<dyn BusConsumer>) {
+    if let Err(err) = consumer.close().await {
+        tracing::warn!(%err, "closing the consumer");
+    }
+}

@@ -1,0 +1,230 @@
+//! The inference stage end to end on a bus: EEG chunks in, probabilities out, equal to the
+//! parity-tested offline path; duplicates skipped; garbage dead-lettered; offsets committed.
+//! Runs on memory:// and on a real Kafka-protocol broker (`VIGIL_TEST_KAFKA`, see
+//! core/tests/bus_scenarios.rs for the skip/CI rule).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::timeout;
+use uuid::Uuid;
+use vigil_core::bus::{Bus, Topic};
+use vigil_core::codec::{self, DecodeLimits};
+use vigil_core::config::BusConfig;
+use vigil_core::record::{DeadLetter, EegChunk, ModelRef, SeizureProbability, SignalUnit};
+use vigil_core::telemetry::Readiness;
+use vigil_core::CancellationToken;
+use vigil_inference::model::SeizureModel;
+use vigil_inference::stage::{InferenceStage, STEP_NS};
+use vigil_inference::synthetic::SyntheticChannel;
+use vigil_inference::windowing::{predict_channel, WindowParams};
+
+const WAIT: Duration = Duration::from_secs(120);
+const T0: i64 = 1_700_000_000_000_000_000;
+
+fn model() -> Option<Arc<SeizureModel>> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/modelA_paper.onnx");
+    if !path.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "model weights missing under CI"
+        );
+        eprintln!("skipped: run `vigil models fetch`");
+        return None;
+    }
+    Some(Arc::new(SeizureModel::load(&path).expect("model")))
+}
+
+fn memory() -> Option<BusConfig> {
+    Some(BusConfig {
+        url: format!("memory://{}", Uuid::new_v4()),
+        ..BusConfig::default()
+    })
+}
+
+fn kafka() -> Option<BusConfig> {
+    match std::env::var("VIGIL_TEST_KAFKA") {
+        Ok(servers) if !servers.is_empty() => Some(BusConfig {
+            url: format!("kafka://{servers}"),
+            topic_prefix: format!("t{}.", Uuid::new_v4().simple()),
+            partitions: 2,
+            ..BusConfig::default()
+        }),
+        _ if std::env::var_os("CI").is_some() => panic!("CI needs VIGIL_TEST_KAFKA"),
+        _ => {
+            eprintln!("skipped: set VIGIL_TEST_KAFKA=host:port");
+            None
+        }
+    }
+}
+
+async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
+    let Some(model) = model() else { return };
+    let bus = Bus::connect(&config).await.expect("bus");
+    bus.create_vigil_topics().await.expect("topics");
+
+    let fs = 256.0;
+    let seconds = 330;
+    let signals = [
+        SyntheticChannel {
+            seed: 2,
+            burst: Some((20.0, 45.0)),
+            ..Default::default()
+        }
+        .generate(fs, seconds as f64),
+        SyntheticChannel {
+            seed: 1,
+            ..Default::default()
+        }
+        .generate(fs, seconds as f64),
+    ];
+    let stream_id = Uuid::new_v4();
+    let chunk = |seq: usize| EegChunk {
+        patient_id: "patient-1".into(),
+        device_id: "headset-1".into(),
+        stream_id,
+        seq: seq as u64,
+        start_ns: T0 + seq as i64 * 1_000_000_000,
+        received_ns: T0 + seq as i64 * 1_000_000_000,
+        sample_rate_hz: fs,
+        channels: vec!["C3".into(), "C4".into()],
+        unit: SignalUnit::Microvolt,
+        samples: signals
+            .iter()
+            .map(|s| s[seq * 256..(seq + 1) * 256].to_vec())
+            .collect(),
+    };
+    let raw = bus.topic(Topic::EegRaw);
+    for seq in 0..seconds {
+        bus.publish_record(Topic::EegRaw, "patient-1", &chunk(seq))
+            .await
+            .expect("publish");
+        if seq == 5 {
+            // A device resend: must not be processed twice.
+            bus.publish_record(Topic::EegRaw, "patient-1", &chunk(seq))
+                .await
+                .expect("resend");
+        }
+    }
+    bus.publish(&raw, b"patient-1", b"definitely not a record")
+        .await
+        .expect("garbage");
+
+    let model_ref = ModelRef {
+        id: "brainmaze-seizure-modelA".into(),
+        sha256: "0".repeat(64),
+    };
+    let shutdown = CancellationToken::new();
+    let group = format!("inference-{}", Uuid::new_v4().simple());
+    let stage = InferenceStage {
+        bus: bus.clone(),
+        model: model.clone(),
+        model_ref: model_ref.clone(),
+        params: WindowParams::default(),
+        group: group.clone(),
+        max_gap_s: 30.0,
+        readiness: Readiness::default(),
+    };
+    let running = tokio::spawn(stage.run(shutdown.clone()));
+
+    // Windows start at 0 s and 20 s; with 330 s of signal points 0..=100 are final.
+    let expected_points = 101;
+    let mut probs = bus
+        .subscribe(
+            &format!("reader-{}", Uuid::new_v4().simple()),
+            &[bus.topic(Topic::EegProb)],
+        )
+        .await
+        .expect("subscribe prob");
+    let mut got: Vec<SeizureProbability> = Vec::new();
+    while got.iter().map(|p| p.aggregate_p.len()).sum::<usize>() < expected_points {
+        let msg = timeout(WAIT, probs.recv())
+            .await
+            .expect("probabilities in time")
+            .expect("recv");
+        assert_eq!(msg.key, b"patient-1");
+        got.push(codec::decode(&msg.payload, &DecodeLimits::default()).expect("valid record"));
+        probs.ack(&msg).expect("ack");
+    }
+    let mut dlq = bus
+        .subscribe(
+            &format!("dlq-{}", Uuid::new_v4().simple()),
+            &[bus.topic(Topic::Dlq)],
+        )
+        .await
+        .expect("subscribe dlq");
+    let msg = timeout(WAIT, dlq.recv())
+        .await
+        .expect("dead letter in time")
+        .expect("recv");
+    let letter: DeadLetter =
+        codec::decode(&msg.payload, &DecodeLimits::default()).expect("dead letter");
+    assert_eq!(letter.stage, "inference");
+    assert_eq!(letter.payload, b"definitely not a record");
+    assert!(letter.reason.contains("magic"), "{}", letter.reason);
+
+    shutdown.cancel();
+    timeout(WAIT, running)
+        .await
+        .expect("stage stops")
+        .expect("join")
+        .expect("clean stop");
+
+    // Points arrive in order on the 0.5 s grid starting at the first sample.
+    let mut next = T0;
+    for record in &got {
+        assert_eq!(record.start_ns, next, "contiguous grid");
+        assert_eq!(record.step_ns, STEP_NS);
+        assert_eq!(record.model, model_ref);
+        next += record.aggregate_p.len() as i64 * STEP_NS;
+    }
+    let expected: Vec<Vec<f32>> = signals
+        .iter()
+        .map(|s| predict_channel(&model, s, fs, WindowParams::default()).expect("offline"))
+        .collect();
+    for (ch, offline) in expected.iter().enumerate() {
+        let stream: Vec<f32> = got.iter().flat_map(|r| r.channel_p[ch].clone()).collect();
+        for (k, (a, b)) in stream.iter().zip(offline).enumerate() {
+            assert!(
+                a.is_nan() == b.is_nan() && (a.is_nan() || (a - b).abs() < 1e-6),
+                "ch {ch} point {k}: {a} vs {b}"
+            );
+        }
+    }
+    // Final points cover 0..50 s: the burst (20-45 s) on C3, background only on C4.
+    let aggregate: Vec<f32> = got.iter().flat_map(|r| r.aggregate_p.clone()).collect();
+    assert_eq!(aggregate.len(), expected_points);
+    assert!(aggregate[0].is_nan(), "point 0 is never evaluated");
+    let burst_peak = aggregate[44..90].iter().copied().fold(0.0f32, f32::max);
+    let background: Vec<f32> = got.iter().flat_map(|r| r.channel_p[1].clone()).collect();
+    let background_peak = background[1..].iter().copied().fold(0.0f32, f32::max);
+    assert!(burst_peak > 0.9, "burst detected: {burst_peak}");
+    assert!(
+        background_peak < 0.2,
+        "background stays low: {background_peak}"
+    );
+
+    // Every input was acknowledged: the group has nothing left to read.
+    let mut again = bus.subscribe(&group, &[raw]).await.expect("resubscribe");
+    if let Ok(Ok(msg)) = timeout(Duration::from_secs(3), again.recv()).await {
+        panic!("offset {} was not committed", msg.offset);
+    }
+    again.close().await.expect("close");
+    probs.close().await.expect("close");
+    dlq.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stage() {
+    if let Some(config) = memory() {
+        stage_turns_chunks_into_reference_probabilities(config).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_stage() {
+    if let Some(config) = kafka() {
+        stage_turns_chunks_into_reference_probabilities(config).await;
+    }
+}
