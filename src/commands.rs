@@ -1,10 +1,17 @@
 //! The subcommands. Each builds what it needs from the layered config.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use vigil_core::bus::Bus;
 use vigil_core::config::VigilConfig;
 use vigil_core::model::{self, FetchOutcome, ModelManifest, PackageOrigin};
+use vigil_core::record::ModelRef;
 use vigil_core::telemetry::{self, Readiness};
+use vigil_core::CancellationToken;
+use vigil_inference::model::SeizureModel;
+use vigil_inference::stage::InferenceStage;
+use vigil_inference::windowing::WindowParams;
 
 use crate::{Cli, Command, ModelsAction, TopicsAction};
 
@@ -51,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }),
         Command::Demo => runtime()?.block_on(demo(config)),
+        Command::Infer => runtime()?.block_on(infer(config)),
     }
 }
 
@@ -88,8 +96,101 @@ fn fetch_model(
     Ok(path)
 }
 
-/// `vigil demo`: today the embedded bus with every Vigil topic, the verified model, and the
-/// operations endpoints. Stages join as they are built (see README "What runs today").
+/// Loads the verified model for the inference stage (refuses unverified weights).
+async fn load_model(config: &VigilConfig) -> anyhow::Result<(Arc<SeizureModel>, ModelRef)> {
+    let manifest = ModelManifest::load(&config.models.manifest)?;
+    let entry = manifest.model(Some(&config.inference.model_id))?.clone();
+    let path = entry.verify(&config.models.dir)?;
+    let model = tokio::task::spawn_blocking(move || SeizureModel::load(&path))
+        .await
+        .context("model loading task")??;
+    Ok((
+        Arc::new(model),
+        ModelRef {
+            id: entry.id.clone(),
+            sha256: entry.sha256.clone(),
+        },
+    ))
+}
+
+fn inference_stage(
+    config: &VigilConfig,
+    bus: Bus,
+    model: Arc<SeizureModel>,
+    model_ref: ModelRef,
+    readiness: Readiness,
+) -> InferenceStage {
+    let c = &config.inference;
+    InferenceStage {
+        bus,
+        model,
+        model_ref,
+        params: WindowParams {
+            window_s: c.window_s,
+            step_s: c.step_s,
+            discard_edges_s: c.discard_edges_s,
+        },
+        group: c.group.clone(),
+        max_gap_s: c.max_gap_s,
+        readiness,
+    }
+}
+
+/// Serves the ops endpoints until `shutdown`.
+async fn serve_ops(
+    listen: std::net::SocketAddr,
+    readiness: Readiness,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("bind {listen}"))?;
+    let addr = listener.local_addr()?;
+    let router = telemetry::ops_router(readiness, metrics);
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+        {
+            tracing::error!(%err, "ops server failed");
+        }
+    });
+    Ok(addr)
+}
+
+/// `vigil infer`: the inference stage on the configured bus.
+async fn infer(config: VigilConfig) -> anyhow::Result<()> {
+    let metrics = telemetry::init(&config.telemetry);
+    let shutdown = vigil_core::shutdown::on_signals();
+    let readiness = Readiness::default();
+    readiness.set("model", false, "loading");
+    readiness.set("bus", false, "connecting");
+    let addr = serve_ops(
+        config.inference.listen,
+        readiness.clone(),
+        metrics,
+        shutdown.clone(),
+    )
+    .await?;
+    tracing::info!(%addr, "inference ops endpoints");
+    let (model, model_ref) = load_model(&config).await?;
+    readiness.set(
+        "model",
+        true,
+        format!("{} sha256 {}", model_ref.id, model_ref.sha256),
+    );
+    let bus = Bus::connect(&config.bus).await?;
+    bus.create_vigil_topics().await?;
+    inference_stage(&config, bus, model, model_ref, readiness)
+        .run(shutdown)
+        .await?;
+    tracing::info!("inference stopped");
+    Ok(())
+}
+
+/// `vigil demo`: the built stages (today: inference) in one process on the embedded bus,
+/// fed by simulated patients, printing seizure probabilities as they become final.
 async fn demo(mut config: VigilConfig) -> anyhow::Result<()> {
     let metrics = telemetry::init(&config.telemetry);
     if !config.bus.url.starts_with("memory://") {
@@ -103,27 +204,48 @@ async fn demo(mut config: VigilConfig) -> anyhow::Result<()> {
         python: std::env::var("VIGIL_PYTHON").unwrap_or_else(|_| "python3".into()),
     };
     let cfg = config.clone();
-    let model_path = tokio::task::spawn_blocking(move || fetch_model(&cfg, None, &origin))
+    tokio::task::spawn_blocking(move || fetch_model(&cfg, Some(&cfg.inference.model_id), &origin))
         .await
         .context("model fetch task")??;
-    readiness.set("model", true, model_path.display().to_string());
+    let (model, model_ref) = load_model(&config).await?;
+    readiness.set(
+        "model",
+        true,
+        format!("{} sha256 {}", model_ref.id, model_ref.sha256),
+    );
 
     let bus = Bus::connect(&config.bus).await?;
     bus.create_vigil_topics().await?;
     readiness.set("bus", true, config.bus.url.clone());
 
-    let listener = tokio::net::TcpListener::bind(config.demo.listen)
-        .await
-        .with_context(|| format!("bind {}", config.demo.listen))?;
-    let addr = listener.local_addr()?;
+    let addr = serve_ops(
+        config.demo.listen,
+        readiness.clone(),
+        metrics,
+        shutdown.clone(),
+    )
+    .await?;
     println!("Vigil demo on http://{addr}  (/healthz /readyz /metrics; Ctrl-C to stop)");
-    println!("Running today: embedded bus with every topic, verified model. Not yet built: ingest, inference, storage, dashboard, replay.");
+    println!(
+        "Running: {} simulated patients (synthetic EEG, patient 1 with seizure-like bursts) at {}x -> inference (model {}).",
+        config.demo.patients, config.demo.speed, model_ref.id
+    );
+    println!("The model needs 300 s of signal, and a point is final 270 s later: first lines appear after ~{:.0} s.", 330.0 / config.demo.speed);
+    println!("Not yet built: ingest gateway, storage, dashboard, replay of recordings.");
 
-    let router = telemetry::ops_router(readiness, metrics);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .context("demo HTTP server")?;
+    let stage = inference_stage(&config, bus.clone(), model, model_ref, readiness);
+    let stage = tokio::spawn(stage.run(shutdown.clone()));
+    let feeder = tokio::spawn(crate::demo::feed_patients(
+        bus.clone(),
+        config.demo.patients,
+        config.demo.speed,
+        shutdown.clone(),
+    ));
+    let printer = tokio::spawn(crate::demo::print_probabilities(bus, shutdown.clone()));
+    shutdown.cancelled().await;
+    feeder.await.context("demo feeder")?;
+    printer.await.context("demo printer")??;
+    stage.await.context("inference stage")??;
     tracing::info!("demo stopped");
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! stages live in their crates and the commands in `commands.rs`.
 
 mod commands;
+mod demo;
 
 use std::path::PathBuf;
 
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run every built stage in one process on the embedded bus (memory://).
     Demo,
+    /// Run the inference stage: EEG chunks in, seizure probabilities out.
+    Infer,
     /// Model weights: fetch (download + verify) or verify.
     Models {
         #[command(subcommand)]

@@ -176,12 +176,19 @@ impl Default for ModelsConfig {
 pub struct DemoConfig {
     /// Address of the demo's HTTP endpoints.
     pub listen: SocketAddr,
+    /// Simulated patients (synthetic EEG; the first has seizure-like bursts).
+    pub patients: usize,
+    /// Replay speed: 1.0 = real time. The model needs 300 s of signal before its first
+    /// output, so the default shows results within about a minute.
+    pub speed: f64,
 }
 
 impl Default for DemoConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            patients: 3,
+            speed: 10.0,
         }
     }
 }
@@ -233,6 +240,12 @@ impl VigilConfig {
             return Err(ConfigError::Invalid {
                 key: "bus.publish_timeout_ms",
                 problem: "must be positive".to_owned(),
+            });
+        }
+        if !(self.demo.speed.is_finite() && self.demo.speed > 0.0 && self.demo.speed <= 1000.0) {
+            return Err(ConfigError::Invalid {
+                key: "demo.speed",
+                problem: format!("must be in (0, 1000], got {}", self.demo.speed),
             });
         }
         if !(bus.url.starts_with("memory://") || bus.url.starts_with("kafka://")) {
