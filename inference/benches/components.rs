@@ -55,6 +55,11 @@ fn bench(c: &mut Criterion) {
                 .expect("predict")
         })
     });
+    let batch: Vec<Vec<f32>> = vec![input.clone(); 8];
+    model.predict(&batch, 599).expect("warm-up batch");
+    group.bench_function("whole_graph_batch_of_8_windows", |b| {
+        b.iter(|| model.predict(&batch, 599).expect("predict"))
+    });
     group.finish();
 }
 

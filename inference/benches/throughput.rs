@@ -1,6 +1,6 @@
 //! End-to-end throughput of the streaming path on one hour of 256 Hz EEG, one thread, default
 //! windows (300/20/10 s): channel-seconds processed per CPU-second, comparable with
-//! `scripts/reference/run-bench` (the Python reference on the same signal and machine).
+//! `scripts/reference/run bench` (the Python reference on the same signal and machine).
 //!
 //! Run: `cargo bench -p vigil-inference --bench throughput [-- SECONDS]` (needs the model).
 //! Prints one JSON line.

@@ -13,6 +13,7 @@
 //! window yet), never "no seizure". Parity with the Python reference is tested against golden
 //! files made by `scripts/reference/run` (`tests/parity.rs`).
 
+pub mod alerts;
 pub mod model;
 pub mod spectrogram;
 pub mod stage;

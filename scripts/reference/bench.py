@@ -2,7 +2,7 @@
 predict_channel_seizure_probability on one thread (ONNX Runtime threads=1), default windows
 (300/20/10 s), on the synthetic 256 Hz background signal of make_goldens.py.
 
-Usage: scripts/reference/run-bench [seconds]   (default 3600)
+Usage: scripts/reference/run bench [seconds]   (default 3600)
 Prints one JSON line.
 """
 import json

@@ -1,0 +1,447 @@
+//! Alert semantics of design.md section 5, per patient, as a state machine whose every
+//! transition is an [`AlertEvent`] (the record on `vigil.alerts`).
+//!
+//! - **Seizure** (signal time): a run of consecutive points with aggregate p at or above
+//!   `on_threshold` lasting `on_duration_s` raises (onset = its first point); a run below
+//!   `off_threshold` lasting `off_duration_s` resolves. A NaN point ("not evaluated") neither
+//!   raises nor resolves: it restarts both runs, so missing data can never end an alarm or
+//!   start one.
+//! - **Sustained seizure burden** (signal time): among the evaluated points of the last
+//!   `burden_window_s`, the fraction with p >= `on_threshold`; raised at >= `burden_threshold`
+//!   once a full window was seen with at least half of it evaluated, resolved below 0.5.
+//! - **Signal loss** (wall clock, [`PatientAlerts::on_tick`]): no samples for more than
+//!   `signal_loss_s`; resolved by the next samples.
+//! - **Acknowledgement and escalation**: every raised alert needs a clinician's
+//!   acknowledgement; unacknowledged after `escalate_after_s` it is escalated (once). An alert
+//!   is forgotten only when it is both resolved and acknowledged.
+//! - **Restart**: [`PatientAlerts::apply`] folds the events read back from `vigil.alerts`, so
+//!   an open alert is neither raised again nor lost, and its escalation timer keeps running
+//!   from the original raise time.
+//!
+//! Heart-rate alerts (brady/tachycardia, ictal tachycardia evidence) are not built yet.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use uuid::Uuid;
+use vigil_core::record::{
+    AlertEvent, AlertEvidence, AlertKind, AlertTransition, SeizureProbability,
+};
+
+/// Alert thresholds and timers. Defaults are conservative starting points, not clinically
+/// validated values: configure them per patient.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AlertPolicy {
+    /// Probability at or above which a point counts as seizure.
+    pub on_threshold: f32,
+    /// How long p must stay at or above `on_threshold` to raise, in seconds.
+    pub on_duration_s: f64,
+    /// Probability below which a point counts as seizure-free.
+    pub off_threshold: f32,
+    /// How long p must stay below `off_threshold` to resolve, in seconds.
+    pub off_duration_s: f64,
+    /// Window of the burden alert, in seconds.
+    pub burden_window_s: f64,
+    /// Burden at or above which `sustained_seizure_burden` is raised.
+    pub burden_threshold: f32,
+    /// Seconds without samples before `signal_loss` is raised.
+    pub signal_loss_s: f64,
+    /// Seconds an alert may stay unacknowledged before it is escalated.
+    pub escalate_after_s: f64,
+}
+
+impl Default for AlertPolicy {
+    fn default() -> Self {
+        Self {
+            on_threshold: 0.8,
+            on_duration_s: 10.0,
+            off_threshold: 0.5,
+            off_duration_s: 30.0,
+            burden_window_s: 300.0,
+            burden_threshold: 0.9,
+            signal_loss_s: 10.0,
+            escalate_after_s: 300.0,
+        }
+    }
+}
+
+/// An alert that is raised and not yet both resolved and acknowledged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAlert {
+    /// Id shared by all its events.
+    pub alert_id: Uuid,
+    /// Condition.
+    pub kind: AlertKind,
+    /// Signal time the condition began.
+    pub onset_ns: i64,
+    /// Wall time it was raised (escalation timer start).
+    pub raised_at_ns: i64,
+    /// Acknowledged by a clinician.
+    pub acknowledged: bool,
+    /// Escalated already.
+    pub escalated: bool,
+    /// The condition has ended.
+    pub resolved: bool,
+}
+
+/// Why an acknowledgement was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    /// No open alert with that id for this patient.
+    #[error("no open alert {0} for this patient")]
+    Unknown(Uuid),
+    /// Acknowledged before.
+    #[error("alert {0} is already acknowledged")]
+    AlreadyAcknowledged(Uuid),
+}
+
+/// A run of qualifying points: start time of its first point.
+#[derive(Debug, Default, Clone, Copy)]
+struct Run(Option<i64>);
+
+impl Run {
+    /// Extends or restarts the run; returns its duration including this point.
+    fn extend(&mut self, t_ns: i64, step_ns: i64, qualifies: bool) -> Option<(i64, f64)> {
+        if !qualifies {
+            self.0 = None;
+            return None;
+        }
+        let start = *self.0.get_or_insert(t_ns);
+        Some((start, (t_ns + step_ns - start) as f64 / 1e9))
+    }
+}
+
+/// One patient's alert state.
+#[derive(Debug)]
+pub struct PatientAlerts {
+    patient_id: String,
+    policy: AlertPolicy,
+    open: BTreeMap<Uuid, OpenAlert>,
+    seizure_on: Run,
+    seizure_off: Run,
+    /// Points of the burden window: (t_ns, evaluated, seizure).
+    burden: VecDeque<(i64, bool, bool)>,
+    first_point_ns: Option<i64>,
+    last_samples_ns: Option<i64>,
+}
+
+impl PatientAlerts {
+    /// No alerts yet.
+    pub fn new(patient_id: &str, policy: AlertPolicy) -> Self {
+        Self {
+            patient_id: patient_id.to_owned(),
+            policy,
+            open: BTreeMap::new(),
+            seizure_on: Run::default(),
+            seizure_off: Run::default(),
+            burden: VecDeque::new(),
+            first_point_ns: None,
+            last_samples_ns: None,
+        }
+    }
+
+    /// Alerts not yet both resolved and acknowledged.
+    pub fn open(&self) -> impl Iterator<Item = &OpenAlert> {
+        self.open.values()
+    }
+
+    fn active(&self, kind: AlertKind) -> Option<Uuid> {
+        self.open
+            .values()
+            .find(|a| a.kind == kind && !a.resolved)
+            .map(|a| a.alert_id)
+    }
+
+    fn event(
+        &self,
+        alert: &OpenAlert,
+        transition: AlertTransition,
+        at_ns: i64,
+        evidence: AlertEvidence,
+    ) -> AlertEvent {
+        AlertEvent {
+            alert_id: alert.alert_id,
+            patient_id: self.patient_id.clone(),
+            kind: alert.kind,
+            transition,
+            onset_ns: alert.onset_ns,
+            at_ns,
+            by: None,
+            evidence,
+        }
+    }
+
+    fn raise(
+        &mut self,
+        kind: AlertKind,
+        onset_ns: i64,
+        now_ns: i64,
+        evidence: AlertEvidence,
+    ) -> AlertEvent {
+        let alert = OpenAlert {
+            alert_id: Uuid::new_v4(),
+            kind,
+            onset_ns,
+            raised_at_ns: now_ns,
+            acknowledged: false,
+            escalated: false,
+            resolved: false,
+        };
+        let event = self.event(&alert, AlertTransition::Raised, now_ns, evidence);
+        self.open.insert(alert.alert_id, alert);
+        event
+    }
+
+    fn resolve(&mut self, id: Uuid, now_ns: i64, evidence: AlertEvidence) -> Option<AlertEvent> {
+        let alert = self.open.get_mut(&id)?;
+        alert.resolved = true;
+        let alert = alert.clone();
+        if alert.acknowledged {
+            self.open.remove(&id);
+        }
+        Some(self.event(&alert, AlertTransition::Resolved, now_ns, evidence))
+    }
+
+    /// Feeds finalized probabilities (signal time); returns the transitions they cause.
+    /// `now_ns` is the wall time used for the events' `at_ns`.
+    pub fn on_probability(&mut self, record: &SeizureProbability, now_ns: i64) -> Vec<AlertEvent> {
+        let mut events = Vec::new();
+        let step = record.step_ns;
+        let window_ns = (self.policy.burden_window_s * 1e9) as i64;
+        for (i, &p) in record.aggregate_p.iter().enumerate() {
+            let t = record.start_ns + i as i64 * step;
+            let first = *self.first_point_ns.get_or_insert(t);
+            let evidence = AlertEvidence {
+                p: (!p.is_nan()).then_some(p),
+                ..Default::default()
+            };
+
+            // Seizure hysteresis.
+            match self.active(AlertKind::Seizure) {
+                None => {
+                    self.seizure_off = Run::default();
+                    let run = self.seizure_on.extend(
+                        t,
+                        step,
+                        !p.is_nan() && p >= self.policy.on_threshold,
+                    );
+                    if let Some((onset, secs)) = run {
+                        if secs >= self.policy.on_duration_s {
+                            events.push(self.raise(AlertKind::Seizure, onset, now_ns, evidence));
+                            self.seizure_on = Run::default();
+                        }
+                    }
+                }
+                Some(id) => {
+                    self.seizure_on = Run::default();
+                    let run = self.seizure_off.extend(
+                        t,
+                        step,
+                        !p.is_nan() && p < self.policy.off_threshold,
+                    );
+                    if matches!(run, Some((_, secs)) if secs >= self.policy.off_duration_s) {
+                        events.extend(self.resolve(id, now_ns, evidence));
+                        self.seizure_off = Run::default();
+                    }
+                }
+            }
+
+            // Sustained burden over the last window of points.
+            self.burden
+                .push_back((t, !p.is_nan(), !p.is_nan() && p >= self.policy.on_threshold));
+            while self
+                .burden
+                .front()
+                .is_some_and(|(t0, _, _)| *t0 <= t - window_ns)
+            {
+                self.burden.pop_front();
+            }
+            let window_points = (window_ns / step).max(1) as usize;
+            let evaluated = self.burden.iter().filter(|b| b.1).count();
+            let full = t + step - first >= window_ns && evaluated * 2 >= window_points;
+            if full {
+                let burden = self.burden.iter().filter(|b| b.2).count() as f32 / evaluated as f32;
+                let evidence = AlertEvidence {
+                    burden: Some(burden),
+                    p: evidence.p,
+                    ..Default::default()
+                };
+                match self.active(AlertKind::SustainedSeizureBurden) {
+                    None if burden >= self.policy.burden_threshold => {
+                        let onset = self.burden.front().map_or(t, |b| b.0);
+                        events.push(self.raise(
+                            AlertKind::SustainedSeizureBurden,
+                            onset,
+                            now_ns,
+                            evidence,
+                        ));
+                    }
+                    Some(id) if burden < 0.5 => events.extend(self.resolve(id, now_ns, evidence)),
+                    _ => {}
+                }
+            }
+        }
+        events
+    }
+
+    /// Samples arrived at wall time `now_ns`: resolves an open signal-loss alert.
+    pub fn on_samples(&mut self, now_ns: i64) -> Vec<AlertEvent> {
+        self.last_samples_ns = Some(now_ns);
+        self.active(AlertKind::SignalLoss)
+            .and_then(|id| self.resolve(id, now_ns, AlertEvidence::default()))
+            .into_iter()
+            .collect()
+    }
+
+    /// Wall-clock checks: signal loss and escalation of unacknowledged alerts.
+    pub fn on_tick(&mut self, now_ns: i64) -> Vec<AlertEvent> {
+        let mut events = Vec::new();
+        if let Some(last) = self.last_samples_ns {
+            let silent_s = (now_ns - last) as f64 / 1e9;
+            if silent_s > self.policy.signal_loss_s && self.active(AlertKind::SignalLoss).is_none()
+            {
+                events.push(self.raise(
+                    AlertKind::SignalLoss,
+                    last,
+                    now_ns,
+                    AlertEvidence::default(),
+                ));
+            }
+        }
+        let due = (self.policy.escalate_after_s * 1e9) as i64;
+        let overdue: Vec<Uuid> = self
+            .open
+            .values()
+            .filter(|a| !a.acknowledged && !a.escalated && now_ns - a.raised_at_ns >= due)
+            .map(|a| a.alert_id)
+            .collect();
+        for id in overdue {
+            if let Some(alert) = self.open.get_mut(&id) {
+                alert.escalated = true;
+                let alert = alert.clone();
+                events.push(self.event(
+                    &alert,
+                    AlertTransition::Escalated,
+                    now_ns,
+                    AlertEvidence::default(),
+                ));
+            }
+        }
+        events
+    }
+
+    /// A clinician acknowledges an alert.
+    pub fn acknowledge(
+        &mut self,
+        alert_id: Uuid,
+        by: &str,
+        now_ns: i64,
+    ) -> Result<AlertEvent, AckError> {
+        let alert = self
+            .open
+            .get_mut(&alert_id)
+            .ok_or(AckError::Unknown(alert_id))?;
+        if alert.acknowledged {
+            return Err(AckError::AlreadyAcknowledged(alert_id));
+        }
+        alert.acknowledged = true;
+        let alert = alert.clone();
+        if alert.resolved {
+            self.open.remove(&alert_id);
+        }
+        let mut event = self.event(
+            &alert,
+            AlertTransition::Acknowledged,
+            now_ns,
+            AlertEvidence::default(),
+        );
+        event.by = Some(by.to_owned());
+        Ok(event)
+    }
+
+    /// Folds an event read back from `vigil.alerts` (restart recovery, or an acknowledgement
+    /// produced by the dashboard).
+    pub fn apply(&mut self, event: &AlertEvent) {
+        match event.transition {
+            AlertTransition::Raised => {
+                self.open.entry(event.alert_id).or_insert(OpenAlert {
+                    alert_id: event.alert_id,
+                    kind: event.kind,
+                    onset_ns: event.onset_ns,
+                    raised_at_ns: event.at_ns,
+                    acknowledged: false,
+                    escalated: false,
+                    resolved: false,
+                });
+            }
+            transition => {
+                let Some(alert) = self.open.get_mut(&event.alert_id) else {
+                    return;
+                };
+                match transition {
+                    AlertTransition::Acknowledged => alert.acknowledged = true,
+                    AlertTransition::Escalated => alert.escalated = true,
+                    AlertTransition::Resolved => alert.resolved = true,
+                    AlertTransition::Raised => {}
+                }
+                if alert.acknowledged && alert.resolved {
+                    self.open.remove(&event.alert_id);
+                }
+            }
+        }
+    }
+}
+
+/// Wall clock derived from tokio's clock, so timers can be tested with paused time.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    origin_ns: i64,
+    origin: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// Starts at the system time now.
+    pub fn system() -> Self {
+        Self::starting_at(vigil_core::time::now_ns())
+    }
+
+    /// Starts at `origin_ns` (tests).
+    pub fn starting_at(origin_ns: i64) -> Self {
+        Self {
+            origin_ns,
+            origin: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Now, in ns since the Unix epoch.
+    pub fn now_ns(&self) -> i64 {
+        self.origin_ns + self.origin.elapsed().as_nanos() as i64
+    }
+}
+
+/// Calls [`PatientAlerts::on_tick`] for every patient each `period` and sends the events,
+/// until `shutdown`.
+pub async fn run_ticks(
+    patients: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, PatientAlerts>>>,
+    clock: TokioClock,
+    period: std::time::Duration,
+    events: tokio::sync::mpsc::Sender<AlertEvent>,
+    shutdown: vigil_core::CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let now = clock.now_ns();
+        let due: Vec<AlertEvent> = {
+            let mut patients = patients.lock().unwrap_or_else(|p| p.into_inner());
+            patients.values_mut().flat_map(|p| p.on_tick(now)).collect()
+        };
+        for event in due {
+            if events.send(event).await.is_err() {
+                return;
+            }
+        }
+    }
+}
