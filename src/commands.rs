@@ -9,6 +9,7 @@ use vigil_core::model::{self, FetchOutcome, ModelManifest, PackageOrigin};
 use vigil_core::record::ModelRef;
 use vigil_core::telemetry::{self, Readiness};
 use vigil_core::CancellationToken;
+use vigil_inference::alerts::AlertPolicy;
 use vigil_inference::model::SeizureModel;
 use vigil_inference::stage::InferenceStage;
 use vigil_inference::windowing::WindowParams;
@@ -133,6 +134,7 @@ fn inference_stage(
         group: c.group.clone(),
         max_gap_s: c.max_gap_s,
         readiness,
+        alert_policy: AlertPolicy::default(),
     }
 }
 

@@ -139,6 +139,12 @@ impl PatientAlerts {
         }
     }
 
+    /// Whether this instance has received samples for the patient (it owns the patient's
+    /// partition): only then does it run the patient's wall-clock checks.
+    pub fn is_fed(&self) -> bool {
+        self.last_samples_ns.is_some()
+    }
+
     /// Alerts not yet both resolved and acknowledged.
     pub fn open(&self) -> impl Iterator<Item = &OpenAlert> {
         self.open.values()
@@ -436,7 +442,11 @@ pub async fn run_ticks(
         let now = clock.now_ns();
         let due: Vec<AlertEvent> = {
             let mut patients = patients.lock().unwrap_or_else(|p| p.into_inner());
-            patients.values_mut().flat_map(|p| p.on_tick(now)).collect()
+            patients
+                .values_mut()
+                .filter(|p| p.is_fed())
+                .flat_map(|p| p.on_tick(now))
+                .collect()
         };
         for event in due {
             if events.send(event).await.is_err() {

@@ -19,14 +19,16 @@
 //! commits that lag the retained window and a persisted window-grid origin: not built yet.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use vigil_core::bus::{Bus, BusConsumer, BusMessage, Topic};
 use vigil_core::codec::{self, DecodeLimits};
-use vigil_core::record::{DeadLetter, EegChunk, ModelRef, SeizureProbability};
+use vigil_core::record::{AlertEvent, DeadLetter, EegChunk, ModelRef, SeizureProbability};
 use vigil_core::telemetry::Readiness;
 use vigil_core::CancellationToken;
 
+use crate::alerts::{run_ticks, AlertPolicy, PatientAlerts, TokioClock};
 use crate::model::SeizureModel;
 use crate::windowing::{model_sample_rate, ChannelStream, FinalizedPoints, WindowParams};
 use crate::InferenceError;
@@ -50,6 +52,14 @@ pub struct InferenceStage {
     pub max_gap_s: f64,
     /// Readiness checks to update.
     pub readiness: Readiness,
+    /// Alert thresholds and timers.
+    pub alert_policy: AlertPolicy,
+}
+
+type AlertBook = Arc<Mutex<HashMap<String, PatientAlerts>>>;
+
+fn lock(book: &AlertBook) -> std::sync::MutexGuard<'_, HashMap<String, PatientAlerts>> {
+    book.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One patient's current device stream.
@@ -175,6 +185,61 @@ pub enum Outcome {
 impl InferenceStage {
     /// Consumes until `shutdown`, then leaves the group after committing.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), InferenceError> {
+        // Alert state first: fold the whole alerts topic (a fresh group reads from the
+        // beginning) before touching EEG, so a restart neither re-raises nor forgets an alert.
+        let book: AlertBook = Arc::default();
+        let mut alert_feed = self
+            .bus
+            .subscribe(
+                &format!("{}-alerts-{}", self.group, uuid::Uuid::new_v4().simple()),
+                &[self.bus.topic(Topic::Alerts)],
+            )
+            .await
+            .map_err(|e| InferenceError::Bus(e.to_string()))?;
+        let mut replayed = 0usize;
+        while let Ok(Ok(msg)) =
+            tokio::time::timeout(Duration::from_secs(2), alert_feed.recv()).await
+        {
+            self.apply_alert_message(&book, &msg);
+            replayed += 1;
+        }
+        tracing::info!(replayed, "alert state rebuilt from the alerts topic");
+        let follower = {
+            let (book, policy, shutdown) = (book.clone(), self.alert_policy, shutdown.clone());
+            tokio::spawn(async move {
+                loop {
+                    let msg = tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        msg = alert_feed.recv() => msg,
+                    };
+                    match msg {
+                        Ok(msg) => apply_alert(&book, policy, &msg),
+                        Err(err) => {
+                            tracing::warn!(%err, "alerts feed");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+                close(alert_feed).await;
+            })
+        };
+        let (tick_tx, mut tick_rx) = tokio::sync::mpsc::channel::<AlertEvent>(256);
+        let ticks = tokio::spawn(run_ticks(
+            book.clone(),
+            TokioClock::system(),
+            Duration::from_secs(1),
+            tick_tx,
+            shutdown.clone(),
+        ));
+        let timed = {
+            let bus = self.bus.clone();
+            tokio::spawn(async move {
+                while let Some(event) = tick_rx.recv().await {
+                    publish_alert(&bus, &event).await;
+                }
+            })
+        };
+
         let topic = self.bus.topic(Topic::EegRaw);
         let mut consumer = self
             .bus
@@ -198,7 +263,7 @@ impl InferenceStage {
                 }
             };
             self.readiness.set("bus", true, "consuming");
-            match self.handle(&mut patients, &msg).await {
+            match self.handle(&mut patients, &book, &msg).await {
                 Ok(outcome) => {
                     tracing::debug!(
                         ?outcome,
@@ -216,13 +281,19 @@ impl InferenceStage {
             }
         };
         close(consumer).await;
+        let _ = tokio::join!(follower, ticks, timed);
         result
+    }
+
+    fn apply_alert_message(&self, book: &AlertBook, msg: &BusMessage) {
+        apply_alert(book, self.alert_policy, msg);
     }
 
     /// Processes one record; returns once its outputs are on the bus.
     async fn handle(
         &self,
         patients: &mut HashMap<String, PatientStream>,
+        book: &AlertBook,
         msg: &BusMessage,
     ) -> Result<Outcome, InferenceError> {
         let chunk: EegChunk = match codec::decode(&msg.payload, &DecodeLimits::default()) {
@@ -285,12 +356,30 @@ impl InferenceStage {
         patients.insert(patient_id.clone(), state);
 
         let mut published = 0;
+        let now = vigil_core::time::now_ns();
+        let mut alerts = {
+            let mut book = lock(book);
+            let state = book
+                .entry(patient_id.clone())
+                .or_insert_with(|| PatientAlerts::new(&patient_id, self.alert_policy));
+            state.on_samples(now)
+        };
         for record in &outputs {
             self.bus
                 .publish_record(Topic::EegProb, &patient_id, record)
                 .await
                 .map_err(|e| InferenceError::Bus(e.to_string()))?;
             published += record.aggregate_p.len();
+            let mut book = lock(book);
+            if let Some(state) = book.get_mut(&patient_id) {
+                alerts.extend(state.on_probability(record, now));
+            }
+        }
+        for event in &alerts {
+            self.bus
+                .publish_record(Topic::Alerts, &patient_id, event)
+                .await
+                .map_err(|e| InferenceError::Bus(e.to_string()))?;
         }
         Ok(Outcome::Processed { points: published })
     }
@@ -316,6 +405,31 @@ impl InferenceStage {
             .await
             .map_err(|e| InferenceError::Bus(e.to_string()))?;
         Ok(Outcome::DeadLettered)
+    }
+}
+
+/// Folds one record of the alerts topic into the book (events of every producer: this stage,
+/// other instances, and clinicians' acknowledgements from the dashboard).
+fn apply_alert(book: &AlertBook, policy: AlertPolicy, msg: &BusMessage) {
+    match codec::decode::<AlertEvent>(&msg.payload, &DecodeLimits::default()) {
+        Ok(event) => {
+            let mut book = lock(book);
+            book.entry(event.patient_id.clone())
+                .or_insert_with(|| PatientAlerts::new(&event.patient_id, policy))
+                .apply(&event);
+        }
+        Err(err) => tracing::warn!(%err, offset = msg.offset, "unreadable alert event skipped"),
+    }
+}
+
+/// Publishes a timer-driven alert event; a failure is logged (the timer fires again).
+async fn publish_alert(bus: &Bus, event: &AlertEvent) {
+    tracing::info!(patient_id = %event.patient_id, kind = ?event.kind, transition = ?event.transition, "alert");
+    if let Err(err) = bus
+        .publish_record(Topic::Alerts, &event.patient_id, event)
+        .await
+    {
+        tracing::error!(%err, "alert event not published");
     }
 }
 

@@ -12,9 +12,13 @@ use uuid::Uuid;
 use vigil_core::bus::{Bus, Topic};
 use vigil_core::codec::{self, DecodeLimits};
 use vigil_core::config::BusConfig;
-use vigil_core::record::{DeadLetter, EegChunk, ModelRef, SeizureProbability, SignalUnit};
+use vigil_core::record::{
+    AlertEvent, AlertKind, AlertTransition, DeadLetter, EegChunk, ModelRef, SeizureProbability,
+    SignalUnit,
+};
 use vigil_core::telemetry::Readiness;
 use vigil_core::CancellationToken;
+use vigil_inference::alerts::AlertPolicy;
 use vigil_inference::model::SeizureModel;
 use vigil_inference::stage::{InferenceStage, STEP_NS};
 use vigil_inference::synthetic::SyntheticChannel;
@@ -66,19 +70,23 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
 
     let fs = 256.0;
     let seconds = 330;
-    let signals = [
-        SyntheticChannel {
-            seed: 2,
-            burst: Some((20.0, 45.0)),
-            ..Default::default()
-        }
-        .generate(fs, seconds as f64),
+    // 660 s generated: the second half feeds the restarted stage, with a second burst at
+    // 350-375 s on C3.
+    let c3 = |burst| SyntheticChannel {
+        seed: 2,
+        burst: Some(burst),
+        ..Default::default()
+    };
+    let mut signals = [
+        c3((20.0, 45.0)).generate(fs, 660.0),
         SyntheticChannel {
             seed: 1,
             ..Default::default()
         }
-        .generate(fs, seconds as f64),
+        .generate(fs, 660.0),
     ];
+    let second_burst = c3((350.0, 375.0)).generate(fs, 660.0);
+    signals[0][seconds * 256..].copy_from_slice(&second_burst[seconds * 256..]);
     let stream_id = Uuid::new_v4();
     let chunk = |seq: usize| EegChunk {
         patient_id: "patient-1".into(),
@@ -125,6 +133,7 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
         group: group.clone(),
         max_gap_s: 30.0,
         readiness: Readiness::default(),
+        alert_policy: AlertPolicy::default(),
     };
     let running = tokio::spawn(stage.run(shutdown.clone()));
 
@@ -181,7 +190,10 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
     }
     let expected: Vec<Vec<f32>> = signals
         .iter()
-        .map(|s| predict_channel(&model, s, fs, WindowParams::default()).expect("offline"))
+        .map(|s| {
+            predict_channel(&model, &s[..seconds * 256], fs, WindowParams::default())
+                .expect("offline")
+        })
         .collect();
     for (ch, offline) in expected.iter().enumerate() {
         let stream: Vec<f32> = got.iter().flat_map(|r| r.channel_p[ch].clone()).collect();
@@ -211,8 +223,78 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
         panic!("offset {} was not committed", msg.offset);
     }
     again.close().await.expect("close");
-    probs.close().await.expect("close");
     dlq.close().await.expect("close");
+
+    // Restart: a new stage instance in the same group. Its window state starts over, but its
+    // alert state is rebuilt from vigil.alerts: the seizure alert is still open (not resolved),
+    // so the second burst must not raise another one.
+    for seq in seconds..2 * seconds {
+        bus.publish_record(Topic::EegRaw, "patient-1", &chunk(seq))
+            .await
+            .expect("publish");
+    }
+    let shutdown = CancellationToken::new();
+    let restarted = InferenceStage {
+        bus: bus.clone(),
+        model: model.clone(),
+        model_ref: model_ref.clone(),
+        params: WindowParams::default(),
+        group: group.clone(),
+        max_gap_s: 30.0,
+        readiness: Readiness::default(),
+        alert_policy: AlertPolicy::default(),
+    };
+    let running = tokio::spawn(restarted.run(shutdown.clone()));
+    let mut second_half = 0;
+    let mut second_peak = 0.0f32;
+    while second_half < expected_points {
+        let msg = timeout(WAIT, probs.recv())
+            .await
+            .expect("probabilities after restart")
+            .expect("recv");
+        let record: SeizureProbability =
+            codec::decode(&msg.payload, &DecodeLimits::default()).expect("record");
+        probs.ack(&msg).expect("ack");
+        assert!(
+            record.start_ns >= T0 + seconds as i64 * 1_000_000_000,
+            "no input reprocessed"
+        );
+        second_half += record.aggregate_p.len();
+        second_peak = record
+            .aggregate_p
+            .iter()
+            .copied()
+            .filter(|p| !p.is_nan())
+            .fold(second_peak, f32::max);
+    }
+    assert!(second_peak > 0.9, "the second burst is seen: {second_peak}");
+    shutdown.cancel();
+    timeout(WAIT, running)
+        .await
+        .expect("stops")
+        .expect("join")
+        .expect("clean stop");
+    let mut all_alerts = bus
+        .subscribe(
+            &format!("audit-{}", Uuid::new_v4().simple()),
+            &[bus.topic(Topic::Alerts)],
+        )
+        .await
+        .expect("subscribe");
+    let mut raised = 0;
+    while let Ok(Ok(msg)) = timeout(Duration::from_secs(3), all_alerts.recv()).await {
+        let event: AlertEvent =
+            codec::decode(&msg.payload, &DecodeLimits::default()).expect("alert");
+        if event.kind == AlertKind::Seizure && event.transition == AlertTransition::Raised {
+            raised += 1;
+        }
+    }
+    assert_eq!(
+        raised, 1,
+        "the restarted stage did not raise the open seizure alert again"
+    );
+    all_alerts.close().await.expect("close");
+    probs.close().await.expect("close");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
