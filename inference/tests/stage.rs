@@ -125,7 +125,7 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
     };
     let shutdown = CancellationToken::new();
     let group = format!("inference-{}", Uuid::new_v4().simple());
-    let stage = InferenceStage {
+    let new_stage = || InferenceStage {
         bus: bus.clone(),
         model: model.clone(),
         model_ref: model_ref.clone(),
@@ -135,6 +135,7 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
         readiness: Readiness::default(),
         alert_policy: AlertPolicy::default(),
     };
+    let stage = new_stage();
     let running = tokio::spawn(stage.run(shutdown.clone()));
 
     // Windows start at 0 s and 20 s; with 330 s of signal points 0..=100 are final.
@@ -234,16 +235,7 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
             .expect("publish");
     }
     let shutdown = CancellationToken::new();
-    let restarted = InferenceStage {
-        bus: bus.clone(),
-        model: model.clone(),
-        model_ref: model_ref.clone(),
-        params: WindowParams::default(),
-        group: group.clone(),
-        max_gap_s: 30.0,
-        readiness: Readiness::default(),
-        alert_policy: AlertPolicy::default(),
-    };
+    let restarted = new_stage();
     let running = tokio::spawn(restarted.run(shutdown.clone()));
     let mut second_half = 0;
     let mut second_peak = 0.0f32;
