@@ -14,6 +14,7 @@
 //! files made by `scripts/reference/run` (`tests/parity.rs`).
 
 pub mod alerts;
+pub mod display;
 pub mod model;
 pub mod spectrogram;
 pub mod stage;
