@@ -95,8 +95,8 @@ async fn device(config: &VigilConfig, action: DeviceAction) -> anyhow::Result<()
                     );
                     Ok(())
                 } else {
-                    Err(vigil_ingest::devices::DirectoryError::InvalidRegistration(
-                        format!("no active device {device_id:?}"),
+                    Err(vigil_ingest::devices::DirectoryError::UnknownDevice(
+                        device_id.clone(),
                     ))
                 }
             })

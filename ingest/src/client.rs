@@ -237,7 +237,7 @@ async fn run(
             Err(err) => {
                 tracing::debug!(%err, ?backoff, "connect failed; retrying");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(config.backoff_max);
+                backoff = backoff.saturating_mul(2).min(config.backoff_max);
                 continue;
             }
         };
@@ -305,7 +305,10 @@ async fn run(
                                 return Err(ClientError::Unauthorized(err.error.detail));
                             }
                             if let Some(secs) = err.error.retry_after_s {
-                                break 'session Disconnect::RetryAfter(Duration::from_secs(secs));
+                                // Trust the hint, within reason.
+                                let cap = config.backoff_max.max(Duration::from_secs(60));
+                                let delay = Duration::from_secs(secs).min(cap);
+                                break 'session Disconnect::RetryAfter(delay);
                             }
                             unacked.pop_front();
                             tracing::warn!(detail = %err.error.detail, seq = ?err.seq,
@@ -330,7 +333,7 @@ async fn run(
                     "connection lost; reconnecting"
                 );
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(config.backoff_max);
+                backoff = backoff.saturating_mul(2).min(config.backoff_max);
             }
             Disconnect::RetryAfter(delay) => {
                 tracing::info!(
@@ -339,7 +342,7 @@ async fn run(
                     "gateway asked to retry later"
                 );
                 tokio::time::sleep(delay.max(backoff)).await;
-                backoff = (backoff * 2).min(config.backoff_max);
+                backoff = backoff.saturating_mul(2).min(config.backoff_max);
             }
         }
     }

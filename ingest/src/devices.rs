@@ -109,6 +109,9 @@ pub enum DirectoryError {
     /// `register` for a device id that already exists.
     #[error("device {0:?} is already registered (revoke it or pick another id)")]
     DeviceExists(String),
+    /// `revoke` for a device id with no active registration.
+    #[error("no active device {0:?}")]
+    UnknownDevice(String),
     /// A registration field is out of range.
     #[error("invalid registration: {0}")]
     InvalidRegistration(String),

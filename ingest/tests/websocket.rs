@@ -98,6 +98,12 @@ async fn every_frame_gets_one_reply_in_order_and_refusals_keep_the_socket() {
         .expect("utf8");
     ws.send(Message::Text(hr.into())).await.expect("send");
     assert_eq!(expect_ack(&mut ws).await.status, AckStatus::Accepted);
+    // A binary heart-rate batch is dispatched by the header's record kind.
+    let hr_stream = Uuid::new_v4();
+    let hr = codec::encode(&hr_batch(hr_stream, 4)).expect("encode");
+    ws.send(Message::Binary(hr.into())).await.expect("send");
+    let ack = expect_ack(&mut ws).await;
+    assert_eq!((ack.ack, ack.stream_id), (4, hr_stream));
 
     // A refused frame gets an error naming the problem; the socket stays usable.
     let mut bad = chunk(stream, 4);
