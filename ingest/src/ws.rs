@@ -110,7 +110,8 @@ async fn handle_frame(
     bytes: &[u8],
 ) -> Result<IngestAck, IngestError> {
     let device = state.authenticate_token(token).await?;
-    if let Err(IngestError::RateLimited { retry_after }) = state.rate_limit(&device) {
+    // Wait for a token (and take it) rather than refuse the frame.
+    while let Err(IngestError::RateLimited { retry_after }) = state.rate_limit(&device) {
         tokio::time::sleep(retry_after).await;
     }
     let limits = &state.inner.limits;

@@ -527,3 +527,72 @@ async fn readyz_follows_the_bus_probe_and_openapi_is_served() {
     assert!(doc["components"]["schemas"]["IngestAck"].is_object());
     assert!(doc["paths"]["/v1/eeg"]["post"]["responses"]["503"].is_object());
 }
+
+#[tokio::test]
+async fn concurrent_resends_of_one_record_are_produced_once() {
+    let h = harness().await;
+    let mut consumer = eeg_consumer(&h.bus).await;
+    let stream = Uuid::new_v4();
+    let body = codec::encode(&chunk(stream, 0)).expect("encode");
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let router = h.router.clone();
+            let token = h.token.clone();
+            let body = body.clone();
+            tokio::spawn(
+                async move { send(&router, "/v1/eeg", Some(&token), Some(BINARY), body).await },
+            )
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(ack(&task.await.expect("task")).status);
+    }
+    let accepted = statuses
+        .iter()
+        .filter(|s| **s == vigil_ingest::AckStatus::Accepted)
+        .count();
+    assert_eq!(accepted, 1, "{statuses:?}");
+    let produced = drain_eeg(&mut consumer, Duration::from_millis(300)).await;
+    assert_eq!(produced.len(), 1);
+}
+
+#[tokio::test]
+async fn arbitrary_bodies_never_crash_the_gateway() {
+    use rand::{Rng, SeedableRng};
+    let h = harness().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let valid = codec::encode(&chunk(Uuid::new_v4(), 0)).expect("encode");
+    let json = codec::to_json(&chunk(Uuid::new_v4(), 0)).expect("json");
+    for i in 0..300 {
+        let (ct, mut body) = if i % 2 == 0 {
+            (BINARY, valid.clone())
+        } else {
+            (JSON, json.clone())
+        };
+        // Flip, cut or garble bytes of a valid record.
+        match i % 3 {
+            0 => {
+                for _ in 0..rng.random_range(1..8) {
+                    let at = rng.random_range(0..body.len());
+                    body[at] = rng.random();
+                }
+            }
+            1 => body.truncate(rng.random_range(0..body.len())),
+            _ => body = (0..rng.random_range(0..64)).map(|_| rng.random()).collect(),
+        }
+        let reply = send(&h.router, "/v1/eeg", Some(&h.token), Some(ct), body).await;
+        assert!(
+            reply.status.is_client_error() || reply.status == StatusCode::ACCEPTED,
+            "case {i}: {} {}",
+            reply.status,
+            reply.body
+        );
+        if reply.status.is_client_error() {
+            assert_eq!(
+                reply.headers[header::CONTENT_TYPE],
+                "application/problem+json"
+            );
+        }
+    }
+}

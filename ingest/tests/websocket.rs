@@ -20,7 +20,7 @@ use vigil_core::codec;
 use vigil_core::config::IngestConfig;
 use vigil_ingest::client::{ClientConfig, ClientError, IngestClient};
 use vigil_ingest::ws::{FrameAck, FrameError};
-use vigil_ingest::AckStatus;
+use vigil_ingest::{AckStatus, DeviceDirectory};
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
@@ -312,5 +312,66 @@ async fn client_reconnects_after_drops_and_resends_without_loss_or_duplicates() 
         seqs,
         (0..total).collect::<Vec<_>>(),
         "exactly once, in order"
+    );
+}
+
+#[tokio::test]
+async fn revoking_a_device_ends_its_open_socket() {
+    let h = harness_with(
+        memory_bus(),
+        true,
+        IngestConfig {
+            auth_cache_ttl_ms: 0,
+            ..test_ingest_config()
+        },
+    )
+    .await;
+    let addr = serve(&h).await;
+    let mut ws = connect(addr, &h.token).await;
+    let stream = Uuid::new_v4();
+    let frame = |seq| Message::Binary(codec::encode(&chunk(stream, seq)).expect("encode").into());
+    ws.send(frame(0)).await.expect("send");
+    assert_eq!(expect_ack(&mut ws).await.status, AckStatus::Accepted);
+    assert!(h.directory.revoke(DEVICE).await.expect("revoke"));
+    ws.send(frame(1)).await.expect("send");
+    assert_eq!(expect_error(&mut ws).await.error.status, 401);
+    match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        Ok(Some(Ok(Message::Close(_)))) | Ok(None) => {}
+        other => panic!("expected the socket to close, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn websocket_rate_limit_delays_frames_instead_of_refusing_them() {
+    let h = harness_with(
+        memory_bus(),
+        true,
+        IngestConfig {
+            rate_limit_per_s: 20.0,
+            rate_limit_burst: 1,
+            ..test_ingest_config()
+        },
+    )
+    .await;
+    let addr = serve(&h).await;
+    let mut ws = connect(addr, &h.token).await;
+    let stream = Uuid::new_v4();
+    let started = std::time::Instant::now();
+    for seq in 0..6 {
+        ws.send(Message::Binary(
+            codec::encode(&chunk(stream, seq)).expect("encode").into(),
+        ))
+        .await
+        .expect("send");
+    }
+    for seq in 0..6 {
+        let ack = expect_ack(&mut ws).await;
+        assert_eq!((ack.ack, ack.status), (seq, AckStatus::Accepted));
+    }
+    // 1 frame of burst, then 5 more at 20/s: at least ~250 ms.
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
     );
 }
