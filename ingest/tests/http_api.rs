@@ -596,3 +596,25 @@ async fn arbitrary_bodies_never_crash_the_gateway() {
         }
     }
 }
+
+#[tokio::test]
+async fn background_probe_keeps_readiness_current_until_shutdown() {
+    let h = harness().await;
+    assert!(!h.state.readiness().is_ready(), "no probe yet");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let probe = h
+        .state
+        .spawn_bus_probe(Duration::from_millis(20), shutdown.clone());
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !h.state.readiness().is_ready() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("ready after the first probe");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), probe)
+        .await
+        .expect("probe task stops on shutdown")
+        .expect("no panic");
+}
