@@ -14,7 +14,7 @@ use vigil_inference::model::SeizureModel;
 use vigil_inference::stage::InferenceStage;
 use vigil_inference::windowing::WindowParams;
 
-use crate::{Cli, Command, ModelsAction, TopicsAction};
+use crate::{Cli, Command, DeviceAction, ModelsAction, TopicsAction};
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let config = VigilConfig::load(cli.config.as_deref())?;
@@ -60,7 +60,59 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }),
         Command::Demo => runtime()?.block_on(demo(config)),
         Command::Infer => runtime()?.block_on(infer(config)),
+        Command::Ingest => runtime()?.block_on(async {
+            telemetry::init(&config.telemetry);
+            let shutdown = vigil_core::shutdown::on_signals();
+            vigil_ingest::serve(&config, shutdown).await?;
+            Ok(())
+        }),
+        Command::Device { action } => runtime()?.block_on(device(&config, action)),
     }
+}
+
+/// `vigil device register|revoke` against `ingest.database_url`.
+async fn device(config: &VigilConfig, action: DeviceAction) -> anyhow::Result<()> {
+    use vigil_ingest::{DeviceDirectory, NewDevice, SqlDeviceDirectory};
+    let directory = SqlDeviceDirectory::connect(&config.ingest.database_url).await?;
+    let result = match action {
+        DeviceAction::Register {
+            device_id,
+            patient_id,
+            sample_rate_hz,
+            channels,
+        } => directory
+            .register(&NewDevice {
+                device_id: device_id.clone(),
+                patient_id: patient_id.clone(),
+                sample_rate_hz,
+                channels,
+            })
+            .await
+            .map(|token| {
+                eprintln!(
+                    "registered device {device_id} for patient {patient_id}; its token is shown \
+                     once, store it on the device now:"
+                );
+                println!("{}", token.expose());
+            }),
+        DeviceAction::Revoke { device_id } => {
+            directory.revoke(&device_id).await.and_then(|revoked| {
+                if revoked {
+                    println!(
+                        "revoked device {device_id} (effective within {} ms)",
+                        config.ingest.auth_cache_ttl_ms
+                    );
+                    Ok(())
+                } else {
+                    Err(vigil_ingest::devices::DirectoryError::UnknownDevice(
+                        device_id.clone(),
+                    ))
+                }
+            })
+        }
+    };
+    directory.close().await;
+    Ok(result?)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -37,6 +37,38 @@ enum Command {
     },
     /// Print the effective configuration (all layers applied) as TOML.
     Config,
+    /// Run the device ingest gateway (HTTP + WebSocket) on `ingest.listen`.
+    Ingest,
+    /// Device directory: register a device (prints its token once) or revoke it.
+    Device {
+        #[command(subcommand)]
+        action: DeviceAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceAction {
+    /// Register a device bound to one patient; prints its bearer token once.
+    Register {
+        /// Device id (the `device_id` of its records).
+        #[arg(long)]
+        device_id: String,
+        /// The one patient this device sends data for.
+        #[arg(long)]
+        patient_id: String,
+        /// EEG sampling rate to enforce (records with another rate get 422).
+        #[arg(long)]
+        sample_rate_hz: Option<f64>,
+        /// EEG channel labels to enforce, comma-separated, in order (e.g. Fp1-F7,F7-T7).
+        #[arg(long, value_delimiter = ',')]
+        channels: Option<Vec<String>>,
+    },
+    /// Revoke a device's token (takes effect within ingest.auth_cache_ttl_ms).
+    Revoke {
+        /// Device id.
+        #[arg(long)]
+        device_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

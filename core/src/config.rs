@@ -46,6 +46,8 @@ pub struct VigilConfig {
     pub inference: InferenceConfig,
     /// The single-process demo.
     pub demo: DemoConfig,
+    /// The device ingest gateway (`vigil ingest`).
+    pub ingest: IngestConfig,
 }
 
 /// Inference stage settings.
@@ -193,6 +195,50 @@ impl Default for DemoConfig {
     }
 }
 
+/// Ingest gateway settings (`vigil ingest`, `vigil device ...`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Address of the device API (`/v1/eeg`, `/v1/hr`, `/v1/stream`) and the ops endpoints.
+    pub listen: SocketAddr,
+    /// Device directory database: `sqlite://path?mode=rwc` or `mysql://user:pass@host/db`.
+    pub database_url: String,
+    /// Largest request body or WebSocket message, in bytes; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Sustained requests (or WebSocket frames) per second allowed per device.
+    pub rate_limit_per_s: f64,
+    /// Requests a device may send in a burst above the sustained rate.
+    pub rate_limit_burst: u32,
+    /// Streams whose sequence and clock state is kept in memory; the least recently used
+    /// stream is forgotten beyond this.
+    pub max_streams: usize,
+    /// How long a device token lookup is cached, in ms. A revocation takes effect within it.
+    pub auth_cache_ttl_ms: u64,
+    /// Sliding window of the per-stream device clock offset estimate, in ms.
+    pub clock_window_ms: u64,
+    /// Interval of the background bus probe behind `/readyz`, in ms.
+    pub probe_interval_ms: u64,
+    /// `Retry-After` sent with 503 when the bus does not acknowledge, in seconds.
+    pub retry_after_s: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            database_url: "sqlite://vigil-devices.db?mode=rwc".to_owned(),
+            max_body_bytes: DEFAULT_MAX_RECORD_BYTES,
+            rate_limit_per_s: 20.0,
+            rate_limit_burst: 40,
+            max_streams: 10_000,
+            auth_cache_ttl_ms: 5_000,
+            clock_window_ms: 120_000,
+            probe_interval_ms: 5_000,
+            retry_after_s: 2,
+        }
+    }
+}
+
 impl VigilConfig {
     /// The layers in order: defaults, the TOML file (if given), then `VIGIL__` env vars.
     pub fn figment(file: Option<&Path>) -> Figment {
@@ -246,6 +292,19 @@ impl VigilConfig {
             return Err(ConfigError::Invalid {
                 key: "demo.speed",
                 problem: format!("must be in (0, 1000], got {}", self.demo.speed),
+            });
+        }
+        let ingest = &self.ingest;
+        if !(ingest.rate_limit_per_s.is_finite() && ingest.rate_limit_per_s > 0.0) {
+            return Err(ConfigError::Invalid {
+                key: "ingest.rate_limit_per_s",
+                problem: format!("must be positive, got {}", ingest.rate_limit_per_s),
+            });
+        }
+        if ingest.rate_limit_burst == 0 || ingest.max_streams == 0 || ingest.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                key: "ingest",
+                problem: "rate_limit_burst and max_streams must be positive, max_body_bytes at least 1024".to_owned(),
             });
         }
         if !(bus.url.starts_with("memory://") || bus.url.starts_with("kafka://")) {

@@ -1,0 +1,349 @@
+//! `IngestClient`: the WebSocket client devices and simulators use to stream records to the
+//! gateway without losing or duplicating any.
+//!
+//! Records are encoded in the binary codec and sent as binary frames on `/v1/stream`. The
+//! client keeps every frame until the gateway acknowledged it (at most `max_in_flight`
+//! frames; [`IngestClient::send`] waits when the window is full, which is the backpressure a
+//! device needs). Replies come in frame order, so each ack or refusal resolves the oldest
+//! unacknowledged frame. When the connection drops, or the gateway says "retry later" (bus
+//! unavailable), the client reconnects with exponential backoff and resends every
+//! unacknowledged frame in order; frames the gateway had already produced come back as
+//! `duplicate` and are not produced twice. A frame the gateway refuses as invalid is counted
+//! in [`ClientStats::rejected`] and not resent.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{self, Message};
+use vigil_core::codec;
+
+use crate::error::Problem;
+use crate::pipeline::{AckStatus, IngestRecord};
+use crate::ws::{FrameAck, FrameError};
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Gateway stream URL, e.g. `ws://127.0.0.1:8081/v1/stream`.
+    pub url: String,
+    /// The device token (`vigil device register` printed it).
+    pub token: String,
+    /// Most frames sent but not yet acknowledged.
+    pub max_in_flight: usize,
+    /// First reconnect delay; doubles up to `backoff_max`.
+    pub backoff_initial: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+}
+
+impl ClientConfig {
+    /// Defaults: 64 frames in flight, backoff 100 ms .. 10 s.
+    pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            token: token.into(),
+            max_in_flight: 64,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Client failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The record could not be encoded.
+    #[error(transparent)]
+    Codec(#[from] codec::CodecError),
+    /// The gateway refused the token (unknown or revoked): retrying cannot help.
+    #[error("the gateway refused the device token: {0}")]
+    Unauthorized(String),
+    /// The URL or token cannot form a request.
+    #[error("bad gateway URL or token: {0}")]
+    BadRequest(String),
+    /// The client task ended (after a fatal error or [`IngestClient::close`]).
+    #[error("the client is closed")]
+    Closed,
+    /// Not every frame was acknowledged in time.
+    #[error("{unresolved} frames still unacknowledged after {after:?}")]
+    Timeout {
+        /// Frames without a reply.
+        unresolved: u64,
+        /// Time waited.
+        after: Duration,
+    },
+}
+
+/// Counters of one client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Frames acknowledged as `accepted`.
+    pub accepted: u64,
+    /// Frames acknowledged as `duplicate` (already produced; resends after a lost ack).
+    pub duplicates: u64,
+    /// Frames refused as invalid (not resent).
+    pub rejected: u64,
+    /// Acks that reported a gap.
+    pub gaps: u64,
+    /// Connections opened after the first.
+    pub reconnects: u64,
+    /// Frames resent after a reconnect.
+    pub resent: u64,
+    /// The last refusal, if any.
+    pub last_rejection: Option<Problem>,
+}
+
+impl ClientStats {
+    /// Frames that got a final reply.
+    pub fn resolved(&self) -> u64 {
+        self.accepted + self.duplicates + self.rejected
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Frame {
+    seq: u64,
+    bytes: bytes::Bytes,
+}
+
+/// A streaming connection to the gateway that survives reconnects.
+pub struct IngestClient {
+    tx: Option<mpsc::Sender<Frame>>,
+    submitted: Arc<AtomicU64>,
+    stats: watch::Receiver<ClientStats>,
+    task: JoinHandle<Result<(), ClientError>>,
+}
+
+impl IngestClient {
+    /// Starts the client; it connects in the background (must run inside a Tokio runtime).
+    pub fn start(config: ClientConfig) -> Self {
+        let (tx, rx) = mpsc::channel(config.max_in_flight.max(1));
+        let (stats_tx, stats) = watch::channel(ClientStats::default());
+        let task = tokio::spawn(run(config, rx, stats_tx));
+        Self {
+            tx: Some(tx),
+            submitted: Arc::new(AtomicU64::new(0)),
+            stats,
+            task,
+        }
+    }
+
+    /// Queues one record; waits while `max_in_flight` frames are unacknowledged.
+    pub async fn send<R: IngestRecord>(&self, record: &R) -> Result<(), ClientError> {
+        let bytes = codec::encode(record)?;
+        let tx = self.tx.as_ref().ok_or(ClientError::Closed)?;
+        self.submitted.fetch_add(1, Ordering::SeqCst);
+        let frame = Frame {
+            seq: record.seq(),
+            bytes: bytes.into(),
+        };
+        if tx.send(frame).await.is_err() {
+            self.submitted.fetch_sub(1, Ordering::SeqCst);
+            return Err(ClientError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> ClientStats {
+        self.stats.borrow().clone()
+    }
+
+    /// Waits until every queued record got a final reply (ack or refusal).
+    pub async fn flush(&self, timeout: Duration) -> Result<ClientStats, ClientError> {
+        let submitted = self.submitted.load(Ordering::SeqCst);
+        let mut rx = self.stats.clone();
+        let waited = tokio::time::timeout(timeout, async {
+            rx.wait_for(|s| s.resolved() >= submitted)
+                .await
+                .map(|s| s.clone())
+        })
+        .await;
+        match waited {
+            Ok(Ok(stats)) => Ok(stats),
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => Err(ClientError::Timeout {
+                unresolved: submitted.saturating_sub(self.stats.borrow().resolved()),
+                after: timeout,
+            }),
+        }
+    }
+
+    /// Sends what is queued, waits for its replies (up to `timeout`) and disconnects.
+    pub async fn close(mut self, timeout: Duration) -> Result<ClientStats, ClientError> {
+        self.tx = None;
+        match tokio::time::timeout(timeout, &mut self.task).await {
+            Ok(Ok(result)) => result.map(|()| self.stats()),
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => {
+                self.task.abort();
+                let stats = self.stats();
+                Err(ClientError::Timeout {
+                    unresolved: self
+                        .submitted
+                        .load(Ordering::SeqCst)
+                        .saturating_sub(stats.resolved()),
+                    after: timeout,
+                })
+            }
+        }
+    }
+}
+
+enum Disconnect {
+    /// Connection lost: back off.
+    Lost,
+    /// The gateway asked to retry after this delay.
+    RetryAfter(Duration),
+    /// Everything sent and acknowledged, input closed.
+    Done,
+}
+
+async fn run(
+    config: ClientConfig,
+    mut rx: mpsc::Receiver<Frame>,
+    stats: watch::Sender<ClientStats>,
+) -> Result<(), ClientError> {
+    let mut unacked: VecDeque<Frame> = VecDeque::new();
+    let mut input_closed = false;
+    let mut backoff = config.backoff_initial;
+    let mut connections = 0u64;
+    let max_in_flight = config.max_in_flight.max(1);
+    loop {
+        let mut request = config
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| ClientError::BadRequest(e.to_string()))?;
+        let auth = HeaderValue::from_str(&format!("Bearer {}", config.token))
+            .map_err(|e| ClientError::BadRequest(e.to_string()))?;
+        request.headers_mut().insert("authorization", auth);
+
+        let socket = match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => socket,
+            Err(tungstenite::Error::Http(response)) if response.status().as_u16() == 401 => {
+                return Err(ClientError::Unauthorized(format!(
+                    "HTTP {}",
+                    response.status()
+                )));
+            }
+            Err(err) => {
+                tracing::debug!(%err, ?backoff, "connect failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = backoff.saturating_mul(2).min(config.backoff_max);
+                continue;
+            }
+        };
+        connections += 1;
+        if connections > 1 {
+            stats.send_modify(|s| s.reconnects += 1);
+        }
+        let (mut sink, mut stream) = socket.split();
+
+        let outcome = 'session: {
+            for frame in &unacked {
+                if sink
+                    .send(Message::Binary(frame.bytes.clone()))
+                    .await
+                    .is_err()
+                {
+                    break 'session Disconnect::Lost;
+                }
+                stats.send_modify(|s| s.resent += 1);
+            }
+            loop {
+                if input_closed && unacked.is_empty() {
+                    let _ = sink.send(Message::Close(None)).await;
+                    break 'session Disconnect::Done;
+                }
+                tokio::select! {
+                    frame = rx.recv(), if !input_closed && unacked.len() < max_in_flight => {
+                        match frame {
+                            Some(frame) => {
+                                let bytes = frame.bytes.clone();
+                                unacked.push_back(frame);
+                                if sink.send(Message::Binary(bytes)).await.is_err() {
+                                    break 'session Disconnect::Lost;
+                                }
+                            }
+                            None => input_closed = true,
+                        }
+                    }
+                    message = stream.next() => {
+                        let text = match message {
+                            Some(Ok(Message::Text(text))) => text,
+                            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                                break 'session Disconnect::Lost;
+                            }
+                            Some(Ok(_)) => continue,
+                        };
+                        if let Ok(ack) = serde_json::from_str::<FrameAck>(&text) {
+                            let front = unacked.pop_front();
+                            if front.as_ref().is_some_and(|f| f.seq != ack.ack) {
+                                tracing::warn!(expected = ?front.map(|f| f.seq), got = ack.ack,
+                                    "ack out of order");
+                            }
+                            stats.send_modify(|s| {
+                                match ack.status {
+                                    AckStatus::Accepted => s.accepted += 1,
+                                    AckStatus::Duplicate => s.duplicates += 1,
+                                }
+                                if ack.gap.is_some() {
+                                    s.gaps += 1;
+                                }
+                            });
+                            backoff = config.backoff_initial;
+                        } else if let Ok(err) = serde_json::from_str::<FrameError>(&text) {
+                            if err.error.status == 401 {
+                                return Err(ClientError::Unauthorized(err.error.detail));
+                            }
+                            if let Some(secs) = err.error.retry_after_s {
+                                // Trust the hint, within reason.
+                                let cap = config.backoff_max.max(Duration::from_secs(60));
+                                let delay = Duration::from_secs(secs).min(cap);
+                                break 'session Disconnect::RetryAfter(delay);
+                            }
+                            unacked.pop_front();
+                            tracing::warn!(detail = %err.error.detail, seq = ?err.seq,
+                                "frame refused by the gateway");
+                            stats.send_modify(|s| {
+                                s.rejected += 1;
+                                s.last_rejection = Some(err.error);
+                            });
+                        } else {
+                            tracing::warn!(%text, "unexpected reply from the gateway");
+                        }
+                    }
+                }
+            }
+        };
+        match outcome {
+            Disconnect::Done => return Ok(()),
+            Disconnect::Lost => {
+                tracing::info!(
+                    unacked = unacked.len(),
+                    ?backoff,
+                    "connection lost; reconnecting"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = backoff.saturating_mul(2).min(config.backoff_max);
+            }
+            Disconnect::RetryAfter(delay) => {
+                tracing::info!(
+                    unacked = unacked.len(),
+                    ?delay,
+                    "gateway asked to retry later"
+                );
+                tokio::time::sleep(delay.max(backoff)).await;
+                backoff = backoff.saturating_mul(2).min(config.backoff_max);
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The gateway's error type and its one HTTP rendering: RFC 9457 `application/problem+json`.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use vigil_core::bus::BusError;
+use vigil_core::codec::CodecError;
+
+use crate::devices::DirectoryError;
+
+/// Media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Everything that can refuse a record. Each variant maps to one HTTP status and one
+/// `reason` label for the `vigil_ingest_rejected_total` metric.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// No `Authorization: Bearer` header, or a token that is unknown or revoked.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The record names a patient or device other than the token's device.
+    #[error("{field} {found:?} does not match the authenticated device ({expected:?})")]
+    Forbidden {
+        /// `patient_id` or `device_id`.
+        field: &'static str,
+        /// Value bound to the token.
+        expected: String,
+        /// Value in the record.
+        found: String,
+    },
+    /// Content-Type is neither JSON nor the binary codec.
+    #[error(
+        "content type {0:?} is not supported: use application/json or application/vnd.vigil.record"
+    )]
+    UnsupportedMediaType(String),
+    /// The body exceeds the configured cap.
+    #[error("body exceeds the {max}-byte limit")]
+    PayloadTooLarge {
+        /// The cap.
+        max: usize,
+    },
+    /// The body could not be read from the connection.
+    #[error("could not read the request body: {0}")]
+    BodyRead(String),
+    /// Bytes that do not parse as a record (400), or a parsed record that breaks a rule (422).
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The record disagrees with what the device registered.
+    #[error("{field}: the record has {found}, the device registered {registered}")]
+    RegistrationMismatch {
+        /// `sample_rate_hz` or `channels`.
+        field: &'static str,
+        /// What the device registered.
+        registered: String,
+        /// What the record carries.
+        found: String,
+    },
+    /// The device exceeded its request rate.
+    #[error("rate limit exceeded; retry in {} ms", retry_after.as_millis())]
+    RateLimited {
+        /// When a token is available again.
+        retry_after: Duration,
+    },
+    /// The bus did not acknowledge the record; nothing is buffered, the device must retry.
+    #[error("the message bus did not acknowledge the record: {source}")]
+    BusUnavailable {
+        /// Bus failure.
+        #[source]
+        source: BusError,
+        /// Retry hint.
+        retry_after: Duration,
+    },
+    /// The device directory could not be queried.
+    #[error("device directory unavailable: {source}")]
+    Directory {
+        /// Database failure.
+        #[source]
+        source: DirectoryError,
+        /// Retry hint.
+        retry_after: Duration,
+    },
+}
+
+impl IngestError {
+    /// HTTP status of the error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyRead(_) => StatusCode::BAD_REQUEST,
+            Self::Codec(CodecError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Codec(CodecError::Invalid { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Codec(CodecError::Encode { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Codec(_) => StatusCode::BAD_REQUEST,
+            Self::RegistrationMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::BusUnavailable { .. } | Self::Directory { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Stable short label (metrics, problem `type`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden { .. } => "forbidden",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::PayloadTooLarge { .. } | Self::Codec(CodecError::TooLarge { .. }) => {
+                "payload_too_large"
+            }
+            Self::BodyRead(_) => "body_read",
+            Self::Codec(CodecError::Invalid { .. }) => "invalid_record",
+            Self::Codec(CodecError::Encode { .. }) => "encode",
+            Self::Codec(_) => "malformed_record",
+            Self::RegistrationMismatch { .. } => "registration_mismatch",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::BusUnavailable { .. } => "bus_unavailable",
+            Self::Directory { .. } => "directory_unavailable",
+        }
+    }
+
+    /// When the client may retry, for 429 and 503.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after }
+            | Self::BusUnavailable { retry_after, .. }
+            | Self::Directory { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// The problem document for this error.
+    pub fn problem(&self) -> Problem {
+        let status = self.status();
+        Problem {
+            problem_type: format!("https://vigil.invalid/problems/{}", self.reason()),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            retry_after_s: self.retry_after().map(retry_after_secs),
+        }
+    }
+}
+
+/// Whole seconds for `Retry-After`, rounded up and at least 1.
+pub fn retry_after_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0).max(u64::from(d.is_zero()))
+}
+
+/// RFC 9457 problem details.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// URI naming the problem type.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// Short summary (the HTTP reason phrase).
+    pub title: String,
+    /// HTTP status code.
+    pub status: u16,
+    /// What exactly was wrong, naming the field.
+    pub detail: String,
+    /// Seconds to wait before retrying (429, 503), also sent as `Retry-After`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
+}
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        let problem = self.problem();
+        if problem.status >= 500 {
+            tracing::warn!(status = problem.status, detail = %problem.detail, "request failed");
+        } else {
+            tracing::info!(status = problem.status, detail = %problem.detail, "request refused");
+        }
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (self.status(), body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(secs) = problem.retry_after_s {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if matches!(self, Self::Unauthorized(_)) {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"vigil-ingest\""),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(2)), 2);
+        assert_eq!(retry_after_secs(Duration::from_millis(2100)), 3);
+    }
+}
