@@ -13,6 +13,7 @@ use vigil_inference::alerts::AlertPolicy;
 use vigil_inference::model::SeizureModel;
 use vigil_inference::stage::InferenceStage;
 use vigil_inference::windowing::WindowParams;
+use vigil_ingest::{DeviceDirectory, IngestState, NewDevice, SqlDeviceDirectory};
 
 use crate::{Cli, Command, DeviceAction, ModelsAction, TopicsAction};
 
@@ -243,16 +244,16 @@ async fn infer(config: VigilConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `vigil demo`: the built stages (today: inference) in one process on the embedded bus,
-/// fed by simulated patients, printing seizure probabilities as they become final.
+/// `vigil demo`: the built stages in one process on the embedded bus: simulated devices stream
+/// through the ingest gateway into inference, and probabilities are printed as they become
+/// final.
 async fn demo(mut config: VigilConfig) -> anyhow::Result<()> {
-    let metrics = telemetry::init(&config.telemetry);
+    telemetry::init(&config.telemetry);
     if !config.bus.url.starts_with("memory://") {
         tracing::info!(url = %config.bus.url, "demo runs on the embedded bus; ignoring bus.url");
         config.bus.url = "memory://demo".into();
     }
     let shutdown = vigil_core::shutdown::on_signals();
-    let readiness = Readiness::default();
 
     let origin = PackageOrigin::Pip {
         python: std::env::var("VIGIL_PYTHON").unwrap_or_else(|_| "python3".into()),
@@ -262,44 +263,103 @@ async fn demo(mut config: VigilConfig) -> anyhow::Result<()> {
         .await
         .context("model fetch task")??;
     let (model, model_ref) = load_model(&config).await?;
+
+    let bus = Bus::connect(&config.bus).await?;
+    bus.create_vigil_topics().await?;
+
+    // A throwaway device directory with one registered headset per simulated patient.
+    let scratch = tempfile::tempdir().context("demo scratch directory")?;
+    let db = format!(
+        "sqlite://{}?mode=rwc",
+        scratch.path().join("devices.db").display()
+    );
+    let directory = SqlDeviceDirectory::connect(&db).await?;
+    let mut tokens = Vec::new();
+    for p in 0..config.demo.patients {
+        let (patient_id, device_id) = crate::demo::patient_ids(p);
+        let token = directory
+            .register(&NewDevice {
+                device_id,
+                patient_id,
+                sample_rate_hz: Some(256.0),
+                channels: Some(crate::demo::channels()),
+            })
+            .await?;
+        tokens.push(token.expose().to_owned());
+    }
+    // A device for the person running the demo, so their own records do not disturb the
+    // simulated patients' streams.
+    let your_token = directory
+        .register(&NewDevice {
+            device_id: "your-headset".into(),
+            patient_id: "your-patient".into(),
+            sample_rate_hz: None,
+            channels: None,
+        })
+        .await?;
+    let gateway = IngestState::new(
+        bus.clone(),
+        Arc::new(directory),
+        &config.ingest,
+        std::time::Duration::from_millis(config.bus.publish_timeout_ms),
+    );
+    let readiness = gateway.readiness().clone();
     readiness.set(
         "model",
         true,
         format!("{} sha256 {}", model_ref.id, model_ref.sha256),
     );
+    gateway.probe_bus().await;
+    let probe = gateway.spawn_bus_probe(std::time::Duration::from_secs(1), shutdown.clone());
+    let listener = tokio::net::TcpListener::bind(config.demo.listen)
+        .await
+        .with_context(|| format!("bind {}", config.demo.listen))?;
+    let addr = listener.local_addr()?;
+    // The gateway stops after the simulated devices have closed, so their last frames are
+    // acknowledged instead of timing out.
+    let gateway_stop = CancellationToken::new();
+    let server = {
+        let stop = gateway_stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, vigil_ingest::app(gateway))
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        })
+    };
 
-    let bus = Bus::connect(&config.bus).await?;
-    bus.create_vigil_topics().await?;
-    readiness.set("bus", true, config.bus.url.clone());
-
-    let addr = serve_ops(
-        config.demo.listen,
-        readiness.clone(),
-        metrics,
-        shutdown.clone(),
-    )
-    .await?;
-    println!("Vigil demo on http://{addr}  (/healthz /readyz /metrics; Ctrl-C to stop)");
+    println!("Vigil demo on http://{addr}  (device API /v1/eeg /v1/hr /v1/stream, /openapi.json, /healthz /readyz /metrics; Ctrl-C to stop)");
     println!(
-        "Running: {} simulated patients (synthetic EEG, patient 1 with seizure-like bursts) at {}x -> inference (model {}).",
+        "Running: {} simulated headsets (synthetic EEG; patient 1 has seizure-like bursts) at {}x -> ingest -> inference (model {}).",
         config.demo.patients, config.demo.speed, model_ref.id
     );
+    println!("Send your own EEG chunk (device your-headset, patient your-patient):");
+    println!(
+        "  curl -X POST http://{addr}/v1/eeg -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \\\n    -d '{{\"patient_id\":\"your-patient\",\"device_id\":\"your-headset\",\"stream_id\":\"{}\",\"seq\":0,\"start_ns\":{},\"sample_rate_hz\":256,\"channels\":[\"Cz\"],\"samples\":[[1.5,null,-2.0]]}}'",
+        your_token.expose(),
+        uuid::Uuid::new_v4(),
+        vigil_core::time::now_ns()
+    );
     println!("The model needs 300 s of signal, and a point is final 270 s later: first lines appear after ~{:.0} s.", 330.0 / config.demo.speed);
-    println!("Not yet built: ingest gateway, storage, dashboard, replay of recordings.");
+    println!(
+        "Not yet built: alerts on the dashboard, storage, the dashboard, replay of recordings."
+    );
 
     let stage = inference_stage(&config, bus.clone(), model, model_ref, readiness);
     let stage = tokio::spawn(stage.run(shutdown.clone()));
     let feeder = tokio::spawn(crate::demo::feed_patients(
-        bus.clone(),
-        config.demo.patients,
+        format!("ws://{addr}/v1/stream"),
+        tokens,
         config.demo.speed,
         shutdown.clone(),
     ));
     let printer = tokio::spawn(crate::demo::print_probabilities(bus, shutdown.clone()));
     shutdown.cancelled().await;
     feeder.await.context("demo feeder")?;
+    gateway_stop.cancel();
     printer.await.context("demo printer")??;
     stage.await.context("inference stage")??;
+    server.await.context("gateway")?.context("gateway server")?;
+    probe.abort();
     tracing::info!("demo stopped");
     Ok(())
 }

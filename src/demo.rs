@@ -1,7 +1,10 @@
 //! `vigil demo`: the built stages in one process on the embedded bus, fed by simulated
-//! patients, with the seizure probabilities printed as they become final.
+//! patients through the real ingest gateway, with the seizure probabilities printed as they
+//! become final.
 //!
-//! Simulated patients stream synthetic two-channel EEG at 256 Hz in 1 s chunks (see
+//! Each simulated patient is a registered device that streams over the gateway's WebSocket
+//! with the ingest client, as a headset app would: synthetic two-channel EEG at 256 Hz in
+//! 1 s chunks (see
 //! `vigil_inference::synthetic`: noise + alpha rhythm; patient 1 also has a 25 s
 //! seizure-like burst every 10 minutes). Synthetic signals demonstrate the pipeline; they say
 //! nothing about clinical performance.
@@ -14,14 +17,34 @@ use vigil_core::codec::{self, DecodeLimits};
 use vigil_core::record::{EegChunk, SeizureProbability, SignalUnit};
 use vigil_core::CancellationToken;
 use vigil_inference::synthetic::SyntheticChannel;
+use vigil_ingest::client::{ClientConfig, IngestClient};
 
 const FS: f64 = 256.0;
 /// Length of the generated loop per patient; bursts repeat with it.
 const LOOP_S: usize = 600;
 
-/// Streams every simulated patient's chunks at `speed` x real time until `shutdown`.
-pub async fn feed_patients(bus: Bus, patients: usize, speed: f64, shutdown: CancellationToken) {
-    let signals: Vec<Arc<[Vec<f32>; 2]>> = (0..patients)
+/// A simulated patient's device identity.
+pub fn patient_ids(p: usize) -> (String, String) {
+    (
+        format!("demo-patient-{}", p + 1),
+        format!("demo-headset-{}", p + 1),
+    )
+}
+
+/// The demo's channel labels.
+pub fn channels() -> Vec<String> {
+    vec!["C3-P3".into(), "C4-P4".into()]
+}
+
+/// Streams every simulated patient's chunks through the gateway at `stream_url` (one device
+/// token each) at `speed` x real time until `shutdown`.
+pub async fn feed_patients(
+    stream_url: String,
+    tokens: Vec<String>,
+    speed: f64,
+    shutdown: CancellationToken,
+) {
+    let signals: Vec<Arc<[Vec<f32>; 2]>> = (0..tokens.len())
         .map(|p| {
             let burst = (p == 0).then_some((320.0, 345.0));
             let seed = 10 * p as u64;
@@ -41,37 +64,46 @@ pub async fn feed_patients(bus: Bus, patients: usize, speed: f64, shutdown: Canc
             ])
         })
         .collect();
+    let clients: Vec<IngestClient> = tokens
+        .iter()
+        .map(|token| IngestClient::start(ClientConfig::new(stream_url.clone(), token.clone())))
+        .collect();
     let start_ns = vigil_core::time::now_ns();
-    let stream_ids: Vec<uuid::Uuid> = (0..patients).map(|_| uuid::Uuid::new_v4()).collect();
+    let stream_ids: Vec<uuid::Uuid> = tokens.iter().map(|_| uuid::Uuid::new_v4()).collect();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / speed));
-    for second in 0u64.. {
+    'feed: for second in 0u64.. {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break 'feed,
             _ = tick.tick() => {}
         }
-        for (p, signal) in signals.iter().enumerate() {
+        for (p, (signal, client)) in signals.iter().zip(&clients).enumerate() {
             let at = (second as usize % LOOP_S) * FS as usize;
+            let (patient_id, device_id) = patient_ids(p);
             let chunk = EegChunk {
-                patient_id: format!("demo-patient-{}", p + 1),
-                device_id: format!("demo-headset-{}", p + 1),
+                patient_id,
+                device_id,
                 stream_id: stream_ids[p],
                 seq: second,
                 start_ns: start_ns + second as i64 * 1_000_000_000,
-                received_ns: vigil_core::time::now_ns(),
+                received_ns: 0,
                 sample_rate_hz: FS,
-                channels: vec!["C3-P3".into(), "C4-P4".into()],
+                channels: channels(),
                 unit: SignalUnit::Microvolt,
                 samples: signal
                     .iter()
                     .map(|ch| ch[at..at + FS as usize].to_vec())
                     .collect(),
             };
-            if let Err(err) = bus
-                .publish_record(Topic::EegRaw, &chunk.patient_id, &chunk)
-                .await
-            {
-                tracing::warn!(%err, "demo feeder could not publish");
+            if let Err(err) = client.send(&chunk).await {
+                tracing::warn!(%err, "demo device could not send");
+                break 'feed;
             }
+        }
+    }
+    let closing = clients.into_iter().map(|c| c.close(Duration::from_secs(5)));
+    for result in futures::future::join_all(closing).await {
+        if let Err(err) = result {
+            tracing::warn!(%err, "demo device closed with unacknowledged chunks");
         }
     }
 }
