@@ -10,6 +10,7 @@ use vigil_core::record::ModelRef;
 use vigil_core::telemetry::{self, Readiness};
 use vigil_core::CancellationToken;
 use vigil_inference::alerts::AlertPolicy;
+use vigil_inference::display::Mains;
 use vigil_inference::model::SeizureModel;
 use vigil_inference::stage::InferenceStage;
 use vigil_inference::windowing::WindowParams;
@@ -188,6 +189,11 @@ fn inference_stage(
         max_gap_s: c.max_gap_s,
         readiness,
         alert_policy: AlertPolicy::default(),
+        mains: if c.mains_hz == 60 {
+            Mains::Hz60
+        } else {
+            Mains::Hz50
+        },
     }
 }
 

@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::record::{
-    AlertEvent, DeadLetter, EegChunk, HrBatch, RecordLimits, SeizureProbability, Validate,
-    ValidationError,
+    AlertEvent, DeadLetter, EegChunk, EegTrace, HrBatch, RecordLimits, SeizureProbability,
+    Validate, ValidationError,
 };
 
 /// First two bytes of every binary record.
@@ -23,7 +23,8 @@ pub const HEADER_LEN: usize = 4;
 /// Default cap on one encoded record (fits Kafka's default 1 MiB message limit).
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 
-/// Record type tag in the binary header.
+/// Record type tag in the binary header. New kinds may be added within a wire version
+/// (older readers refuse them as unknown); changing an existing layout needs a new version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum RecordKind {
@@ -37,6 +38,8 @@ pub enum RecordKind {
     AlertEvent = 4,
     /// [`DeadLetter`].
     DeadLetter = 5,
+    /// [`EegTrace`].
+    EegTrace = 6,
 }
 
 impl RecordKind {
@@ -47,6 +50,7 @@ impl RecordKind {
             3 => Self::SeizureProbability,
             4 => Self::AlertEvent,
             5 => Self::DeadLetter,
+            6 => Self::EegTrace,
             _ => return None,
         })
     }
@@ -59,6 +63,7 @@ impl RecordKind {
             Self::SeizureProbability => "SeizureProbability",
             Self::AlertEvent => "AlertEvent",
             Self::DeadLetter => "DeadLetter",
+            Self::EegTrace => "EegTrace",
         }
     }
 }
@@ -152,6 +157,9 @@ impl Record for AlertEvent {
 }
 impl Record for DeadLetter {
     const KIND: RecordKind = RecordKind::DeadLetter;
+}
+impl Record for EegTrace {
+    const KIND: RecordKind = RecordKind::EegTrace;
 }
 
 /// Decoding settings: size cap and record limits.
@@ -271,6 +279,8 @@ pub enum AnyRecord {
     AlertEvent(AlertEvent),
     /// A dead letter.
     DeadLetter(DeadLetter),
+    /// A display trace.
+    EegTrace(EegTrace),
 }
 
 /// Decodes whichever record the header names.
@@ -281,5 +291,6 @@ pub fn decode_any(bytes: &[u8], limits: &DecodeLimits) -> Result<AnyRecord, Code
         RecordKind::SeizureProbability => AnyRecord::SeizureProbability(decode(bytes, limits)?),
         RecordKind::AlertEvent => AnyRecord::AlertEvent(decode(bytes, limits)?),
         RecordKind::DeadLetter => AnyRecord::DeadLetter(decode(bytes, limits)?),
+        RecordKind::EegTrace => AnyRecord::EegTrace(decode(bytes, limits)?),
     })
 }

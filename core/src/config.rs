@@ -67,6 +67,8 @@ pub struct InferenceConfig {
     /// Longest gap in a stream (missing chunks) filled with NaN, in seconds; a longer gap
     /// restarts the patient's windows.
     pub max_gap_s: f64,
+    /// Mains frequency notched in the display traces: 50 or 60 (Hz).
+    pub mains_hz: u32,
     /// Address of `/healthz`, `/readyz`, `/metrics`.
     pub listen: SocketAddr,
 }
@@ -80,6 +82,7 @@ impl Default for InferenceConfig {
             step_s: 20.0,
             discard_edges_s: 10.0,
             max_gap_s: 30.0,
+            mains_hz: 50,
             listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
         }
     }
@@ -286,6 +289,12 @@ impl VigilConfig {
             return Err(ConfigError::Invalid {
                 key: "bus.publish_timeout_ms",
                 problem: "must be positive".to_owned(),
+            });
+        }
+        if !matches!(self.inference.mains_hz, 50 | 60) {
+            return Err(ConfigError::Invalid {
+                key: "inference.mains_hz",
+                problem: format!("must be 50 or 60, got {}", self.inference.mains_hz),
             });
         }
         if !(self.demo.speed.is_finite() && self.demo.speed > 0.0 && self.demo.speed <= 1000.0) {

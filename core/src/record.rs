@@ -318,8 +318,13 @@ impl EegChunk {
     }
 }
 
-impl Validate for EegChunk {
-    fn validate(&self, limits: &RecordLimits) -> Result<(), ValidationError> {
+impl EegChunk {
+    /// Checks the chunk's header fields with `samples` as its sample block.
+    fn validate_shape(
+        &self,
+        limits: &RecordLimits,
+        samples: &[Vec<f32>],
+    ) -> Result<(), ValidationError> {
         check_identifier("patient_id", &self.patient_id, limits.max_label_len)?;
         check_identifier("device_id", &self.device_id, limits.max_label_len)?;
         check_time("start_ns", self.start_ns)?;
@@ -352,13 +357,13 @@ impl Validate for EegChunk {
                 });
             }
         }
-        if self.samples.len() != labels {
+        if samples.len() != labels {
             return Err(ValidationError::ChannelCountMismatch {
-                rows: self.samples.len(),
+                rows: samples.len(),
                 labels,
             });
         }
-        let n = self.samples_per_channel();
+        let n = samples.first().map_or(0, Vec::len);
         if n == 0 {
             return Err(ValidationError::NoSamples);
         }
@@ -369,7 +374,7 @@ impl Validate for EegChunk {
                 max: limits.max_samples,
             });
         }
-        for (channel, row) in self.samples.iter().enumerate() {
+        for (channel, row) in samples.iter().enumerate() {
             if row.len() != n {
                 return Err(ValidationError::RaggedChannels {
                     channel,
@@ -382,6 +387,51 @@ impl Validate for EegChunk {
             }
         }
         Ok(())
+    }
+}
+
+impl Validate for EegChunk {
+    fn validate(&self, limits: &RecordLimits) -> Result<(), ValidationError> {
+        self.validate_shape(limits, &self.samples)
+    }
+}
+
+/// Display-filtered EEG for clinicians' screens (`vigil.eeg.trace`), produced by inference
+/// from `EegChunk`s. Same shape rules as [`EegChunk`]; NaN marks a gap in the trace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EegTrace {
+    /// Patient; the Kafka key.
+    pub patient_id: String,
+    /// The device stream the samples came from.
+    pub stream_id: Uuid,
+    /// UTC time of the first sample, ns (filter delay already removed).
+    pub start_ns: i64,
+    /// Samples per second per channel after decimation.
+    pub sample_rate_hz: f64,
+    /// Channel labels.
+    pub channels: Vec<String>,
+    /// `samples[channel][i]`, microvolts, NaN = gap.
+    #[serde(with = "serde_fields::matrix")]
+    pub samples: Vec<Vec<f32>>,
+}
+
+impl Validate for EegTrace {
+    fn validate(&self, limits: &RecordLimits) -> Result<(), ValidationError> {
+        // The same rules as a chunk of the same shape.
+        EegChunk {
+            patient_id: self.patient_id.clone(),
+            device_id: "trace".to_owned(),
+            stream_id: self.stream_id,
+            seq: 0,
+            start_ns: self.start_ns,
+            received_ns: 0,
+            sample_rate_hz: self.sample_rate_hz,
+            channels: self.channels.clone(),
+            unit: SignalUnit::Microvolt,
+            samples: Vec::new(),
+        }
+        .validate_shape(limits, &self.samples)
     }
 }
 

@@ -71,6 +71,15 @@ proptest! {
     }
 
     #[test]
+    fn eeg_trace_round_trips(trace in eeg_trace()) {
+        let bin: EegTrace = codec::decode(&codec::encode(&trace).unwrap(), &limits()).unwrap();
+        prop_assert!(same_matrix(&trace.samples, &bin.samples));
+        prop_assert_eq!((&bin.patient_id, bin.start_ns, &bin.channels), (&trace.patient_id, trace.start_ns, &trace.channels));
+        let json: EegTrace = codec::from_json(&codec::to_json(&trace).unwrap(), &limits()).unwrap();
+        prop_assert!(same_matrix(&trace.samples, &json.samples));
+    }
+
+    #[test]
     fn binary_sample_block_is_raw_little_endian_f32(chunk in eeg_chunk()) {
         // The samples occupy one contiguous channel-major LE f32 block at the end of the body.
         let bytes = codec::encode(&chunk).unwrap();

@@ -30,6 +30,7 @@ fn decode_everything(bytes: &[u8]) {
             codec::AnyRecord::SeizureProbability(r) => r.validate(&limits.record),
             codec::AnyRecord::AlertEvent(r) => r.validate(&limits.record),
             codec::AnyRecord::DeadLetter(r) => r.validate(&limits.record),
+            codec::AnyRecord::EegTrace(r) => r.validate(&limits.record),
         };
         assert!(ok.is_ok(), "decoder returned an invalid record");
     }
@@ -38,6 +39,7 @@ fn decode_everything(bytes: &[u8]) {
     let _ = codec::from_json::<SeizureProbability>(bytes, &limits);
     let _ = codec::from_json::<AlertEvent>(bytes, &limits);
     let _ = codec::from_json::<DeadLetter>(bytes, &limits);
+    let _ = codec::from_json::<EegTrace>(bytes, &limits);
 }
 
 #[derive(Debug, Clone)]
@@ -111,7 +113,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_behind_a_valid_header_never_panic(
-        kind in 1u8..=5,
+        kind in 1u8..=6,
         body in prop::collection::vec(any::<u8>(), 0..2048),
     ) {
         let mut bytes = vec![b'V', b'G', 1, kind];
@@ -139,6 +141,12 @@ proptest! {
 
     #[test]
     fn mutated_alerts_never_panic(r in alert_event(), m in prop::collection::vec(mutation(), 1..4)) {
+        decode_everything(&mutate(encoded(&r), &m));
+        decode_everything(&mutate(codec::to_json(&r).expect("json"), &m));
+    }
+
+    #[test]
+    fn mutated_traces_never_panic(r in eeg_trace(), m in prop::collection::vec(mutation(), 1..4)) {
         decode_everything(&mutate(encoded(&r), &m));
         decode_everything(&mutate(codec::to_json(&r).expect("json"), &m));
     }

@@ -24,11 +24,14 @@ use std::time::Duration;
 
 use vigil_core::bus::{Bus, BusConsumer, BusMessage, Topic};
 use vigil_core::codec::{self, DecodeLimits};
-use vigil_core::record::{AlertEvent, DeadLetter, EegChunk, ModelRef, SeizureProbability};
+use vigil_core::record::{
+    AlertEvent, DeadLetter, EegChunk, EegTrace, ModelRef, SeizureProbability,
+};
 use vigil_core::telemetry::Readiness;
 use vigil_core::CancellationToken;
 
 use crate::alerts::{run_ticks, AlertPolicy, PatientAlerts, TokioClock};
+use crate::display::{DisplayFilter, Mains};
 use crate::model::SeizureModel;
 use crate::windowing::{model_sample_rate, ChannelStream, FinalizedPoints, WindowParams};
 use crate::InferenceError;
@@ -54,6 +57,8 @@ pub struct InferenceStage {
     pub readiness: Readiness,
     /// Alert thresholds and timers.
     pub alert_policy: AlertPolicy,
+    /// Mains frequency notched in the display traces.
+    pub mains: Mains,
 }
 
 type AlertBook = Arc<Mutex<HashMap<String, PatientAlerts>>>;
@@ -72,10 +77,17 @@ struct PatientStream {
     next_seq: u64,
     samples_seen: u64,
     per_channel: Vec<ChannelStream>,
+    /// Display filters for the trace topic, one per channel.
+    display: Vec<DisplayFilter>,
+    /// Filter output samples produced so far (per channel).
+    displayed: u64,
+    /// Keep every `decimate`-th filtered sample: the trace keeps >= 200 samples/s, so its
+    /// Nyquist (>= 100 Hz) stays above the 70 Hz band and nothing aliases.
+    decimate: u64,
 }
 
 impl PatientStream {
-    fn start(chunk: &EegChunk, params: WindowParams) -> Result<Self, InferenceError> {
+    fn start(chunk: &EegChunk, params: WindowParams, mains: Mains) -> Result<Self, InferenceError> {
         let per_channel = chunk
             .channels
             .iter()
@@ -89,6 +101,58 @@ impl PatientStream {
             next_seq: chunk.seq,
             samples_seen: 0,
             per_channel,
+            display: chunk
+                .channels
+                .iter()
+                .map(|_| DisplayFilter::new(chunk.sample_rate_hz as usize, mains))
+                .collect(),
+            displayed: 0,
+            decimate: ((chunk.sample_rate_hz / 200.0).floor() as u64).max(1),
+        })
+    }
+
+    /// Filters the chunk (and gap filler) for display; returns a trace once the filter has
+    /// produced samples that start at or after the stream origin.
+    fn trace(
+        &mut self,
+        patient_id: &str,
+        chunk: &EegChunk,
+        gap_samples: usize,
+    ) -> Option<EegTrace> {
+        let filler = vec![f32::NAN; gap_samples];
+        let filtered: Vec<Vec<f32>> = self
+            .display
+            .iter_mut()
+            .zip(&chunk.samples)
+            .map(|(filter, row)| {
+                let mut out = filter.push(&filler);
+                out.extend(filter.push(row));
+                out
+            })
+            .collect();
+        let delay = self.display.first()?.delay() as u64;
+        let produced = filtered.first().map_or(0, Vec::len) as u64;
+        let first = self.displayed;
+        self.displayed += produced;
+        // Output j shows input sample j - delay; keep inputs >= 0 on the decimation grid.
+        let keep: Vec<usize> = (0..produced)
+            .filter(|i| {
+                let j = first + i;
+                j >= delay && (j - delay) % self.decimate == 0
+            })
+            .map(|i| i as usize)
+            .collect();
+        let first_input = (first + *keep.first()? as u64) - delay;
+        Some(EegTrace {
+            patient_id: patient_id.to_owned(),
+            stream_id: self.stream_id,
+            start_ns: self.origin_ns + (first_input as f64 * 1e9 / self.fs).round() as i64,
+            sample_rate_hz: self.fs / self.decimate as f64,
+            channels: self.channels.clone(),
+            samples: filtered
+                .iter()
+                .map(|row| keep.iter().map(|&i| row[i]).collect())
+                .collect(),
         })
     }
 
@@ -318,7 +382,7 @@ impl InferenceStage {
                     .await?;
                     outputs.extend(old.record(&patient_id, points?, &self.model_ref));
                 }
-                PatientStream::start(&chunk, self.params)?
+                PatientStream::start(&chunk, self.params, self.mains)?
             }
         };
         if chunk.seq < state.next_seq {
@@ -337,7 +401,7 @@ impl InferenceStage {
                 gap_s = gap_ns as f64 / 1e9,
                 "long gap: restarting windows"
             );
-            state = PatientStream::start(&chunk, self.params)?;
+            state = PatientStream::start(&chunk, self.params, self.mains)?;
         }
         let gap_samples = if state.samples_seen == 0 {
             0
@@ -345,10 +409,12 @@ impl InferenceStage {
             gap_samples
         };
         let model = self.model.clone();
-        let (state, points) = blocking(move || {
+        let id = patient_id.clone();
+        let (state, points, trace) = blocking(move || {
             let mut state = state;
+            let trace = state.trace(&id, &chunk, gap_samples);
             let points = state.push(&model, &chunk, gap_samples);
-            (state, points)
+            (state, points, trace)
         })
         .await?;
         let points = points?;
@@ -378,6 +444,12 @@ impl InferenceStage {
         for event in &alerts {
             self.bus
                 .publish_record(Topic::Alerts, &patient_id, event)
+                .await
+                .map_err(|e| InferenceError::Bus(e.to_string()))?;
+        }
+        if let Some(trace) = &trace {
+            self.bus
+                .publish_record(Topic::EegTrace, &patient_id, trace)
                 .await
                 .map_err(|e| InferenceError::Bus(e.to_string()))?;
         }

@@ -13,13 +13,16 @@ use vigil_core::bus::{Bus, Topic};
 use vigil_core::codec::{self, DecodeLimits};
 use vigil_core::config::BusConfig;
 use vigil_core::record::{
-    AlertEvent, AlertKind, AlertTransition, DeadLetter, EegChunk, ModelRef, SeizureProbability,
-    SignalUnit,
+    AlertEvent, AlertKind, AlertTransition, DeadLetter, EegChunk, EegTrace, ModelRef,
+    SeizureProbability, SignalUnit,
 };
 use vigil_core::telemetry::Readiness;
 use vigil_core::CancellationToken;
 use vigil_inference::alerts::AlertPolicy;
+use vigil_inference::display::{DisplayFilter, Mains};
 use vigil_inference::model::SeizureModel;
+
+const MAINS: Mains = Mains::Hz50;
 use vigil_inference::stage::{InferenceStage, STEP_NS};
 use vigil_inference::synthetic::SyntheticChannel;
 use vigil_inference::windowing::{predict_channel, WindowParams};
@@ -134,6 +137,7 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
         max_gap_s: 30.0,
         readiness: Readiness::default(),
         alert_policy: AlertPolicy::default(),
+        mains: MAINS,
     };
     let stage = new_stage();
     let running = tokio::spawn(stage.run(shutdown.clone()));
@@ -173,6 +177,69 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
     assert_eq!(letter.stage, "inference");
     assert_eq!(letter.payload, b"definitely not a record");
     assert!(letter.reason.contains("magic"), "{}", letter.reason);
+
+    // Display traces: filtered, delay removed (the first trace starts at the first sample),
+    // contiguous in time, and sample for sample the display filter of the raw signal.
+    let mut traces = bus
+        .subscribe(
+            &format!("traces-{}", Uuid::new_v4().simple()),
+            &[bus.topic(Topic::EegTrace)],
+        )
+        .await
+        .expect("subscribe traces");
+    let mut next_ns = T0;
+    let mut c4 = Vec::new();
+    while c4.len() < 100 * 256 {
+        let msg = timeout(WAIT, traces.recv())
+            .await
+            .expect("trace in time")
+            .expect("recv");
+        let trace: EegTrace = codec::decode(&msg.payload, &DecodeLimits::default()).expect("trace");
+        assert_eq!(trace.channels, ["C3", "C4"]);
+        assert_eq!(trace.sample_rate_hz, 256.0);
+        assert_eq!(
+            trace.start_ns, next_ns,
+            "traces are contiguous from the first sample"
+        );
+        next_ns += trace.samples[0].len() as i64 * 1_000_000_000 / 256;
+        c4.extend(trace.samples[1].iter().copied());
+    }
+    let mut offline = DisplayFilter::new(256, MAINS);
+    let filtered = offline.push(&signals[1][..seconds * 256]);
+    let delay = offline.delay();
+    for (i, got) in c4.iter().enumerate() {
+        let want = filtered[i + delay];
+        assert!(
+            (got - want).abs() < 1e-5,
+            "trace sample {i}: {got} vs {want}"
+        );
+    }
+    traces.close().await.expect("close");
+
+    // The burst raised exactly one seizure alert, with its onset inside the burst.
+    let mut alerts = bus
+        .subscribe(
+            &format!("alerts-{}", Uuid::new_v4().simple()),
+            &[bus.topic(Topic::Alerts)],
+        )
+        .await
+        .expect("subscribe alerts");
+    let msg = timeout(WAIT, alerts.recv())
+        .await
+        .expect("alert in time")
+        .expect("recv");
+    let alert: AlertEvent = codec::decode(&msg.payload, &DecodeLimits::default()).expect("alert");
+    assert_eq!(
+        (alert.kind, alert.transition),
+        (AlertKind::Seizure, AlertTransition::Raised)
+    );
+    assert_eq!(alert.patient_id, "patient-1");
+    let onset_s = (alert.onset_ns - T0) as f64 / 1e9;
+    assert!(
+        (20.0..45.0).contains(&onset_s),
+        "onset {onset_s} s inside the 20-45 s burst"
+    );
+    alerts.close().await.expect("close");
 
     shutdown.cancel();
     timeout(WAIT, running)

@@ -231,3 +231,14 @@ pub fn same_floats(a: &[f32], b: &[f32]) -> bool {
 pub fn same_matrix(a: &[Vec<f32>], b: &[Vec<f32>]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_floats(x, y))
 }
+
+pub fn eeg_trace() -> impl Strategy<Value = EegTrace> {
+    eeg_chunk().prop_map(|c| EegTrace {
+        patient_id: c.patient_id,
+        stream_id: c.stream_id,
+        start_ns: c.start_ns,
+        sample_rate_hz: c.sample_rate_hz,
+        channels: c.channels,
+        samples: c.samples,
+    })
+}
