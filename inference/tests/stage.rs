@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio::time::timeout;
 use uuid::Uuid;
-use vigil_core::bus::{Bus, Topic};
-use vigil_core::codec::{self, DecodeLimits};
+use vigil_core::bus::{Bus, BusConsumer, BusMessage, Topic};
+use vigil_core::codec::{self, DecodeLimits, Record};
 use vigil_core::config::BusConfig;
 use vigil_core::record::{
     AlertEvent, AlertKind, AlertTransition, DeadLetter, EegChunk, EegTrace, ModelRef,
@@ -64,6 +64,26 @@ fn kafka() -> Option<BusConfig> {
             None
         }
     }
+}
+
+/// A reader of `topic` in a consumer group of its own (so it reads from the beginning).
+async fn reader(bus: &Bus, topic: Topic) -> Box<dyn BusConsumer> {
+    bus.subscribe(
+        &format!("reader-{}", Uuid::new_v4().simple()),
+        &[bus.topic(topic)],
+    )
+    .await
+    .expect("subscribe")
+}
+
+/// The next record on `consumer`, with its message.
+async fn next_record<R: Record>(consumer: &mut Box<dyn BusConsumer>) -> (BusMessage, R) {
+    let msg = timeout(WAIT, consumer.recv())
+        .await
+        .expect("a record in time")
+        .expect("recv");
+    let record = codec::decode(&msg.payload, &DecodeLimits::default()).expect("valid record");
+    (msg, record)
 }
 
 async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
@@ -144,57 +164,27 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
 
     // Windows start at 0 s and 20 s; with 330 s of signal points 0..=100 are final.
     let expected_points = 101;
-    let mut probs = bus
-        .subscribe(
-            &format!("reader-{}", Uuid::new_v4().simple()),
-            &[bus.topic(Topic::EegProb)],
-        )
-        .await
-        .expect("subscribe prob");
+    let mut probs = reader(&bus, Topic::EegProb).await;
     let mut got: Vec<SeizureProbability> = Vec::new();
     while got.iter().map(|p| p.aggregate_p.len()).sum::<usize>() < expected_points {
-        let msg = timeout(WAIT, probs.recv())
-            .await
-            .expect("probabilities in time")
-            .expect("recv");
+        let (msg, record) = next_record::<SeizureProbability>(&mut probs).await;
         assert_eq!(msg.key, b"patient-1");
-        got.push(codec::decode(&msg.payload, &DecodeLimits::default()).expect("valid record"));
+        got.push(record);
         probs.ack(&msg).expect("ack");
     }
-    let mut dlq = bus
-        .subscribe(
-            &format!("dlq-{}", Uuid::new_v4().simple()),
-            &[bus.topic(Topic::Dlq)],
-        )
-        .await
-        .expect("subscribe dlq");
-    let msg = timeout(WAIT, dlq.recv())
-        .await
-        .expect("dead letter in time")
-        .expect("recv");
-    let letter: DeadLetter =
-        codec::decode(&msg.payload, &DecodeLimits::default()).expect("dead letter");
+    let mut dlq = reader(&bus, Topic::Dlq).await;
+    let (_, letter) = next_record::<DeadLetter>(&mut dlq).await;
     assert_eq!(letter.stage, "inference");
     assert_eq!(letter.payload, b"definitely not a record");
     assert!(letter.reason.contains("magic"), "{}", letter.reason);
 
     // Display traces: filtered, delay removed (the first trace starts at the first sample),
     // contiguous in time, and sample for sample the display filter of the raw signal.
-    let mut traces = bus
-        .subscribe(
-            &format!("traces-{}", Uuid::new_v4().simple()),
-            &[bus.topic(Topic::EegTrace)],
-        )
-        .await
-        .expect("subscribe traces");
+    let mut traces = reader(&bus, Topic::EegTrace).await;
     let mut next_ns = T0;
     let mut c4 = Vec::new();
     while c4.len() < 100 * 256 {
-        let msg = timeout(WAIT, traces.recv())
-            .await
-            .expect("trace in time")
-            .expect("recv");
-        let trace: EegTrace = codec::decode(&msg.payload, &DecodeLimits::default()).expect("trace");
+        let (_, trace) = next_record::<EegTrace>(&mut traces).await;
         assert_eq!(trace.channels, ["C3", "C4"]);
         assert_eq!(trace.sample_rate_hz, 256.0);
         assert_eq!(
@@ -217,18 +207,8 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
     traces.close().await.expect("close");
 
     // The burst raised exactly one seizure alert, with its onset inside the burst.
-    let mut alerts = bus
-        .subscribe(
-            &format!("alerts-{}", Uuid::new_v4().simple()),
-            &[bus.topic(Topic::Alerts)],
-        )
-        .await
-        .expect("subscribe alerts");
-    let msg = timeout(WAIT, alerts.recv())
-        .await
-        .expect("alert in time")
-        .expect("recv");
-    let alert: AlertEvent = codec::decode(&msg.payload, &DecodeLimits::default()).expect("alert");
+    let mut alerts = reader(&bus, Topic::Alerts).await;
+    let (_, alert) = next_record::<AlertEvent>(&mut alerts).await;
     assert_eq!(
         (alert.kind, alert.transition),
         (AlertKind::Seizure, AlertTransition::Raised)
@@ -307,12 +287,7 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
     let mut second_half = 0;
     let mut second_peak = 0.0f32;
     while second_half < expected_points {
-        let msg = timeout(WAIT, probs.recv())
-            .await
-            .expect("probabilities after restart")
-            .expect("recv");
-        let record: SeizureProbability =
-            codec::decode(&msg.payload, &DecodeLimits::default()).expect("record");
+        let (msg, record) = next_record::<SeizureProbability>(&mut probs).await;
         probs.ack(&msg).expect("ack");
         assert!(
             record.start_ns >= T0 + seconds as i64 * 1_000_000_000,
@@ -333,13 +308,7 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
         .expect("stops")
         .expect("join")
         .expect("clean stop");
-    let mut all_alerts = bus
-        .subscribe(
-            &format!("audit-{}", Uuid::new_v4().simple()),
-            &[bus.topic(Topic::Alerts)],
-        )
-        .await
-        .expect("subscribe");
+    let mut all_alerts = reader(&bus, Topic::Alerts).await;
     let mut raised = 0;
     while let Ok(Ok(msg)) = timeout(Duration::from_secs(3), all_alerts.recv()).await {
         let event: AlertEvent =
