@@ -33,7 +33,7 @@ use vigil_core::CancellationToken;
 use crate::alerts::{run_ticks, AlertPolicy, PatientAlerts, TokioClock};
 use crate::display::{DisplayFilter, Mains};
 use crate::model::SeizureModel;
-use crate::windowing::{model_sample_rate, ChannelStream, FinalizedPoints, WindowParams};
+use crate::windowing::{fmax, model_sample_rate, ChannelStream, FinalizedPoints, WindowParams};
 use crate::InferenceError;
 
 /// Grid step of the model output, 0.5 s.
@@ -211,13 +211,7 @@ impl PatientStream {
         let first_index = first.first_index;
         let channel_p: Vec<Vec<f32>> = points.into_iter().map(|p| p.values).collect();
         let aggregate_p = (0..n)
-            .map(|k| {
-                channel_p
-                    .iter()
-                    .map(|row| row[k])
-                    .filter(|p| !p.is_nan())
-                    .fold(f32::NAN, |acc, p| if acc.is_nan() { p } else { acc.max(p) })
-            })
+            .map(|k| channel_p.iter().map(|row| row[k]).fold(f32::NAN, fmax))
             .collect();
         Some(SeizureProbability {
             patient_id: patient_id.to_owned(),
@@ -264,7 +258,7 @@ impl InferenceStage {
         while let Ok(Ok(msg)) =
             tokio::time::timeout(Duration::from_secs(2), alert_feed.recv()).await
         {
-            self.apply_alert_message(&book, &msg);
+            apply_alert(&book, self.alert_policy, &msg);
             replayed += 1;
         }
         tracing::info!(replayed, "alert state rebuilt from the alerts topic");
@@ -347,10 +341,6 @@ impl InferenceStage {
         close(consumer).await;
         let _ = tokio::join!(follower, ticks, timed);
         result
-    }
-
-    fn apply_alert_message(&self, book: &AlertBook, msg: &BusMessage) {
-        apply_alert(book, self.alert_policy, msg);
     }
 
     /// Processes one record; returns once its outputs are on the bus.

@@ -179,7 +179,8 @@ pub struct ChannelStream {
     last_window: Option<(usize, Option<Vec<f32>>)>,
 }
 
-fn fmax(a: f32, b: f32) -> f32 {
+/// NaN-ignoring max (`np.fmax`): NaN only when both are NaN.
+pub(crate) fn fmax(a: f32, b: f32) -> f32 {
     if a.is_nan() {
         b
     } else if b.is_nan() {
