@@ -9,7 +9,6 @@ use vigil_core::model::{self, FetchOutcome, ModelManifest, PackageOrigin};
 use vigil_core::record::ModelRef;
 use vigil_core::telemetry::{self, Readiness};
 use vigil_core::CancellationToken;
-use vigil_inference::alerts::AlertPolicy;
 use vigil_inference::display::Mains;
 use vigil_inference::model::SeizureModel;
 use vigil_inference::stage::InferenceStage;
@@ -69,6 +68,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }),
         Command::Device { action } => runtime()?.block_on(device(&config, action)),
+        Command::Replay(args) => runtime()?.block_on(async {
+            telemetry::init(&config.telemetry);
+            crate::research::replay_command(&config, args).await
+        }),
+        Command::Eval(args) => {
+            telemetry::init(&config.telemetry);
+            crate::research::eval_command(&config, args)
+        }
+        Command::Dashboard => runtime()?.block_on(async {
+            telemetry::init(&config.telemetry);
+            let shutdown = vigil_core::shutdown::on_signals();
+            vigil_dashboard::serve(&config, shutdown).await?;
+            Ok(())
+        }),
     }
 }
 
@@ -174,9 +187,9 @@ fn inference_stage(
     model: Arc<SeizureModel>,
     model_ref: ModelRef,
     readiness: Readiness,
-) -> InferenceStage {
+) -> anyhow::Result<InferenceStage> {
     let c = &config.inference;
-    InferenceStage {
+    Ok(InferenceStage {
         bus,
         model,
         model_ref,
@@ -188,13 +201,13 @@ fn inference_stage(
         group: c.group.clone(),
         max_gap_s: c.max_gap_s,
         readiness,
-        alert_policy: AlertPolicy::default(),
+        alert_policies: c.alert_policies()?,
         mains: if c.mains_hz == 60 {
             Mains::Hz60
         } else {
             Mains::Hz50
         },
-    }
+    })
 }
 
 /// Serves the ops endpoints until `shutdown`.
@@ -243,7 +256,7 @@ async fn infer(config: VigilConfig) -> anyhow::Result<()> {
     );
     let bus = Bus::connect(&config.bus).await?;
     bus.create_vigil_topics().await?;
-    inference_stage(&config, bus, model, model_ref, readiness)
+    inference_stage(&config, bus, model, model_ref, readiness)?
         .run(shutdown)
         .await?;
     tracing::info!("inference stopped");
@@ -350,7 +363,7 @@ async fn demo(mut config: VigilConfig) -> anyhow::Result<()> {
         "Not yet built: alerts on the dashboard, storage, the dashboard, replay of recordings."
     );
 
-    let stage = inference_stage(&config, bus.clone(), model, model_ref, readiness);
+    let stage = inference_stage(&config, bus.clone(), model, model_ref, readiness)?;
     let stage = tokio::spawn(stage.run(shutdown.clone()));
     let feeder = tokio::spawn(crate::demo::feed_patients(
         format!("ws://{addr}/v1/stream"),

@@ -3,6 +3,7 @@
 
 mod commands;
 mod demo;
+mod research;
 
 use std::path::PathBuf;
 
@@ -39,11 +40,120 @@ enum Command {
     Config,
     /// Run the device ingest gateway (HTTP + WebSocket) on `ingest.listen`.
     Ingest,
+    /// Run the clinician dashboard (web page, live WebSocket, alert acknowledgement) on
+    /// `dashboard.listen`.
+    Dashboard,
     /// Device directory: register a device (prints its token once) or revoke it.
     Device {
         #[command(subcommand)]
         action: DeviceAction,
     },
+    /// Stream a real EDF recording as simulated devices through the ingest gateway.
+    Replay(ReplayArgs),
+    /// Run recordings through the inference code offline and score detections (SzCORE).
+    Eval(EvalArgs),
+}
+
+/// How a recording becomes the EEG a device sends.
+#[derive(Debug, Clone, clap::Args)]
+struct SignalArgs {
+    /// Channels to send, comma-separated labels (default: every signal of the file).
+    #[arg(long, value_delimiter = ',')]
+    channels: Option<Vec<String>>,
+    /// Bipolar derivations from referential labels, comma-separated A-B (e.g. Fp1-F7,F7-T7).
+    #[arg(long, value_delimiter = ',', conflicts_with = "channels")]
+    bipolar: Option<Vec<String>>,
+    /// Rate to send in Hz (default: the file's if the model accepts it, else the next
+    /// accepted rate; other rates are resampled with an anti-aliasing filter).
+    #[arg(long)]
+    rate_hz: Option<f64>,
+    /// Factor from the file's physical unit to microvolts (default: from its dimension).
+    #[arg(long)]
+    unit_scale: Option<f64>,
+    /// Play the recording this many times end to end (to reach the model's 300 s context).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// Inject a synthetic seizure-like burst FROM:TO seconds (repeatable).
+    #[arg(long)]
+    burst: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ReplayArgs {
+    /// EDF/EDF+/BDF file (absolute, or relative to the scripts/fetch-data dir).
+    #[arg(long)]
+    recording: PathBuf,
+    #[command(flatten)]
+    signal: SignalArgs,
+    /// Gateway stream URL (default: ws://<ingest.listen>/v1/stream).
+    #[arg(long)]
+    url: Option<String>,
+    /// An existing device, DEVICE_ID:PATIENT_ID:TOKEN (repeatable).
+    #[arg(long)]
+    device: Vec<String>,
+    /// Register this many new devices in ingest.database_url (patients <prefix>1..N).
+    #[arg(long, default_value_t = 0)]
+    register: usize,
+    /// Patient id prefix for --register.
+    #[arg(long, default_value = "replay-patient-")]
+    patient_prefix: String,
+    /// Speed: a factor of real time (1, 10, 2.5) or `max`.
+    #[arg(long, default_value = "1")]
+    speed: vigil_replay::Speed,
+    /// Chunk length in seconds (devices send 0.25-1 s).
+    #[arg(long, default_value_t = 0.5)]
+    chunk_s: f64,
+    /// Times to play the recording.
+    #[arg(long, default_value_t = 1)]
+    loops: usize,
+    /// Device clock offset in ms added to every chunk's start time.
+    #[arg(long, default_value_t = 0.0)]
+    clock_offset_ms: f64,
+    /// Probability that a chunk is lost in transit (gap in seq).
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f64,
+    /// Largest random send delay per chunk, ms.
+    #[arg(long, default_value_t = 0.0)]
+    jitter_ms: f64,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct EvalArgs {
+    /// Evaluation plan (TOML, `[[recording]]` entries; see data/eval/*.toml).
+    #[arg(long, conflicts_with = "recording")]
+    plan: Option<PathBuf>,
+    /// One EDF file instead of a plan.
+    #[arg(long)]
+    recording: Option<PathBuf>,
+    #[command(flatten)]
+    signal: SignalArgs,
+    /// Annotation file for --recording.
+    #[arg(long)]
+    annotations: Option<PathBuf>,
+    /// Annotation format: edf, chbmit, tuh, bids.
+    #[arg(long)]
+    format: Option<String>,
+    /// For chbmit summaries: the recording's file name in the summary.
+    #[arg(long)]
+    annotation_recording: Option<String>,
+    /// Model window in seconds (default: inference.window_s).
+    #[arg(long)]
+    window_s: Option<f64>,
+    /// Window step in seconds (default: inference.step_s).
+    #[arg(long)]
+    step_s: Option<f64>,
+    /// Seconds dropped at each window edge (default: inference.discard_edges_s).
+    #[arg(long)]
+    discard_edges_s: Option<f64>,
+    /// Output directory for eval.json and the SVG plots.
+    #[arg(long, default_value = "eval-out")]
+    out: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

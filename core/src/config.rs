@@ -48,6 +48,11 @@ pub struct VigilConfig {
     pub demo: DemoConfig,
     /// The device ingest gateway (`vigil ingest`).
     pub ingest: IngestConfig,
+    /// Persistence, research archive and history API (`vigil store`, `vigil migrate`,
+    /// `vigil user`).
+    pub storage: StorageConfig,
+    /// The clinician dashboard (`vigil dashboard`).
+    pub dashboard: DashboardConfig,
 }
 
 /// Inference stage settings.
@@ -71,6 +76,193 @@ pub struct InferenceConfig {
     pub mains_hz: u32,
     /// Address of `/healthz`, `/readyz`, `/metrics`.
     pub listen: SocketAddr,
+    /// Alert thresholds and timers for every patient without an override.
+    pub alerts: AlertPolicy,
+    /// Per-patient overrides of `alerts`, keyed by patient id: only the keys given change,
+    /// e.g. `[inference.patient_alerts."patient-7"]` with `tachy_above_bpm = 140` for a child.
+    pub patient_alerts: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+/// Alert thresholds and timers (design.md section 5). The defaults are conservative starting
+/// points, not clinically validated values: a care team sets them per patient.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertPolicy {
+    /// Seizure probability at or above which a 0.5 s point counts as seizure.
+    pub on_threshold: f32,
+    /// How long p must stay at or above `on_threshold` to raise a seizure alert, in seconds.
+    pub on_duration_s: f64,
+    /// Probability below which a point counts as seizure-free.
+    pub off_threshold: f32,
+    /// How long p must stay below `off_threshold` to resolve, in seconds.
+    pub off_duration_s: f64,
+    /// Window of the sustained-burden alert, in seconds.
+    pub burden_window_s: f64,
+    /// Burden (fraction of evaluated points at or above `on_threshold`) that raises
+    /// `sustained_seizure_burden`.
+    pub burden_threshold: f32,
+    /// Seconds without EEG samples before `signal_loss` is raised.
+    pub signal_loss_s: f64,
+    /// Seconds an alert may stay unacknowledged before it is escalated.
+    pub escalate_after_s: f64,
+    /// Heart rate below which (sustained) `bradycardia` is raised, in bpm.
+    pub brady_below_bpm: f32,
+    /// Heart rate above which (sustained) `tachycardia` is raised, in bpm.
+    pub tachy_above_bpm: f32,
+    /// How long heart rate must stay outside (to raise) or inside (to resolve) the band, in s.
+    pub hr_band_duration_s: f64,
+    /// Heart rates outside `[hr_valid_min_bpm, hr_valid_max_bpm]` are treated as artefacts
+    /// (not evaluated), never as brady- or tachycardia.
+    pub hr_valid_min_bpm: f32,
+    /// Upper bound of plausible heart rate, in bpm.
+    pub hr_valid_max_bpm: f32,
+    /// Rise over the baseline that counts as ictal tachycardia, in bpm.
+    pub ictal_rise_bpm: f32,
+    /// Length of the baseline before a rise, in seconds.
+    pub ictal_baseline_s: f64,
+    /// The rise must happen within this many seconds.
+    pub ictal_rise_within_s: f64,
+    /// Window of the RMSSD (heart-rate variability) reported as evidence, in seconds.
+    pub rmssd_window_s: f64,
+}
+
+impl Default for AlertPolicy {
+    fn default() -> Self {
+        Self {
+            on_threshold: 0.8,
+            on_duration_s: 10.0,
+            off_threshold: 0.5,
+            off_duration_s: 30.0,
+            burden_window_s: 300.0,
+            burden_threshold: 0.9,
+            signal_loss_s: 10.0,
+            escalate_after_s: 300.0,
+            brady_below_bpm: 50.0,
+            tachy_above_bpm: 120.0,
+            hr_band_duration_s: 10.0,
+            hr_valid_min_bpm: 25.0,
+            hr_valid_max_bpm: 250.0,
+            ictal_rise_bpm: 10.0,
+            ictal_baseline_s: 60.0,
+            ictal_rise_within_s: 10.0,
+            rmssd_window_s: 300.0,
+        }
+    }
+}
+
+impl AlertPolicy {
+    /// Range checks; `key` names the table in errors.
+    pub fn check(&self, key: &'static str) -> Result<(), ConfigError> {
+        let invalid = |problem: String| Err(ConfigError::Invalid { key, problem });
+        let unit = |x: f32| (0.0..=1.0).contains(&x);
+        if !(unit(self.on_threshold) && unit(self.off_threshold) && unit(self.burden_threshold)) {
+            return invalid("thresholds must be in [0, 1]".to_owned());
+        }
+        if self.off_threshold > self.on_threshold {
+            return invalid(format!(
+                "off_threshold {} above on_threshold {} leaves no hysteresis",
+                self.off_threshold, self.on_threshold
+            ));
+        }
+        let durations = [
+            self.on_duration_s,
+            self.off_duration_s,
+            self.burden_window_s,
+            self.signal_loss_s,
+            self.escalate_after_s,
+            self.hr_band_duration_s,
+            self.ictal_baseline_s,
+            self.ictal_rise_within_s,
+            self.rmssd_window_s,
+        ];
+        if durations.iter().any(|d| !(d.is_finite() && *d > 0.0)) {
+            return invalid("durations must be positive seconds".to_owned());
+        }
+        if !(self.hr_valid_min_bpm < self.brady_below_bpm
+            && self.brady_below_bpm < self.tachy_above_bpm
+            && self.tachy_above_bpm < self.hr_valid_max_bpm)
+        {
+            return invalid(format!(
+                "need hr_valid_min_bpm < brady_below_bpm < tachy_above_bpm < hr_valid_max_bpm, got {} {} {} {}",
+                self.hr_valid_min_bpm, self.brady_below_bpm, self.tachy_above_bpm, self.hr_valid_max_bpm
+            ));
+        }
+        if !(self.ictal_rise_bpm.is_finite() && self.ictal_rise_bpm > 0.0) {
+            return invalid("ictal_rise_bpm must be positive".to_owned());
+        }
+        Ok(())
+    }
+
+    /// This policy with `overrides` (field name -> value) applied; unknown names are errors.
+    pub fn with_overrides(&self, overrides: &BTreeMap<String, f64>) -> Result<Self, String> {
+        let mut fields = match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(fields)) => fields,
+            _ => return Err("alert policy does not serialize to a table".to_owned()),
+        };
+        for (name, value) in overrides {
+            if !fields.contains_key(name) {
+                return Err(format!("unknown alert policy key {name:?}"));
+            }
+            fields.insert(name.clone(), serde_json::json!(value));
+        }
+        serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| e.to_string())
+    }
+}
+
+/// The alert policy of every patient: the default and the per-patient overrides.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AlertPolicies {
+    default: AlertPolicy,
+    patients: BTreeMap<String, AlertPolicy>,
+}
+
+impl AlertPolicies {
+    /// One policy for everybody.
+    pub fn uniform(default: AlertPolicy) -> Self {
+        Self {
+            default,
+            patients: BTreeMap::new(),
+        }
+    }
+
+    /// The policy that applies to `patient_id`.
+    pub fn for_patient(&self, patient_id: &str) -> AlertPolicy {
+        self.patients
+            .get(patient_id)
+            .copied()
+            .unwrap_or(self.default)
+    }
+}
+
+impl InferenceConfig {
+    /// The checked default policy with every patient's overrides applied.
+    pub fn alert_policies(&self) -> Result<AlertPolicies, ConfigError> {
+        self.alerts.check("inference.alerts")?;
+        let mut patients = BTreeMap::new();
+        for (patient, overrides) in &self.patient_alerts {
+            let policy =
+                self.alerts
+                    .with_overrides(overrides)
+                    .map_err(|problem| ConfigError::Invalid {
+                        key: "inference.patient_alerts",
+                        problem: format!("patient {patient:?}: {problem}"),
+                    })?;
+            policy
+                .check("inference.patient_alerts")
+                .map_err(|e| match e {
+                    ConfigError::Invalid { key, problem } => ConfigError::Invalid {
+                        key,
+                        problem: format!("patient {patient:?}: {problem}"),
+                    },
+                    other => other,
+                })?;
+            patients.insert(patient.clone(), policy);
+        }
+        Ok(AlertPolicies {
+            default: self.alerts,
+            patients,
+        })
+    }
 }
 
 impl Default for InferenceConfig {
@@ -84,6 +276,8 @@ impl Default for InferenceConfig {
             max_gap_s: 30.0,
             mains_hz: 50,
             listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
+            alerts: AlertPolicy::default(),
+            patient_alerts: BTreeMap::new(),
         }
     }
 }
@@ -242,6 +436,146 @@ impl Default for IngestConfig {
     }
 }
 
+/// Clinician dashboard settings (`vigil dashboard`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    /// Address of the web page, its API and WebSocket, and the ops endpoints.
+    pub listen: SocketAddr,
+    /// Clinical database (users, assignments, audit log, history) written by storage:
+    /// `sqlite://path?mode=rwc` or `mysql://user:pass@host/db`.
+    pub database_url: String,
+    /// Secret that signs session cookies and CSRF tokens, at least 32 bytes. Set it through
+    /// `VIGIL__DASHBOARD__SESSION_KEY` in production and share it between replicas. Empty =
+    /// a random key per process (sessions end when it restarts; a warning is logged).
+    pub session_key: String,
+    /// How long a login lasts, in seconds (a shift plus handover by default).
+    pub session_ttl_s: u64,
+    /// Mark the session cookie `Secure` (browser sends it only over HTTPS) and send HSTS.
+    /// Turn it on whenever the dashboard is reached over TLS (directly or via a proxy).
+    pub cookie_secure: bool,
+    /// Updates queued per browser connection; a browser that falls this far behind is
+    /// disconnected (close code 1013) so it never slows the others, and it reconnects.
+    pub client_queue_len: usize,
+    /// A WebSocket send that takes longer than this (ms) disconnects the browser.
+    pub send_timeout_ms: u64,
+    /// Seconds of recent updates kept per patient in memory and sent on (re)connect;
+    /// older data comes from storage.
+    pub history_window_s: f64,
+    /// Most recent updates kept per patient, whatever their age (memory bound).
+    pub max_recent_items: usize,
+    /// Prefix of the consumer group; each dashboard process appends a random id, because
+    /// every instance must see every patient's updates.
+    pub group_prefix: String,
+    /// Most records one history request may return.
+    pub max_history_limit: u32,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8084)),
+            database_url: "sqlite://vigil.db?mode=rwc".to_owned(),
+            session_key: String::new(),
+            session_ttl_s: 14 * 3600,
+            cookie_secure: false,
+            client_queue_len: 1024,
+            send_timeout_ms: 5_000,
+            history_window_s: 60.0,
+            max_recent_items: 4096,
+            group_prefix: "vigil-dashboard".to_owned(),
+            max_history_limit: 5_000,
+        }
+    }
+}
+
+/// Storage stage settings (`vigil store`, `vigil migrate`, `vigil user ...`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Clinical database: `sqlite://path?mode=rwc` (embedded) or
+    /// `mysql://user:password@host:3306/db` (MySQL / MariaDB). May be the same database as
+    /// `ingest.database_url`: both create the same `devices` table.
+    pub database_url: String,
+    /// Address of the history + FHIR API, `/openapi.json` and the ops endpoints.
+    pub listen: SocketAddr,
+    /// Consumer group on the raw, probability, alert and dead-letter topics.
+    pub group: String,
+    /// Most records written in one database transaction.
+    pub batch_max_records: usize,
+    /// Longest a batch waits for more records after its first one, in ms.
+    pub batch_max_wait_ms: u64,
+    /// Root of the Parquet research archive; empty = no archive.
+    pub archive_dir: PathBuf,
+    /// First wait before retrying a failed database write, in ms (doubles per failure).
+    pub retry_initial_ms: u64,
+    /// Longest wait between database retries, in ms.
+    pub retry_max_ms: u64,
+    /// On SIGTERM, how long the stage keeps trying to flush its current batch, in ms.
+    /// Unflushed records are not acknowledged, so they are redelivered after a restart.
+    pub shutdown_flush_ms: u64,
+    /// Largest page the history API returns (`limit` is capped to it).
+    pub max_page_items: u32,
+    /// Most heart-rate points one FHIR export may hold; larger ranges get 422.
+    pub max_fhir_entries: u32,
+    /// How long rows are kept, per table.
+    pub retention: RetentionConfig,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://vigil.db?mode=rwc".to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8083)),
+            group: "vigil-storage".to_owned(),
+            batch_max_records: 500,
+            batch_max_wait_ms: 200,
+            archive_dir: PathBuf::new(),
+            retry_initial_ms: 200,
+            retry_max_ms: 10_000,
+            shutdown_flush_ms: 10_000,
+            max_page_items: 5_000,
+            max_fhir_entries: 10_000,
+            retention: RetentionConfig::default(),
+        }
+    }
+}
+
+/// Days each table keeps rows (by the row's signal time); 0 keeps rows forever. The
+/// retention job deletes older rows every `interval_s`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Seconds between retention runs.
+    pub interval_s: u64,
+    /// Raw EEG chunks (`eeg_chunks`, by chunk start).
+    pub eeg_chunks_days: u32,
+    /// Heart-rate points (`hr_points`).
+    pub hr_points_days: u32,
+    /// Seizure probability points (`seizure_prob`).
+    pub seizure_prob_days: u32,
+    /// Alerts and their events (`alerts`, `alert_events`, by the alert's last transition).
+    pub alerts_days: u32,
+    /// Dead letters (`dead_letters`).
+    pub dead_letters_days: u32,
+    /// Audit log (`audit_log`, by the time of the read).
+    pub audit_log_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            interval_s: 3_600,
+            eeg_chunks_days: 0,
+            hr_points_days: 0,
+            seizure_prob_days: 0,
+            alerts_days: 0,
+            dead_letters_days: 0,
+            audit_log_days: 0,
+        }
+    }
+}
+
 impl VigilConfig {
     /// The layers in order: defaults, the TOML file (if given), then `VIGIL__` env vars.
     pub fn figment(file: Option<&Path>) -> Figment {
@@ -291,6 +625,7 @@ impl VigilConfig {
                 problem: "must be positive".to_owned(),
             });
         }
+        self.inference.alert_policies()?;
         if !matches!(self.inference.mains_hz, 50 | 60) {
             return Err(ConfigError::Invalid {
                 key: "inference.mains_hz",
@@ -314,6 +649,59 @@ impl VigilConfig {
             return Err(ConfigError::Invalid {
                 key: "ingest",
                 problem: "rate_limit_burst and max_streams must be positive, max_body_bytes at least 1024".to_owned(),
+            });
+        }
+        let dashboard = &self.dashboard;
+        if !dashboard.session_key.is_empty() && dashboard.session_key.len() < 32 {
+            return Err(ConfigError::Invalid {
+                key: "dashboard.session_key",
+                problem: format!(
+                    "must be empty (random per process) or at least 32 bytes, got {}",
+                    dashboard.session_key.len()
+                ),
+            });
+        }
+        if !(dashboard.history_window_s.is_finite()
+            && dashboard.history_window_s > 0.0
+            && dashboard.history_window_s <= 3600.0)
+        {
+            return Err(ConfigError::Invalid {
+                key: "dashboard.history_window_s",
+                problem: format!("must be in (0, 3600], got {}", dashboard.history_window_s),
+            });
+        }
+        if dashboard.client_queue_len == 0
+            || dashboard.max_recent_items == 0
+            || dashboard.session_ttl_s == 0
+            || dashboard.send_timeout_ms == 0
+            || dashboard.max_history_limit == 0
+        {
+            return Err(ConfigError::Invalid {
+                key: "dashboard",
+                problem: "client_queue_len, max_recent_items, session_ttl_s, send_timeout_ms and max_history_limit must be positive".to_owned(),
+            });
+        }
+        let storage = &self.storage;
+        if storage.batch_max_records == 0
+            || storage.max_page_items == 0
+            || storage.retry_initial_ms == 0
+            || storage.retry_max_ms < storage.retry_initial_ms
+            || storage.retention.interval_s == 0
+        {
+            return Err(ConfigError::Invalid {
+                key: "storage",
+                problem: "batch_max_records, max_page_items, retry_initial_ms and \
+                    retention.interval_s must be positive, retry_max_ms >= retry_initial_ms"
+                    .to_owned(),
+            });
+        }
+        if !(storage.database_url.starts_with("sqlite:")
+            || storage.database_url.starts_with("mysql:")
+            || storage.database_url.starts_with("mariadb:"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "storage.database_url",
+                problem: "must start with sqlite:, mysql: or mariadb:".to_owned(),
             });
         }
         if !(bus.url.starts_with("memory://") || bus.url.starts_with("kafka://")) {

@@ -10,19 +10,25 @@
 //! - [`bus`]: the message bus chosen by URL (`memory://` in-process, `kafka://` via rdkafka)
 //!   with at-least-once consumer groups whose offsets advance only on acknowledgement;
 //! - [`config`]: layered configuration (defaults, TOML, `VIGIL__` env);
+//! - [`problem`]: RFC 9457 problem+json, the one HTTP error body of every server;
 //! - [`telemetry`]: logs, Prometheus metrics, typed events, `/healthz` `/readyz` `/metrics`;
 //! - [`shutdown`]: a cancellation token fired by SIGINT/SIGTERM;
 //! - [`model`]: the model manifest and the checksum-verified weight fetch;
-//! - [`time`]: wall-clock helpers (UTC ns).
+//! - [`datasets`]: where the recordings fetched by `scripts/fetch-data` are (tests, replay);
+//! - [`time`]: wall-clock helpers (UTC ns);
+//! - [`testenv`]: the skip-locally / fail-under-CI rule for tests that need real components.
 
 pub mod bus;
 pub mod codec;
 pub mod config;
+pub mod datasets;
 pub mod model;
+pub mod problem;
 pub mod record;
 pub mod serde_fields;
 pub mod shutdown;
 pub mod telemetry;
+pub mod testenv;
 pub mod time;
 
 pub use tokio_util::sync::CancellationToken;

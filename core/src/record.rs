@@ -407,6 +407,9 @@ pub struct EegTrace {
     pub stream_id: Uuid,
     /// UTC time of the first sample, ns (filter delay already removed).
     pub start_ns: i64,
+    /// When ingest received the newest chunk that went into this trace, UTC ns (the chunk's
+    /// `received_ns`), so screens can measure receipt-to-display latency.
+    pub received_ns: i64,
     /// Samples per second per channel after decimation.
     pub sample_rate_hz: f64,
     /// Channel labels.
@@ -425,7 +428,7 @@ impl Validate for EegTrace {
             stream_id: self.stream_id,
             seq: 0,
             start_ns: self.start_ns,
-            received_ns: 0,
+            received_ns: self.received_ns,
             sample_rate_hz: self.sample_rate_hz,
             channels: self.channels.clone(),
             unit: SignalUnit::Microvolt,
@@ -635,6 +638,15 @@ pub struct AlertEvidence {
     /// Heart rate in bpm.
     #[serde(default)]
     pub bpm: Option<f32>,
+    /// Heart-rate baseline (median of the baseline window) before an ictal rise, in bpm.
+    #[serde(default)]
+    pub baseline_bpm: Option<f32>,
+    /// Ictal tachycardia: the rise over `baseline_bpm` seen during the alert, in bpm.
+    #[serde(default)]
+    pub hr_rise_bpm: Option<f32>,
+    /// RMSSD of the RR intervals in the policy's window, in ms (heart-rate variability).
+    #[serde(default)]
+    pub rmssd_ms: Option<f32>,
 }
 
 /// One transition of one alert. The alert's state is the fold of its events.
@@ -676,6 +688,30 @@ impl Validate for AlertEvent {
         }
         if let Some(burden) = self.evidence.burden {
             check_probabilities("evidence.burden", &[burden])?;
+        }
+        let heart = [
+            ("evidence.bpm", self.evidence.bpm, 0.0..400.0),
+            (
+                "evidence.baseline_bpm",
+                self.evidence.baseline_bpm,
+                0.0..400.0,
+            ),
+            (
+                "evidence.hr_rise_bpm",
+                self.evidence.hr_rise_bpm,
+                -400.0..400.0,
+            ),
+            ("evidence.rmssd_ms", self.evidence.rmssd_ms, 0.0..10_000.0),
+        ];
+        for (field, value, range) in heart {
+            if let Some(value) = value.filter(|v| !range.contains(v)) {
+                return Err(ValidationError::HeartValue {
+                    index: 0,
+                    field,
+                    value,
+                    range: "finite, within the field's physiological range",
+                });
+            }
         }
         Ok(())
     }

@@ -18,51 +18,28 @@
 //!   an open alert is neither raised again nor lost, and its escalation timer keeps running
 //!   from the original raise time.
 //!
-//! Heart-rate alerts (brady/tachycardia, ictal tachycardia evidence) are not built yet.
+//! - **Brady- and tachycardia** (device time, [`PatientAlerts::on_heart_rate`]): every valid
+//!   rate of a run below `brady_below_bpm` (above `tachy_above_bpm`) spanning
+//!   `hr_band_duration_s` raises; a run inside the band as long resolves. Artefacts (see
+//!   [`crate::heart_rate`]) neither raise nor resolve; a gap of more than 5 s between valid
+//!   rates restarts the runs.
+//! - **Ictal tachycardia** is evidence, not an alert: a seizure alert raised (or resolved)
+//!   while a heart-rate rise was seen since `ictal_baseline_s` before its onset carries the
+//!   rise (`baseline_bpm`, `hr_rise_bpm`, `bpm`) and the RMSSD in its evidence.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use uuid::Uuid;
 use vigil_core::record::{
-    AlertEvent, AlertEvidence, AlertKind, AlertTransition, SeizureProbability,
+    AlertEvent, AlertEvidence, AlertKind, AlertTransition, HrPoint, SeizureProbability,
 };
 
-/// Alert thresholds and timers. Defaults are conservative starting points, not clinically
-/// validated values: configure them per patient.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AlertPolicy {
-    /// Probability at or above which a point counts as seizure.
-    pub on_threshold: f32,
-    /// How long p must stay at or above `on_threshold` to raise, in seconds.
-    pub on_duration_s: f64,
-    /// Probability below which a point counts as seizure-free.
-    pub off_threshold: f32,
-    /// How long p must stay below `off_threshold` to resolve, in seconds.
-    pub off_duration_s: f64,
-    /// Window of the burden alert, in seconds.
-    pub burden_window_s: f64,
-    /// Burden at or above which `sustained_seizure_burden` is raised.
-    pub burden_threshold: f32,
-    /// Seconds without samples before `signal_loss` is raised.
-    pub signal_loss_s: f64,
-    /// Seconds an alert may stay unacknowledged before it is escalated.
-    pub escalate_after_s: f64,
-}
+use crate::heart_rate::HeartRateTracker;
 
-impl Default for AlertPolicy {
-    fn default() -> Self {
-        Self {
-            on_threshold: 0.8,
-            on_duration_s: 10.0,
-            off_threshold: 0.5,
-            off_duration_s: 30.0,
-            burden_window_s: 300.0,
-            burden_threshold: 0.9,
-            signal_loss_s: 10.0,
-            escalate_after_s: 300.0,
-        }
-    }
-}
+/// Longest gap between valid heart rates that still continues a band run, in ns.
+const HR_RUN_GAP_NS: i64 = 5_000_000_000;
+
+pub use vigil_core::config::AlertPolicy;
 
 /// An alert that is raised and not yet both resolved and acknowledged.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +87,33 @@ impl Run {
     }
 }
 
+/// A run of valid heart rates on one side of a band edge: (first, last) observation times.
+#[derive(Debug, Default, Clone, Copy)]
+struct HrRun(Option<(i64, i64)>);
+
+impl HrRun {
+    /// Extends or restarts the run; returns its span in seconds when the point qualifies.
+    fn extend(&mut self, t_ns: i64, qualifies: bool) -> Option<(i64, f64)> {
+        if !qualifies {
+            self.0 = None;
+            return None;
+        }
+        let (first, _) = match self.0 {
+            Some((first, last)) if t_ns - last <= HR_RUN_GAP_NS => (first, last),
+            _ => (t_ns, t_ns),
+        };
+        self.0 = Some((first, t_ns));
+        Some((first, (t_ns - first) as f64 / 1e9))
+    }
+}
+
+/// Raise/resolve runs of one heart-rate band edge.
+#[derive(Debug, Default, Clone, Copy)]
+struct BandRuns {
+    outside: HrRun,
+    inside: HrRun,
+}
+
 /// One patient's alert state.
 #[derive(Debug)]
 pub struct PatientAlerts {
@@ -122,6 +126,9 @@ pub struct PatientAlerts {
     burden: VecDeque<(i64, bool, bool)>,
     first_point_ns: Option<i64>,
     last_samples_ns: Option<i64>,
+    heart: HeartRateTracker,
+    tachy: BandRuns,
+    brady: BandRuns,
 }
 
 impl PatientAlerts {
@@ -136,6 +143,9 @@ impl PatientAlerts {
             burden: VecDeque::new(),
             first_point_ns: None,
             last_samples_ns: None,
+            heart: HeartRateTracker::new(policy),
+            tachy: BandRuns::default(),
+            brady: BandRuns::default(),
         }
     }
 
@@ -232,6 +242,7 @@ impl PatientAlerts {
                     );
                     if let Some((onset, secs)) = run {
                         if secs >= self.policy.on_duration_s {
+                            let evidence = self.with_heart_evidence(evidence, onset);
                             events.push(self.raise(AlertKind::Seizure, onset, now_ns, evidence));
                             self.seizure_on = Run::default();
                         }
@@ -245,6 +256,8 @@ impl PatientAlerts {
                         !p.is_nan() && p < self.policy.off_threshold,
                     );
                     if matches!(run, Some((_, secs)) if secs >= self.policy.off_duration_s) {
+                        let onset = self.open.get(&id).map_or(t, |a| a.onset_ns);
+                        let evidence = self.with_heart_evidence(evidence, onset);
                         events.extend(self.resolve(id, now_ns, evidence));
                         self.seizure_off = Run::default();
                     }
@@ -283,6 +296,72 @@ impl PatientAlerts {
                     }
                     Some(id) if burden < 0.5 => events.extend(self.resolve(id, now_ns, evidence)),
                     _ => {}
+                }
+            }
+        }
+        events
+    }
+
+    /// Ictal-tachycardia evidence: the largest heart-rate rise since `ictal_baseline_s`
+    /// before `onset_ns`, and the current RMSSD.
+    fn with_heart_evidence(&self, mut evidence: AlertEvidence, onset_ns: i64) -> AlertEvidence {
+        let from = onset_ns - (self.policy.ictal_baseline_s * 1e9) as i64;
+        if let Some(rise) = self.heart.largest_rise_since(from) {
+            evidence.bpm = Some(rise.bpm);
+            evidence.baseline_bpm = Some(rise.baseline_bpm);
+            evidence.hr_rise_bpm = Some(rise.rise_bpm());
+        }
+        evidence.rmssd_ms = self.heart.rmssd_ms();
+        evidence
+    }
+
+    /// Feeds heart-rate observations (device time, in order); returns the brady- and
+    /// tachycardia transitions they cause. `now_ns` is the wall time for `at_ns`.
+    pub fn on_heart_rate(&mut self, points: &[HrPoint], now_ns: i64) -> Vec<AlertEvent> {
+        let mut events = Vec::new();
+        for point in points {
+            let assessment = self.heart.push(point);
+            let Some(bpm) = assessment.bpm else {
+                continue;
+            };
+            let t = assessment.t_ns;
+            let evidence = AlertEvidence {
+                bpm: Some(bpm),
+                rmssd_ms: self.heart.rmssd_ms(),
+                ..Default::default()
+            };
+            let (high, low) = (self.policy.tachy_above_bpm, self.policy.brady_below_bpm);
+            for (kind, outside) in [
+                (AlertKind::Tachycardia, bpm > high),
+                (AlertKind::Bradycardia, bpm < low),
+            ] {
+                let mut runs = match kind {
+                    AlertKind::Tachycardia => self.tachy,
+                    _ => self.brady,
+                };
+                match self.active(kind) {
+                    None => {
+                        runs.inside = HrRun::default();
+                        if let Some((onset, secs)) = runs.outside.extend(t, outside) {
+                            if secs >= self.policy.hr_band_duration_s {
+                                events.push(self.raise(kind, onset, now_ns, evidence));
+                                runs.outside = HrRun::default();
+                            }
+                        }
+                    }
+                    Some(id) => {
+                        runs.outside = HrRun::default();
+                        let run = runs.inside.extend(t, !outside);
+                        if matches!(run, Some((_, secs)) if secs >= self.policy.hr_band_duration_s)
+                        {
+                            events.extend(self.resolve(id, now_ns, evidence));
+                            runs.inside = HrRun::default();
+                        }
+                    }
+                }
+                match kind {
+                    AlertKind::Tachycardia => self.tachy = runs,
+                    _ => self.brady = runs,
                 }
             }
         }

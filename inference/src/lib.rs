@@ -7,7 +7,11 @@
 //!   per-window per-bin z-score), with columns computed once and shared by overlapping windows;
 //! - [`model`]: the ONNX model on tract, plans optimised once per shape and shared;
 //! - [`windowing`]: overlapping windows, edge discard, NaN-aware max, validity mask, and which
-//!   points are final, incrementally per channel ([`windowing::ChannelStream`]).
+//!   points are final, incrementally per channel ([`windowing::ChannelStream`]);
+//! - [`alerts`]: the alert state machines of design.md section 5 (seizure, burden, signal loss,
+//!   brady/tachycardia, acknowledgement and escalation), rebuilt from `vigil.alerts`;
+//! - [`heart_rate`]: plausibility, RMSSD and ictal-tachycardia rises from heart-rate samples;
+//! - [`stage`]: `vigil infer`, the consumer group on `vigil.eeg.raw` and `vigil.hr.raw`.
 //!
 //! NaN in any output means "not evaluated" (missing or flat signal, or not covered by a
 //! window yet), never "no seizure". Parity with the Python reference is tested against golden
@@ -15,6 +19,7 @@
 
 pub mod alerts;
 pub mod display;
+pub mod heart_rate;
 pub mod model;
 pub mod spectrogram;
 pub mod stage;

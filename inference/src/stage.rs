@@ -1,4 +1,5 @@
-//! `vigil infer`: the consumer-group stage from `vigil.eeg.raw` to `vigil.eeg.prob`.
+//! `vigil infer`: the consumer-group stage from `vigil.eeg.raw` and `vigil.hr.raw` to
+//! `vigil.eeg.prob`, `vigil.eeg.trace` and `vigil.alerts`.
 //!
 //! Per patient it keeps one [`ChannelStream`] per channel of the patient's current device
 //! stream. Each chunk is pushed (DSP and model on a blocking thread, off the async runtime);
@@ -13,6 +14,14 @@
 //! cannot be used (undecodable, or a rate the model cannot take) go to `vigil.dlq` with the
 //! reason.
 //!
+//! Heart-rate batches feed the patient's alert state ([`PatientAlerts::on_heart_rate`]):
+//! brady/tachycardia alerts and the ictal-tachycardia evidence of seizure alerts. Both topics
+//! are consumed by one group with the same partition count and key, so a patient's EEG and
+//! heart rate land on the same instance (Kafka's range assignor, Vigil's default, gives
+//! partition `i` of both topics to one member; the memory bus does the same). A batch whose
+//! `seq` is not above the last one of its stream, or whose points are older than the last
+//! point seen, is skipped (at-least-once redelivery).
+//!
 //! Restart semantics (known limit): window state is in memory. After a restart a patient's
 //! windows start again from the next chunk, so up to one window (300 s) of points after the
 //! restart are reported as not evaluated (NaN), never as a made-up value. Exact resume needs
@@ -24,17 +33,21 @@ use std::time::Duration;
 
 use vigil_core::bus::{Bus, BusConsumer, BusMessage, Topic};
 use vigil_core::codec::{self, DecodeLimits};
+use vigil_core::config::AlertPolicies;
 use vigil_core::record::{
-    AlertEvent, DeadLetter, EegChunk, EegTrace, ModelRef, SeizureProbability,
+    AlertEvent, DeadLetter, EegChunk, EegTrace, HrBatch, ModelRef, SeizureProbability,
 };
 use vigil_core::telemetry::Readiness;
 use vigil_core::CancellationToken;
 
-use crate::alerts::{run_ticks, AlertPolicy, PatientAlerts, TokioClock};
+use crate::alerts::{run_ticks, PatientAlerts, TokioClock};
 use crate::display::{DisplayFilter, Mains};
 use crate::model::SeizureModel;
 use crate::windowing::{fmax, model_sample_rate, ChannelStream, FinalizedPoints, WindowParams};
 use crate::InferenceError;
+
+/// Longest wait for the next alerts record while rebuilding alert state at start.
+const ALERT_REBUILD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Grid step of the model output, 0.5 s.
 pub const STEP_NS: i64 = 500_000_000;
@@ -55,13 +68,21 @@ pub struct InferenceStage {
     pub max_gap_s: f64,
     /// Readiness checks to update.
     pub readiness: Readiness,
-    /// Alert thresholds and timers.
-    pub alert_policy: AlertPolicy,
+    /// Alert thresholds and timers, per patient.
+    pub alert_policies: AlertPolicies,
     /// Mains frequency notched in the display traces.
     pub mains: Mains,
 }
 
 type AlertBook = Arc<Mutex<HashMap<String, PatientAlerts>>>;
+
+/// Where a patient's heart-rate stream is: for skipping redelivered batches.
+#[derive(Debug, Default)]
+struct HeartStream {
+    stream_id: Option<uuid::Uuid>,
+    next_seq: u64,
+    last_t_ns: Option<i64>,
+}
 
 fn lock(book: &AlertBook) -> std::sync::MutexGuard<'_, HashMap<String, PatientAlerts>> {
     book.lock().unwrap_or_else(|p| p.into_inner())
@@ -147,6 +168,7 @@ impl PatientStream {
             patient_id: patient_id.to_owned(),
             stream_id: self.stream_id,
             start_ns: self.origin_ns + (first_input as f64 * 1e9 / self.fs).round() as i64,
+            received_ns: chunk.received_ns,
             sample_rate_hz: self.fs / self.decimate as f64,
             channels: self.channels.clone(),
             samples: filtered
@@ -246,24 +268,63 @@ impl InferenceStage {
         // Alert state first: fold the whole alerts topic (a fresh group reads from the
         // beginning) before touching EEG, so a restart neither re-raises nor forgets an alert.
         let book: AlertBook = Arc::default();
+        let alerts_topic = self.bus.topic(Topic::Alerts);
+        let bus_err = |e: vigil_core::bus::BusError| InferenceError::Bus(e.to_string());
+        // Everything written before now must be folded: read up to the end offsets taken
+        // before subscribing (the reader's own group starts from the oldest record).
+        let mut pending: HashMap<i32, i64> = self
+            .bus
+            .watermarks(&alerts_topic)
+            .await
+            .map_err(bus_err)?
+            .into_iter()
+            .filter(|w| w.high > w.low)
+            .map(|w| (w.partition, w.high))
+            .collect();
         let mut alert_feed = self
             .bus
             .subscribe(
                 &format!("{}-alerts-{}", self.group, uuid::Uuid::new_v4().simple()),
-                &[self.bus.topic(Topic::Alerts)],
+                &[alerts_topic],
             )
             .await
-            .map_err(|e| InferenceError::Bus(e.to_string()))?;
+            .map_err(bus_err)?;
         let mut replayed = 0usize;
-        while let Ok(Ok(msg)) =
-            tokio::time::timeout(Duration::from_secs(2), alert_feed.recv()).await
-        {
-            apply_alert(&book, self.alert_policy, &msg);
+        while !pending.is_empty() {
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => {
+                    close(alert_feed).await;
+                    return Ok(());
+                }
+                msg = tokio::time::timeout(ALERT_REBUILD_TIMEOUT, alert_feed.recv()) => msg,
+            };
+            let msg = match msg {
+                Ok(Ok(msg)) => msg,
+                Ok(Err(err)) => {
+                    tracing::warn!(%err, "alerts feed during rebuild; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                Err(_) => {
+                    close(alert_feed).await;
+                    return Err(InferenceError::Bus(format!(
+                        "alert state rebuild: no record for {ALERT_REBUILD_TIMEOUT:?} with partitions {pending:?} still short of their end offsets"
+                    )));
+                }
+            };
+            apply_alert(&book, &self.alert_policies, &msg);
             replayed += 1;
+            if pending
+                .get(&msg.partition)
+                .is_some_and(|end| msg.offset + 1 >= *end)
+            {
+                pending.remove(&msg.partition);
+            }
         }
         tracing::info!(replayed, "alert state rebuilt from the alerts topic");
         let follower = {
-            let (book, policy, shutdown) = (book.clone(), self.alert_policy, shutdown.clone());
+            let (book, policies, shutdown) =
+                (book.clone(), self.alert_policies.clone(), shutdown.clone());
             tokio::spawn(async move {
                 loop {
                     let msg = tokio::select! {
@@ -271,7 +332,7 @@ impl InferenceStage {
                         msg = alert_feed.recv() => msg,
                     };
                     match msg {
-                        Ok(msg) => apply_alert(&book, policy, &msg),
+                        Ok(msg) => apply_alert(&book, &policies, &msg),
                         Err(err) => {
                             tracing::warn!(%err, "alerts feed");
                             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -298,14 +359,15 @@ impl InferenceStage {
             })
         };
 
-        let topic = self.bus.topic(Topic::EegRaw);
+        let (eeg_topic, hr_topic) = (self.bus.topic(Topic::EegRaw), self.bus.topic(Topic::HrRaw));
         let mut consumer = self
             .bus
-            .subscribe(&self.group, &[topic])
+            .subscribe(&self.group, &[eeg_topic, hr_topic.clone()])
             .await
             .map_err(|e| InferenceError::Bus(e.to_string()))?;
         self.readiness.set("bus", true, "subscribed");
         let mut patients: HashMap<String, PatientStream> = HashMap::new();
+        let mut heart: HashMap<String, HeartStream> = HashMap::new();
         let result = loop {
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => break Ok(()),
@@ -321,15 +383,29 @@ impl InferenceStage {
                 }
             };
             self.readiness.set("bus", true, "consuming");
-            match self.handle(&mut patients, &book, &msg).await {
+            let (handled, kind) = if msg.topic == hr_topic {
+                (self.handle_heart_rate(&mut heart, &book, &msg).await, "hr")
+            } else {
+                (self.handle(&mut patients, &book, &msg).await, "eeg")
+            };
+            match handled {
                 Ok(outcome) => {
                     tracing::debug!(
                         ?outcome,
+                        kind,
                         partition = msg.partition,
                         offset = msg.offset,
-                        "eeg chunk"
+                        "input record"
                     );
-                    metrics::counter!("vigil_inference_chunks_total", "outcome" => outcome_label(outcome)).increment(1);
+                    // Literal names, so dashboards and alert rules can be checked against the code.
+                    let outcome_label = outcome_label(outcome);
+                    if kind == "hr" {
+                        metrics::counter!("vigil_inference_hr_batches_total", "outcome" => outcome_label)
+                            .increment(1);
+                    } else {
+                        metrics::counter!("vigil_inference_chunks_total", "outcome" => outcome_label)
+                            .increment(1);
+                    }
                     if let Err(err) = consumer.ack(&msg) {
                         tracing::warn!(%err, "ack after rebalance; the record will be redelivered");
                     }
@@ -415,9 +491,9 @@ impl InferenceStage {
         let now = vigil_core::time::now_ns();
         let mut alerts = {
             let mut book = lock(book);
-            let state = book
-                .entry(patient_id.clone())
-                .or_insert_with(|| PatientAlerts::new(&patient_id, self.alert_policy));
+            let state = book.entry(patient_id.clone()).or_insert_with(|| {
+                PatientAlerts::new(&patient_id, self.alert_policies.for_patient(&patient_id))
+            });
             state.on_samples(now)
         };
         for record in &outputs {
@@ -446,12 +522,58 @@ impl InferenceStage {
         Ok(Outcome::Processed { points: published })
     }
 
+    /// Processes one heart-rate batch; returns once its alert events are on the bus.
+    async fn handle_heart_rate(
+        &self,
+        heart: &mut HashMap<String, HeartStream>,
+        book: &AlertBook,
+        msg: &BusMessage,
+    ) -> Result<Outcome, InferenceError> {
+        let batch: HrBatch = match codec::decode(&msg.payload, &DecodeLimits::default()) {
+            Ok(batch) => batch,
+            Err(err) => return self.dead_letter(msg, &err.to_string()).await,
+        };
+        let patient_id = batch.patient_id.clone();
+        let stream = heart.entry(patient_id.clone()).or_default();
+        if stream.stream_id == Some(batch.stream_id) && batch.seq < stream.next_seq {
+            return Ok(Outcome::Duplicate);
+        }
+        stream.stream_id = Some(batch.stream_id);
+        stream.next_seq = batch.seq + 1;
+        let fresh: Vec<_> = batch
+            .points
+            .iter()
+            .filter(|p| stream.last_t_ns.is_none_or(|last| p.t_ns > last))
+            .copied()
+            .collect();
+        let Some(last) = fresh.last() else {
+            return Ok(Outcome::Duplicate);
+        };
+        stream.last_t_ns = Some(last.t_ns);
+        let events = {
+            let mut book = lock(book);
+            book.entry(patient_id.clone())
+                .or_insert_with(|| {
+                    PatientAlerts::new(&patient_id, self.alert_policies.for_patient(&patient_id))
+                })
+                .on_heart_rate(&fresh, vigil_core::time::now_ns())
+        };
+        for event in &events {
+            self.bus
+                .publish_record(Topic::Alerts, &patient_id, event)
+                .await
+                .map_err(|e| InferenceError::Bus(e.to_string()))?;
+        }
+        Ok(Outcome::Processed { points: 0 })
+    }
+
     async fn dead_letter(&self, msg: &BusMessage, reason: &str) -> Result<Outcome, InferenceError> {
         tracing::warn!(
             reason,
+            topic = msg.topic,
             partition = msg.partition,
             offset = msg.offset,
-            "eeg chunk refused"
+            "input record refused"
         );
         let letter = DeadLetter::new(
             "inference",
@@ -472,12 +594,14 @@ impl InferenceStage {
 
 /// Folds one record of the alerts topic into the book (events of every producer: this stage,
 /// other instances, and clinicians' acknowledgements from the dashboard).
-fn apply_alert(book: &AlertBook, policy: AlertPolicy, msg: &BusMessage) {
+fn apply_alert(book: &AlertBook, policies: &AlertPolicies, msg: &BusMessage) {
     match codec::decode::<AlertEvent>(&msg.payload, &DecodeLimits::default()) {
         Ok(event) => {
             let mut book = lock(book);
             book.entry(event.patient_id.clone())
-                .or_insert_with(|| PatientAlerts::new(&event.patient_id, policy))
+                .or_insert_with(|| {
+                    PatientAlerts::new(&event.patient_id, policies.for_patient(&event.patient_id))
+                })
                 .apply(&event);
         }
         Err(err) => tracing::warn!(%err, offset = msg.offset, "unreadable alert event skipped"),

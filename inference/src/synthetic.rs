@@ -43,15 +43,8 @@ impl SyntheticChannel {
                 noise + 20.0 * (two_pi * 10.0 * t + self.seed as f64).sin()
             })
             .collect();
-        if let Some((t0, t1)) = self.burst {
-            for (i, v) in x.iter_mut().enumerate() {
-                let t = i as f64 / fs;
-                let ramp = ((t - t0).min(t1 - t) / 2.0).clamp(0.0, 1.0);
-                let wave = (two_pi * 3.0 * t).sin()
-                    + 0.5 * (two_pi * 6.0 * t).sin()
-                    + 0.25 * (two_pi * 9.0 * t).sin();
-                *v += 150.0 * ramp * wave;
-            }
+        if let Some(burst) = self.burst {
+            add_burst(&mut x, fs, burst, BURST_AMPLITUDE_UV);
         }
         let range = |(a, b): (f64, f64)| {
             ((a * fs).round() as usize).min(n)..((b * fs).round() as usize).min(n)
@@ -63,5 +56,27 @@ impl SyntheticChannel {
             x[range(flat)].fill(5.0);
         }
         x.into_iter().map(|v| v as f32).collect()
+    }
+}
+
+/// Peak amplitude of the fundamental of the synthetic seizure-like burst, in microvolts.
+pub const BURST_AMPLITUDE_UV: f64 = 150.0;
+
+/// Adds the seizure-like burst to `x` (sampled at `fs`, sample 0 at t = 0) from `t0` to `t1`
+/// seconds: a 3 Hz spike-and-wave-like waveform (fundamental + 0.5 x 6 Hz + 0.25 x 9 Hz) of
+/// `amplitude_uv`, with 2 s linear ramps at both ends. Used by the generator above and by
+/// the replay simulator to inject bursts into real recordings.
+pub fn add_burst(x: &mut [f64], fs: f64, (t0, t1): (f64, f64), amplitude_uv: f64) {
+    let two_pi = 2.0 * std::f64::consts::PI;
+    for (i, v) in x.iter_mut().enumerate() {
+        let t = i as f64 / fs;
+        let ramp = ((t - t0).min(t1 - t) / 2.0).clamp(0.0, 1.0);
+        if ramp == 0.0 {
+            continue;
+        }
+        let wave = (two_pi * 3.0 * t).sin()
+            + 0.5 * (two_pi * 6.0 * t).sin()
+            + 0.25 * (two_pi * 9.0 * t).sin();
+        *v += amplitude_uv * ramp * wave;
     }
 }

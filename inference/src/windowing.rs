@@ -180,7 +180,7 @@ pub struct ChannelStream {
 }
 
 /// NaN-ignoring max (`np.fmax`): NaN only when both are NaN.
-pub(crate) fn fmax(a: f32, b: f32) -> f32 {
+pub fn fmax(a: f32, b: f32) -> f32 {
     if a.is_nan() {
         b
     } else if b.is_nan() {

@@ -21,18 +21,7 @@ fn golden() -> Value {
 }
 
 fn model() -> Option<SeizureModel> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/modelA_paper.onnx");
-    if !path.exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "model weights missing under CI: run `vigil models fetch`"
-        );
-        eprintln!(
-            "skipped: {} missing; run `vigil models fetch`",
-            path.display()
-        );
-        return None;
-    }
+    let path = vigil_core::testenv::model_weights()?;
     Some(SeizureModel::load(&path).expect("load model"))
 }
 

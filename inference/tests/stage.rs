@@ -3,7 +3,6 @@
 //! Runs on memory:// and on a real Kafka-protocol broker (`VIGIL_TEST_KAFKA`, see
 //! core/tests/bus_scenarios.rs for the skip/CI rule).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,14 +10,14 @@ use tokio::time::timeout;
 use uuid::Uuid;
 use vigil_core::bus::{Bus, BusConsumer, BusMessage, Topic};
 use vigil_core::codec::{self, DecodeLimits, Record};
+use vigil_core::config::AlertPolicies;
 use vigil_core::config::BusConfig;
 use vigil_core::record::{
-    AlertEvent, AlertKind, AlertTransition, DeadLetter, EegChunk, EegTrace, ModelRef,
-    SeizureProbability, SignalUnit,
+    AlertEvent, AlertKind, AlertTransition, DeadLetter, EegChunk, EegTrace, HrBatch, HrPoint,
+    HrSource, ModelRef, SeizureProbability, SignalUnit,
 };
 use vigil_core::telemetry::Readiness;
 use vigil_core::CancellationToken;
-use vigil_inference::alerts::AlertPolicy;
 use vigil_inference::display::{DisplayFilter, Mains};
 use vigil_inference::model::SeizureModel;
 
@@ -31,15 +30,7 @@ const WAIT: Duration = Duration::from_secs(120);
 const T0: i64 = 1_700_000_000_000_000_000;
 
 fn model() -> Option<Arc<SeizureModel>> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/modelA_paper.onnx");
-    if !path.exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "model weights missing under CI"
-        );
-        eprintln!("skipped: run `vigil models fetch`");
-        return None;
-    }
+    let path = vigil_core::testenv::model_weights()?;
     Some(Arc::new(SeizureModel::load(&path).expect("model")))
 }
 
@@ -51,19 +42,7 @@ fn memory() -> Option<BusConfig> {
 }
 
 fn kafka() -> Option<BusConfig> {
-    match std::env::var("VIGIL_TEST_KAFKA") {
-        Ok(servers) if !servers.is_empty() => Some(BusConfig {
-            url: format!("kafka://{servers}"),
-            topic_prefix: format!("t{}.", Uuid::new_v4().simple()),
-            partitions: 2,
-            ..BusConfig::default()
-        }),
-        _ if std::env::var_os("CI").is_some() => panic!("CI needs VIGIL_TEST_KAFKA"),
-        _ => {
-            eprintln!("skipped: set VIGIL_TEST_KAFKA=host:port");
-            None
-        }
-    }
+    vigil_core::testenv::kafka_bus(2)
 }
 
 /// A reader of `topic` in a consumer group of its own (so it reads from the beginning).
@@ -156,7 +135,7 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
         group: group.clone(),
         max_gap_s: 30.0,
         readiness: Readiness::default(),
-        alert_policy: AlertPolicy::default(),
+        alert_policies: AlertPolicies::default(),
         mains: MAINS,
     };
     let stage = new_stage();
@@ -325,16 +304,134 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
     probs.close().await.expect("close");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_stage() {
-    if let Some(config) = memory() {
-        stage_turns_chunks_into_reference_probabilities(config).await;
-    }
+/// Runs each scenario once per backend: `<backend>_<scenario>` tests.
+macro_rules! on_every_bus {
+    ($($scenario:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    if let Some(config) = super::memory() {
+                        super::$scenario(config).await;
+                    }
+                }
+            )*
+        }
+        mod kafka {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    if let Some(config) = super::kafka() {
+                        super::$scenario(config).await;
+                    }
+                }
+            )*
+        }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kafka_stage() {
-    if let Some(config) = kafka() {
-        stage_turns_chunks_into_reference_probabilities(config).await;
+/// Heart rate through the stage: a per-patient band override, a sustained tachycardia raised
+/// once (a redelivered batch is skipped), resolved when the rate returns, and a batch that
+/// fails validation dead-lettered.
+async fn stage_turns_heart_rate_into_alerts(config: BusConfig) {
+    let Some(model) = model() else { return };
+    let bus = Bus::connect(&config).await.expect("bus");
+    bus.create_vigil_topics().await.expect("topics");
+    let stream_id = Uuid::new_v4();
+    let batch = |seq: u64, bpm: f32| HrBatch {
+        patient_id: "patient-hr".into(),
+        device_id: "watch-1".into(),
+        stream_id,
+        seq,
+        points: (0..5)
+            .map(|i| HrPoint {
+                t_ns: T0 + (seq as i64 * 5 + i) * 1_000_000_000,
+                bpm,
+                rr_ms: Some(60_000.0 / bpm),
+            })
+            .collect(),
+        source: HrSource::Ppg,
+    };
+    // 20 s at 110 bpm (above this patient's 100 bpm limit, below the default 120), then 20 s
+    // at 80: raise after 10 s, resolve after 10 s back inside.
+    for seq in 0..8u64 {
+        let bpm = if seq < 4 { 110.0 } else { 80.0 };
+        bus.publish_record(Topic::HrRaw, "patient-hr", &batch(seq, bpm))
+            .await
+            .expect("publish");
+        if seq == 2 {
+            bus.publish_record(Topic::HrRaw, "patient-hr", &batch(seq, bpm))
+                .await
+                .expect("resend");
+        }
     }
+    let mut bad = batch(8, 80.0);
+    bad.points[1].t_ns = bad.points[0].t_ns; // times must increase
+                                             // The codec encodes without validating (a device could send this); decoding refuses it.
+    bus.publish_record(Topic::HrRaw, "patient-hr", &bad)
+        .await
+        .expect("publish invalid");
+
+    let overrides = [("tachy_above_bpm".to_owned(), 100.0)]
+        .into_iter()
+        .collect();
+    let config = vigil_core::config::InferenceConfig {
+        patient_alerts: [("patient-hr".to_owned(), overrides)].into_iter().collect(),
+        ..Default::default()
+    };
+    let shutdown = CancellationToken::new();
+    let stage = InferenceStage {
+        bus: bus.clone(),
+        model,
+        model_ref: ModelRef {
+            id: "brainmaze-seizure-modelA".into(),
+            sha256: "0".repeat(64),
+        },
+        params: WindowParams::default(),
+        group: format!("inference-{}", Uuid::new_v4().simple()),
+        max_gap_s: 30.0,
+        readiness: Readiness::default(),
+        alert_policies: config.alert_policies().expect("policies"),
+        mains: MAINS,
+    };
+    let running = tokio::spawn(stage.run(shutdown.clone()));
+
+    let mut alerts = reader(&bus, Topic::Alerts).await;
+    let (_, raised) = next_record::<AlertEvent>(&mut alerts).await;
+    assert_eq!(
+        (raised.kind, raised.transition),
+        (AlertKind::Tachycardia, AlertTransition::Raised)
+    );
+    assert_eq!(raised.onset_ns, T0);
+    assert_eq!(raised.evidence.bpm, Some(110.0));
+    let (_, resolved) = next_record::<AlertEvent>(&mut alerts).await;
+    assert_eq!(
+        (resolved.alert_id, resolved.transition),
+        (raised.alert_id, AlertTransition::Resolved)
+    );
+    let mut dlq = reader(&bus, Topic::Dlq).await;
+    let (_, letter) = next_record::<DeadLetter>(&mut dlq).await;
+    assert!(letter.source_topic.ends_with("vigil.hr.raw"), "{letter:?}");
+    assert!(
+        letter.reason.contains("not later than"),
+        "{}",
+        letter.reason
+    );
+    // Nothing else: the resent batch raised nothing twice.
+    assert!(timeout(Duration::from_secs(3), alerts.recv())
+        .await
+        .is_err());
+    shutdown.cancel();
+    timeout(WAIT, running)
+        .await
+        .expect("stops")
+        .expect("join")
+        .expect("clean stop");
+    alerts.close().await.expect("close");
+    dlq.close().await.expect("close");
 }
+
+on_every_bus!(
+    stage_turns_chunks_into_reference_probabilities,
+    stage_turns_heart_rate_into_alerts,
+);

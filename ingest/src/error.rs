@@ -4,14 +4,12 @@ use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use vigil_core::bus::BusError;
 use vigil_core::codec::CodecError;
 
 use crate::devices::DirectoryError;
 
-/// Media type of every error body.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub use vigil_core::problem::{Problem, PROBLEM_JSON};
 
 /// Everything that can refuse a record. Each variant maps to one HTTP status and one
 /// `reason` label for the `vigil_ingest_rejected_total` metric.
@@ -136,11 +134,8 @@ impl IngestError {
     pub fn problem(&self) -> Problem {
         let status = self.status();
         Problem {
-            problem_type: format!("https://vigil.invalid/problems/{}", self.reason()),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
-            status: status.as_u16(),
-            detail: self.to_string(),
             retry_after_s: self.retry_after().map(retry_after_secs),
+            ..Problem::new(status, self.reason(), self.to_string())
         }
     }
 }
@@ -150,38 +145,10 @@ pub fn retry_after_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0).max(u64::from(d.is_zero()))
 }
 
-/// RFC 9457 problem details.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct Problem {
-    /// URI naming the problem type.
-    #[serde(rename = "type")]
-    pub problem_type: String,
-    /// Short summary (the HTTP reason phrase).
-    pub title: String,
-    /// HTTP status code.
-    pub status: u16,
-    /// What exactly was wrong, naming the field.
-    pub detail: String,
-    /// Seconds to wait before retrying (429, 503), also sent as `Retry-After`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_after_s: Option<u64>,
-}
-
 impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
-        let problem = self.problem();
-        if problem.status >= 500 {
-            tracing::warn!(status = problem.status, detail = %problem.detail, "request failed");
-        } else {
-            tracing::info!(status = problem.status, detail = %problem.detail, "request refused");
-        }
-        let body = serde_json::to_vec(&problem).unwrap_or_default();
-        let mut response = (self.status(), body).into_response();
+        let mut response = self.problem().into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if let Some(secs) = problem.retry_after_s {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
         if matches!(self, Self::Unauthorized(_)) {
             headers.insert(
                 header::WWW_AUTHENTICATE,

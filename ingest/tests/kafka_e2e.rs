@@ -21,22 +21,7 @@ use vigil_core::record::EegChunk;
 use vigil_ingest::{AckStatus, IngestAck};
 
 fn kafka_config() -> Option<BusConfig> {
-    match std::env::var("VIGIL_TEST_KAFKA") {
-        Ok(servers) if !servers.is_empty() => Some(BusConfig {
-            url: format!("kafka://{servers}"),
-            topic_prefix: format!("t{}.", Uuid::new_v4().simple()),
-            partitions: 3,
-            publish_timeout_ms: 30_000,
-            ..BusConfig::default()
-        }),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("CI is set but VIGIL_TEST_KAFKA is not: the Kafka scenarios must run in CI")
-        }
-        _ => {
-            eprintln!("skipped: set VIGIL_TEST_KAFKA=host:port to run against a Kafka broker");
-            None
-        }
-    }
+    vigil_core::testenv::kafka_bus(3)
 }
 
 #[tokio::test]

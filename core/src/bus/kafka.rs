@@ -20,7 +20,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{BusBackend, BusConsumer, BusError, BusMessage, Delivery, TopicSpec};
+use super::{BusBackend, BusConsumer, BusError, BusMessage, Delivery, TopicSpec, Watermarks};
 use crate::config::BusConfig;
 
 /// How long closing a consumer may take before we stop waiting for it (it keeps closing on
@@ -173,6 +173,42 @@ impl BusBackend for KafkaBackend {
         .await
         .map_err(|_| BusError::Closed)?
         .map_err(kafka_err("metadata probe"))
+    }
+
+    async fn watermarks(&self, topic: &str) -> Result<Vec<Watermarks>, BusError> {
+        let producer = self.producer.clone();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let client = producer.client();
+            let timeout = Duration::from_secs(10);
+            let metadata = client
+                .fetch_metadata(Some(&topic), timeout)
+                .map_err(kafka_err("metadata"))?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic && t.error().is_none())
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            if partitions.is_empty() {
+                return Err(BusError::UnknownTopic(topic));
+            }
+            partitions
+                .into_iter()
+                .map(|p| {
+                    client
+                        .fetch_watermarks(&topic, p, timeout)
+                        .map(|(low, high)| Watermarks {
+                            partition: p,
+                            low,
+                            high,
+                        })
+                        .map_err(kafka_err("watermarks"))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|_| BusError::Closed)?
     }
 }
 

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::partitioner::partition_for;
-use super::{BusBackend, BusConsumer, BusError, BusMessage, Delivery, TopicSpec};
+use super::{BusBackend, BusConsumer, BusError, BusMessage, Delivery, TopicSpec, Watermarks};
 
 type PartitionKey = (String, i32);
 
@@ -208,6 +208,23 @@ impl BusBackend for MemoryBroker {
 
     async fn probe(&self) -> Result<(), BusError> {
         Ok(())
+    }
+
+    async fn watermarks(&self, topic: &str) -> Result<Vec<Watermarks>, BusError> {
+        let state = lock(&self.inner.state);
+        let partitions = state
+            .topics
+            .get(topic)
+            .ok_or_else(|| BusError::UnknownTopic(topic.to_owned()))?;
+        Ok(partitions
+            .iter()
+            .enumerate()
+            .map(|(p, log)| Watermarks {
+                partition: p as i32,
+                low: log.start_offset,
+                high: log.end_offset(),
+            })
+            .collect())
     }
 }
 

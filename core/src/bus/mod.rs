@@ -170,6 +170,17 @@ impl BusError {
     }
 }
 
+/// Offsets bounding one partition's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermarks {
+    /// Partition.
+    pub partition: i32,
+    /// Offset of the oldest record kept (retention may have deleted older ones).
+    pub low: i64,
+    /// Offset the next record will get.
+    pub high: i64,
+}
+
 /// A broker implementation.
 #[async_trait]
 pub trait BusBackend: Send + Sync + 'static {
@@ -185,6 +196,10 @@ pub trait BusBackend: Send + Sync + 'static {
     ) -> Result<Box<dyn BusConsumer>, BusError>;
     /// Checks the broker answers (for `/readyz`).
     async fn probe(&self) -> Result<(), BusError>;
+    /// The watermarks of every partition of `topic`: the offset of the oldest record still
+    /// kept and the end offset (of the next record to be written). A reader from the start
+    /// has seen everything written before the call once it passed every end offset.
+    async fn watermarks(&self, topic: &str) -> Result<Vec<Watermarks>, BusError>;
 }
 
 /// A member of a consumer group.
@@ -327,6 +342,12 @@ impl Bus {
         topics: &[String],
     ) -> Result<Box<dyn BusConsumer>, BusError> {
         self.backend.subscribe(group, topics).await
+    }
+
+    /// Watermarks of every partition of the full topic name `topic` (see
+    /// [`BusBackend::watermarks`]).
+    pub async fn watermarks(&self, topic: &str) -> Result<Vec<Watermarks>, BusError> {
+        self.backend.watermarks(topic).await
     }
 
     /// Checks the broker answers.

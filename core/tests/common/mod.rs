@@ -182,9 +182,22 @@ pub fn alert_event() -> impl Strategy<Value = AlertEvent> {
         prop::option::of(0.0f32..=1.0),
         prop::option::of(0.0f32..=1.0),
         prop::option::of(20.0f32..250.0),
+        prop::option::of((20.0f32..250.0, -50.0f32..100.0, 0.0f32..500.0)),
     )
         .prop_map(
-            |(alert_id, patient_id, kind, transition, onset_ns, at_ns, user, p, burden, bpm)| {
+            |(
+                alert_id,
+                patient_id,
+                kind,
+                transition,
+                onset_ns,
+                at_ns,
+                user,
+                p,
+                burden,
+                bpm,
+                hr,
+            )| {
                 AlertEvent {
                     alert_id,
                     patient_id,
@@ -193,7 +206,14 @@ pub fn alert_event() -> impl Strategy<Value = AlertEvent> {
                     onset_ns,
                     at_ns,
                     by: (transition == AlertTransition::Acknowledged).then_some(user),
-                    evidence: AlertEvidence { p, burden, bpm },
+                    evidence: AlertEvidence {
+                        p,
+                        burden,
+                        bpm,
+                        baseline_bpm: hr.map(|h| h.0),
+                        hr_rise_bpm: hr.map(|h| h.1),
+                        rmssd_ms: hr.map(|h| h.2),
+                    },
                 }
             },
         )
@@ -237,6 +257,7 @@ pub fn eeg_trace() -> impl Strategy<Value = EegTrace> {
         patient_id: c.patient_id,
         stream_id: c.stream_id,
         start_ns: c.start_ns,
+        received_ns: c.received_ns,
         sample_rate_hz: c.sample_rate_hz,
         channels: c.channels,
         samples: c.samples,

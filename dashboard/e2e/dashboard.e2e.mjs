@@ -1,0 +1,158 @@
+// Browser test of the Vigil dashboard: Debian's Chromium (never a downloaded browser)
+// driven by playwright-core against the e2e_feed example (a real dashboard server on the
+// embedded bus). Logs in, checks the ward overview updates live, opens a patient, checks the
+// charts, acknowledges the alert and checks the acknowledgement reached vigil.alerts.
+//
+//   VIGIL_E2E_FEED=target/debug/examples/e2e_feed node dashboard/e2e/dashboard.e2e.mjs
+//
+// Screenshots go to VIGIL_E2E_ARTIFACTS (default target/e2e/).
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+const ROOT = resolve(new URL("../..", import.meta.url).pathname);
+const FEED = process.env.VIGIL_E2E_FEED || join(ROOT, "target/debug/examples/e2e_feed");
+const ARTIFACTS = process.env.VIGIL_E2E_ARTIFACTS || join(ROOT, "target/e2e");
+const CHROMIUM = process.env.VIGIL_CHROMIUM || "/usr/bin/chromium";
+const USER = "alice", PASSWORD = "correct horse battery staple";
+const P1 = "e2e-patient-1", P2 = "e2e-patient-2";
+
+const started = Date.now();
+const log = (msg) => console.log(`[e2e ${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
+function check(cond, msg) { if (!cond) throw new Error(`check failed: ${msg}`); log(`ok: ${msg}`); }
+
+function startFeed() {
+  const child = spawn(FEED, [], { stdio: ["pipe", "pipe", "inherit"] });
+  const lines = [];
+  const waiters = [];
+  createInterface({ input: child.stdout }).on("line", (line) => {
+    lines.push(line);
+    for (const w of [...waiters]) if (w.re.test(line)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(line); }
+  });
+  const waitLine = (re, ms = 30000) => new Promise((res, rej) => {
+    const hit = lines.find((l) => re.test(l));
+    if (hit) return res(hit);
+    const w = { re, resolve: res };
+    waiters.push(w);
+    setTimeout(() => rej(new Error(`feed printed no line matching ${re} in ${ms} ms`)), ms);
+  });
+  child.on("exit", (code) => { if (code) log(`feed exited with ${code}`); });
+  return { child, waitLine };
+}
+
+async function main() {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const feed = startFeed();
+  const profile = mkdtempSync(join(tmpdir(), "vigil-e2e-chromium-"));
+  let context;
+  try {
+    const url = (await feed.waitLine(/^VIGIL_E2E_URL=/)).split("=")[1];
+    log(`dashboard at ${url}`);
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+      viewport: { width: 1280, height: 900 },
+    });
+    const page = context.pages()[0] || await context.newPage();
+    const problems = [];
+    page.on("console", (m) => { if (m.type() === "error") problems.push(`console: ${m.text()}`); });
+    page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+
+    await page.goto(url);
+    await page.waitForSelector("#login-form", { state: "visible" });
+    // Wrong password first: the page says so and stays on the login form.
+    await page.fill("input[name=username]", USER);
+    await page.fill("input[name=password]", "wrong");
+    await page.click("#login-form button[type=submit]");
+    await page.waitForFunction(() => document.getElementById("login-error").textContent.length > 0);
+    check(/wrong password/.test(await page.textContent("#login-error")), "wrong password refused");
+    problems.length = 0; // the 401 of that attempt is logged by the browser as an error
+
+    await page.fill("input[name=password]", PASSWORD);
+    await page.click("#login-form button[type=submit]");
+    await page.waitForSelector(`[data-testid="tile-${P1}"]`, { timeout: 15000 });
+    await page.waitForSelector(`[data-testid="tile-${P2}"]`);
+    check(true, "ward shows both assigned patients");
+    const cookies = await context.cookies();
+    const session = cookies.find((c) => c.name === "vigil_session");
+    check(session && session.httpOnly && session.sameSite === "Strict", "session cookie is HttpOnly + SameSite=Strict");
+    check(await page.evaluate(() => !document.cookie.includes("vigil_session")), "page script cannot read the session cookie");
+
+    const hrText = () => page.textContent(`[data-testid="tile-${P2}"] [data-testid="tile-hr"]`);
+    const first = await hrText();
+    check(/\d+ bpm @/.test(first), `heart rate shown with its time: ${first}`);
+    await page.waitForFunction(([sel, before]) => document.querySelector(sel).textContent !== before,
+      [`[data-testid="tile-${P2}"] [data-testid="tile-hr"]`, first], { timeout: 10000 });
+    check(true, `heart rate updates live (${first} -> ${await hrText()})`);
+
+    // The alert: banner, red tile sorted first.
+    await page.waitForSelector('[data-testid="alarm-banner"]:not([hidden])', { timeout: 15000 });
+    const raised = (await feed.waitLine(/^RAISED /)).split(" ")[1];
+    check((await page.textContent('[data-testid="alarm-banner"]')).includes(P1), "alarm banner names the patient");
+    const firstTile = await page.getAttribute("[data-testid=tiles] > a:first-child", "data-patient");
+    check(firstTile === P1, "patient with the unacknowledged alert is sorted first");
+    check(/UNACKNOWLEDGED/.test(await page.textContent(`[data-testid="tile-${P1}"] [data-testid="tile-alert"]`)), "tile shows the unacknowledged alert");
+    check(/^\d\.\d\d|not evaluated/.test(await page.textContent(`[data-testid="tile-${P1}"] [data-testid="tile-p"]`)), "tile shows a probability or 'not evaluated'");
+    await page.screenshot({ path: join(ARTIFACTS, "ward.png") });
+
+    // Patient view.
+    await page.click(`[data-testid="tile-${P1}"]`);
+    await page.waitForSelector('[data-testid="patient-title"]', { state: "visible" });
+    check((await page.textContent('[data-testid="patient-title"]')) === P1, "patient view opened");
+    await page.waitForSelector('[data-testid="eeg-chart"] canvas', { timeout: 15000 });
+    const scale = await page.textContent('[data-testid="eeg-scale"]');
+    check(/\u00b5V between channel baselines/.test(scale) && /Fp1-F7, F7-T7, C3-P3, C4-P4/.test(scale), `EEG scale and channel labels shown: ${scale}`);
+    await page.waitForSelector('[data-testid="prob-chart"] canvas');
+    await page.waitForSelector('[data-testid="hr-chart"] canvas');
+    check(/p = \d\.\d\d|not evaluated/.test(await page.textContent('[data-testid="prob-latest"]')), "latest probability shown");
+    // The probability series holds nulls (not evaluated) and they are drawn as gaps.
+    const nulls = await page.evaluate(() => {
+      const u = [...document.querySelectorAll("#prob-chart .uplot")].length;
+      return u;
+    });
+    check(nulls === 1, "one probability chart");
+
+    // Acknowledge.
+    const ack = `[data-testid="ack"][data-alert="${raised}"]`;
+    await page.waitForSelector(ack);
+    await page.screenshot({ path: join(ARTIFACTS, "patient-alert.png"), fullPage: true });
+    await page.click(ack);
+    const ackLine = await feed.waitLine(new RegExp(`^ACK ${raised} ${P1} by ${USER}$`), 10000);
+    check(true, `AlertEvent acknowledged published on vigil.alerts: ${ackLine}`);
+    await page.waitForFunction((id) => {
+      const row = document.querySelector(`[data-testid="alert-row"][data-alert="${id}"] [data-testid="alert-state"]`);
+      return row && /acknowledged by alice/.test(row.textContent);
+    }, raised, { timeout: 10000 });
+    check(true, "alert shown as acknowledged by alice");
+    await page.waitForSelector('[data-testid="alarm-banner"][hidden]', { state: "attached", timeout: 10000 });
+    check(true, "alarm banner cleared after acknowledgement");
+    await page.waitForTimeout(1500); // a few more live updates for the screenshot
+    await page.screenshot({ path: join(ARTIFACTS, "patient.png"), fullPage: true });
+
+    check(problems.length === 0, `no console errors or CSP violations (${problems.join(" | ")})`);
+
+    // Receipt-to-socket latency of this run, from the server's histogram.
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    for (const record of ["trace", "hr", "prob"]) {
+      const buckets = [...metrics.matchAll(new RegExp(`vigil_dashboard_push_latency_seconds_bucket\\{record="${record}",le="([^"]+)"\\} (\\d+)`, "g"))]
+        .map((m) => [m[1], Number(m[2])]);
+      const total = buckets.length ? buckets[buckets.length - 1][1] : 0;
+      const within = (le) => (buckets.find((b) => b[0] === le) || [0, 0])[1];
+      log(`push latency ${record}: ${total} pushes, ${within("0.005")} <= 5 ms, ${within("0.05")} <= 50 ms`);
+      if (record === "trace") check(total > 0, "trace push latency recorded");
+    }
+    log(`screenshots in ${ARTIFACTS}`);
+  } finally {
+    if (context) await context.close();
+    feed.child.stdin.end();
+    feed.child.kill("SIGTERM");
+    rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+main().then(() => { log("PASS"); process.exit(0); }, (err) => { console.error(err); log("FAIL"); process.exit(1); });

@@ -1,0 +1,221 @@
+//! Test feed for the browser test (`dashboard/e2e/`): a dashboard on the embedded bus with a
+//! SQLite clinical store, a clinician and two assigned patients, and a stream of synthetic
+//! probabilities, heart rate and EEG traces; patient 1 gets a seizure alert after 2 s.
+//!
+//! Prints `VIGIL_E2E_URL=<url>` once serving and `ACK <alert_id> <patient> by <user>` for
+//! every acknowledgement that reaches `vigil.alerts`. Runs until stdin closes or SIGTERM.
+//! Synthetic signals exercise the screen; they mean nothing clinically.
+//!
+//! `cargo run -p vigil-dashboard --example e2e_feed`
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+use vigil_core::bus::{Bus, Topic};
+use vigil_core::codec::{self, DecodeLimits};
+use vigil_core::config::{BusConfig, DashboardConfig};
+use vigil_core::record::{
+    AlertEvent, AlertEvidence, AlertKind, AlertTransition, EegTrace, HrBatch, HrPoint, HrSource,
+    SeizureProbability,
+};
+use vigil_core::CancellationToken;
+use vigil_dashboard::DashboardState;
+
+// The record builders shared with the server tests.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+const PATIENTS: [&str; 2] = ["e2e-patient-1", "e2e-patient-2"];
+const USERNAME: &str = "alice";
+const PASSWORD: &str = "correct horse battery staple";
+const FS: f64 = 256.0;
+const CHANNELS: [&str; 4] = ["Fp1-F7", "F7-T7", "C3-P3", "C4-P4"];
+
+fn trace(patient_id: &str, second: i64, start_ns: i64) -> EegTrace {
+    let n = FS as usize;
+    let samples = CHANNELS
+        .iter()
+        .enumerate()
+        .map(|(c, _)| {
+            (0..n)
+                .map(|i| {
+                    let t = second as f64 + i as f64 / FS;
+                    // Seconds 6..7 of every 20 are missing: the screen must show a gap.
+                    if second % 20 == 6 {
+                        return f32::NAN;
+                    }
+                    let alpha = 30.0 * (2.0 * std::f64::consts::PI * 10.0 * t + c as f64).sin();
+                    let slow = 15.0 * (2.0 * std::f64::consts::PI * 1.3 * t).sin();
+                    (alpha + slow) as f32
+                })
+                .collect()
+        })
+        .collect();
+    EegTrace {
+        patient_id: patient_id.to_owned(),
+        stream_id: Uuid::nil(),
+        start_ns,
+        received_ns: vigil_core::time::now_ns(),
+        sample_rate_hz: FS,
+        channels: CHANNELS.iter().map(|c| (*c).to_owned()).collect(),
+        samples,
+    }
+}
+
+fn probability_at(
+    patient_id: &str,
+    start_ns: i64,
+    index: i64,
+    seizing: bool,
+) -> SeizureProbability {
+    // Four 0.5 s points; every fifth record and seconds 20..28 are "not evaluated" (NaN).
+    let p: Vec<f32> = (0..4)
+        .map(|k| {
+            if index % 5 == 3 || (10..14).contains(&index) {
+                f32::NAN
+            } else if seizing {
+                0.9 + 0.02 * k as f32
+            } else {
+                0.05 + 0.01 * ((index + k) % 7) as f32
+            }
+        })
+        .collect();
+    common::probability(patient_id, start_ns, p)
+}
+
+async fn feed(bus: Bus, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let t0 = vigil_core::time::now_ns() - 60_000_000_000;
+    // A minute of history first so the charts have a past, then live every second.
+    for second in 0..90i64 {
+        if second >= 60 {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        let start_ns = t0 + second * 1_000_000_000;
+        for (k, patient) in PATIENTS.iter().enumerate() {
+            let batch = HrBatch {
+                patient_id: (*patient).to_owned(),
+                device_id: format!("strap-{k}"),
+                stream_id: Uuid::nil(),
+                seq: second as u64,
+                points: vec![HrPoint {
+                    t_ns: start_ns,
+                    bpm: 70.0 + 8.0 * k as f32 + (second % 9) as f32,
+                    rr_ms: None,
+                }],
+                source: HrSource::ChestStrap,
+            };
+            bus.publish_record(Topic::HrRaw, patient, &batch).await?;
+            if second % 2 == 0 {
+                let record = probability_at(patient, start_ns, second / 2, k == 0 && second >= 62);
+                bus.publish_record(Topic::EegProb, patient, &record).await?;
+            }
+            if second >= 50 {
+                bus.publish_record(Topic::EegTrace, patient, &trace(patient, second, start_ns))
+                    .await?;
+            }
+        }
+        if second == 62 {
+            let event = AlertEvent {
+                alert_id: Uuid::new_v4(),
+                patient_id: PATIENTS[0].to_owned(),
+                kind: AlertKind::Seizure,
+                transition: AlertTransition::Raised,
+                onset_ns: start_ns - 10_000_000_000,
+                at_ns: vigil_core::time::now_ns(),
+                by: None,
+                evidence: AlertEvidence {
+                    p: Some(0.92),
+                    ..AlertEvidence::default()
+                },
+            };
+            bus.publish_record(Topic::Alerts, PATIENTS[0], &event)
+                .await?;
+            println!("RAISED {} {}", event.alert_id, PATIENTS[0]);
+        }
+    }
+    shutdown.cancelled().await;
+    Ok(())
+}
+
+async fn report_acks(bus: Bus, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut consumer = bus
+        .subscribe("e2e-ack-watch", &[bus.topic(Topic::Alerts)])
+        .await?;
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            msg = consumer.recv() => msg?,
+        };
+        let event: AlertEvent = codec::decode(&msg.payload, &DecodeLimits::default())?;
+        if event.transition == AlertTransition::Acknowledged {
+            println!(
+                "ACK {} {} by {}",
+                event.alert_id,
+                event.patient_id,
+                event.by.unwrap_or_default()
+            );
+            std::io::stdout().flush()?;
+        }
+        consumer.ack(&msg)?;
+    }
+    consumer.close().await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    vigil_core::telemetry::init(&vigil_core::config::TelemetryConfig::default());
+    let bus = Bus::connect(&BusConfig {
+        url: "memory://e2e".to_owned(),
+        ..BusConfig::default()
+    })
+    .await?;
+    bus.create_vigil_topics().await?;
+    // A throwaway SQLite clinical database, migrated by the store; argon2 login.
+    let scratch = tempfile::tempdir()?;
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        scratch.path().join("vigil.db").display()
+    );
+    let store = vigil_storage::Store::connect(&url).await?;
+    let user = store
+        .create_user(USERNAME, PASSWORD, vigil_storage::Role::Clinician)
+        .await?;
+    for patient in PATIENTS {
+        store.assign(user.id, patient).await?;
+    }
+    let store = Arc::new(store);
+    let config = DashboardConfig {
+        listen: "127.0.0.1:0".parse()?,
+        history_window_s: 120.0,
+        ..DashboardConfig::default()
+    };
+    let state = DashboardState::new(bus.clone(), store, &config);
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let shutdown = vigil_core::shutdown::on_signals();
+    let running = vigil_dashboard::start(state, listener, shutdown.clone()).await?;
+    println!("VIGIL_E2E_URL=http://{}", running.addr);
+    std::io::stdout().flush()?;
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            // The test driver closes our stdin when it is done (or dies).
+            let _ = tokio::task::spawn_blocking(|| {
+                let mut sink = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink)
+            })
+            .await;
+            shutdown.cancel();
+        });
+    }
+    let acks = tokio::spawn(report_acks(bus.clone(), shutdown.clone()));
+    feed(bus, shutdown.clone()).await?;
+    acks.await??;
+    running.wait().await?;
+    Ok(())
+}
