@@ -1,0 +1,950 @@
+//! `vigil-loadbench`: the end-to-end load benchmark (see the crate documentation in lib.rs and
+//! bench/README.md). A manual command: it starts a broker, a database and four Vigil
+//! processes, and takes about 20-30 minutes.
+
+mod load;
+mod probes;
+mod services;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde::Serialize;
+use tokio::time::Instant;
+use vigil_bench::histogram::Histogram;
+use vigil_bench::lag::{judge, LagCriterion, LagSample, LagVerdict};
+use vigil_bench::proc_stats::{self, ProcSample};
+use vigil_core::bus::{Bus, Topic};
+use vigil_core::config::BusConfig;
+use vigil_core::CancellationToken;
+use vigil_ingest::{DeviceDirectory, NewDevice, SqlDeviceDirectory};
+use vigil_replay::{Montage, PatientSimulator, Recording, SimulatorConfig};
+use vigil_storage::{Role, Store};
+
+use load::{Cohort, Observed, PatientSpec, RECORDS_PER_PATIENT_S};
+use services::Service;
+
+/// End-to-end load benchmark of Vigil (manual; never run in CI).
+#[derive(Debug, Parser)]
+#[command(name = "vigil-loadbench", version)]
+struct Args {
+    /// The release `vigil` binary.
+    #[arg(long, default_value = "target/release/vigil")]
+    vigil: PathBuf,
+    /// tansu binary (started on sqlite storage in the work dir), unless --kafka is given.
+    #[arg(long)]
+    tansu: Option<PathBuf>,
+    /// Use this running broker (host:port) instead of starting tansu.
+    #[arg(long)]
+    kafka: Option<String>,
+    /// Use this MySQL/MariaDB database URL instead of a fresh `vigil_bench_<id>` database
+    /// created as root over the local socket.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Recording (absolute, or relative to the scripts/fetch-data dir).
+    #[arg(long, default_value = "biosignalsnotebooks/S001R02.edf")]
+    recording: PathBuf,
+    /// EEG channels per patient (the first N signals of the recording).
+    #[arg(long, default_value_t = 23)]
+    channels: usize,
+    /// EEG rate sent (the recording is resampled to it).
+    #[arg(long, default_value_t = 256.0)]
+    rate_hz: f64,
+    /// Patient counts of the ramp, ascending; it stops at the first step not sustained.
+    #[arg(long, value_delimiter = ',', default_value = "2,4,8,12,16,24,32,48")]
+    patients: Vec<usize>,
+    /// Measuring period per step, seconds (a multiple of the model step works best).
+    #[arg(long, default_value_t = 120.0)]
+    measure_s: f64,
+    /// Speed of each new patient's warm-up (the model's first 300 s of context).
+    #[arg(long, default_value_t = 10.0)]
+    warmup_speed: f64,
+    /// Longest wait for the warm-up backlog to drain before a step is measured, seconds.
+    #[arg(long, default_value_t = 240.0)]
+    drain_timeout_s: f64,
+    /// After the ramp, keep the largest sustained load this long (seconds) and measure it
+    /// again; the seizure alerts of the injected bursts arrive in this phase (0 = skip).
+    #[arg(long, default_value_t = 330.0)]
+    final_s: f64,
+    /// Synthetic burst, seconds of signal after the warm-up (real-time phase).
+    #[arg(long, default_value_t = 20.0)]
+    burst_after_s: f64,
+    /// Burst length, seconds.
+    #[arg(long, default_value_t = 30.0)]
+    burst_s: f64,
+    /// Models manifest and weights directory (`vigil models fetch`).
+    #[arg(long, default_value = "models")]
+    models_dir: PathBuf,
+    /// Write the results here as JSON.
+    #[arg(long, default_value = "loadbench-results.json")]
+    out: PathBuf,
+    /// Stages to start (all four by default; a subset measures less of the pipeline, and the
+    /// storage group's lag only counts when `store` runs).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ingest,infer,store,dashboard"
+    )]
+    stages: Vec<String>,
+    /// Keep the work directory (logs, config, broker data) and the database.
+    #[arg(long)]
+    keep: bool,
+}
+
+const WARMUP_S: f64 = 300.0;
+const MODEL_STEP_S: f64 = 20.0;
+/// Bursts younger than this at the end are not counted: their alert is not due yet.
+const ALERT_HORIZON_S: f64 = 330.0;
+const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+
+/// Per-process CPU and memory over a measuring period.
+#[derive(Debug, Clone, Serialize)]
+struct ProcUsage {
+    name: String,
+    /// CPU seconds per wall second (1.0 = one core).
+    cores: f64,
+    avg_rss_mib: f64,
+    peak_rss_mib: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct StepResult {
+    patients: usize,
+    phase: &'static str,
+    sustained: bool,
+    reasons: Vec<String>,
+    drain_s: f64,
+    measure_s: f64,
+    inference_lag: LagVerdict,
+    storage_lag: LagVerdict,
+    lag_samples: Vec<(f64, f64, f64)>,
+    trace_latency_p50_ms: Option<f64>,
+    trace_latency_p99_ms: Option<f64>,
+    trace_latency_p99_bucket_ms: Option<f64>,
+    trace_pushes: f64,
+    hr_latency_p50_ms: Option<f64>,
+    hr_latency_p99_ms: Option<f64>,
+    send_lateness_p99_s: Option<f64>,
+    processes: Vec<ProcUsage>,
+    vigil_cores_per_patient: f64,
+    vigil_rss_mib_per_patient: f64,
+    vigil_rss_mib_per_patient_marginal: f64,
+    loadavg: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct AlertLatency {
+    patient_id: String,
+    onset_ns: i64,
+    alert_ns: Option<i64>,
+    latency_s: Option<f64>,
+    patients_running: Option<usize>,
+}
+
+struct Bench {
+    args: Args,
+    run: String,
+    stages: Vec<Service>,
+    extra_pids: Vec<(String, u32)>,
+    store: Store,
+    directory: SqlDeviceDirectory,
+    clinician: (i64, String, String),
+    ingest_addr: String,
+    dashboard_addr: String,
+    lag: Arc<probes::LagProbe>,
+    ticks_per_s: f64,
+    observed: Arc<Observed>,
+    idle_rss: u64,
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn ticks_per_s() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn mib(bytes: f64) -> f64 {
+    bytes / 1024.0 / 1024.0
+}
+
+fn quantile_ms(h: &Option<Histogram>, q: f64) -> Option<f64> {
+    h.as_ref().and_then(|h| h.quantile(q)).map(|s| s * 1e3)
+}
+
+impl Bench {
+    fn monitored(&self) -> Vec<(String, u32)> {
+        self.stages
+            .iter()
+            .filter_map(|s| Some((s.name.clone(), s.pid()?)))
+            .chain(self.extra_pids.iter().cloned())
+            .collect()
+    }
+
+    fn vigil_rss(&self) -> u64 {
+        self.stages
+            .iter()
+            .filter(|s| s.name != "broker")
+            .filter_map(|s| proc_stats::read(s.pid()?, self.ticks_per_s))
+            .map(|p| p.rss_bytes)
+            .sum()
+    }
+
+    async fn lag_now(&self) -> anyhow::Result<(f64, f64)> {
+        let probe = self.lag.clone();
+        let lags = tokio::task::spawn_blocking(move || probe.sample()).await??;
+        let get = |g: &str| {
+            lags.iter()
+                .find(|(name, _)| name == g)
+                .map_or(0.0, |(_, l)| *l)
+        };
+        Ok((get("vigil-inference"), get("vigil-storage")))
+    }
+
+    async fn dashboard_metrics(&self) -> (Option<Histogram>, Option<Histogram>) {
+        let page = services::get(&self.dashboard_addr, "/metrics")
+            .await
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        let name = "vigil_dashboard_push_latency_seconds";
+        (
+            Histogram::parse(&page, name, &[("record", "trace")]),
+            Histogram::parse(&page, name, &[("record", "hr")]),
+        )
+    }
+
+    /// Registers devices and assigns the clinician for patients `from..to` (1-based ids).
+    async fn add_patients(&self, from: usize, to: usize) -> anyhow::Result<Vec<PatientSpec>> {
+        let mut out = Vec::new();
+        for i in from..to {
+            let patient_id = format!("bench-{}-p{}", self.run, i + 1);
+            let device = |kind: &str, eeg: bool| {
+                let device_id = format!("bench-{}-{kind}{}", self.run, i + 1);
+                let new = NewDevice {
+                    device_id: device_id.clone(),
+                    patient_id: patient_id.clone(),
+                    sample_rate_hz: eeg.then_some(self.args.rate_hz),
+                    channels: None,
+                };
+                async move {
+                    let token = self.directory.register(&new).await?;
+                    anyhow::Ok((device_id, token.expose().to_owned()))
+                }
+            };
+            let eeg_device = device("eeg", true).await?;
+            let hr_device = device("hr", false).await?;
+            self.store.assign(self.clinician.0, &patient_id).await?;
+            out.push(PatientSpec {
+                patient_id,
+                eeg_device,
+                hr_device,
+                // Distinct samples per patient, bursts still inside the real-time phase.
+                offset_s: (i as f64 * 0.5) % MODEL_STEP_S,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Waits until both groups' lag is below `limit` records; seconds waited, or an error.
+    async fn drain(&self, limit: f64) -> anyhow::Result<f64> {
+        let started = Instant::now();
+        loop {
+            let (inference, storage) = self.lag_now().await?;
+            if inference <= limit && storage <= limit {
+                return Ok(started.elapsed().as_secs_f64());
+            }
+            if started.elapsed().as_secs_f64() > self.args.drain_timeout_s {
+                bail!(
+                    "warm-up backlog not drained in {} s (lag: inference {inference}, storage {storage}, limit {limit:.0})",
+                    self.args.drain_timeout_s
+                );
+            }
+            tokio::time::sleep(SAMPLE_EVERY).await;
+        }
+    }
+
+    /// Measures `period_s` of steady load at `n` patients.
+    async fn measure(
+        &self,
+        n: usize,
+        phase: &'static str,
+        period_s: f64,
+        drain_s: f64,
+    ) -> anyhow::Result<StepResult> {
+        let pids = self.monitored();
+        let (trace0, hr0) = self.dashboard_metrics().await;
+        let start = Instant::now();
+        let first: Vec<Option<ProcSample>> = pids
+            .iter()
+            .map(|(_, pid)| proc_stats::read(*pid, self.ticks_per_s))
+            .collect();
+        let mut rss_sum = vec![0f64; pids.len()];
+        let mut rss_peak = vec![0u64; pids.len()];
+        let mut rss_n = 0usize;
+        let mut inference = Vec::new();
+        let mut storage = Vec::new();
+        let mut vigil_rss_sum = 0f64;
+        while start.elapsed().as_secs_f64() < period_s {
+            let t_s = start.elapsed().as_secs_f64();
+            match self.lag_now().await {
+                Ok((i, s)) => {
+                    inference.push(LagSample { t_s, lag: i });
+                    storage.push(LagSample { t_s, lag: s });
+                }
+                Err(e) => eprintln!("lag sample failed: {e:#}"),
+            }
+            for (k, (_, pid)) in pids.iter().enumerate() {
+                if let Some(p) = proc_stats::read(*pid, self.ticks_per_s) {
+                    rss_sum[k] += p.rss_bytes as f64;
+                    rss_peak[k] = rss_peak[k].max(p.rss_bytes);
+                }
+            }
+            vigil_rss_sum += self.vigil_rss() as f64;
+            rss_n += 1;
+            tokio::time::sleep(SAMPLE_EVERY).await;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        let (trace1, hr1) = self.dashboard_metrics().await;
+        let trace = trace1.map(|h| h.since(trace0.as_ref()));
+        let hr = hr1.map(|h| h.since(hr0.as_ref()));
+        let mut processes = Vec::new();
+        let mut vigil_cores = 0.0;
+        for (k, (name, pid)) in pids.iter().enumerate() {
+            let last = proc_stats::read(*pid, self.ticks_per_s);
+            let cores = match (first[k], last) {
+                (Some(a), Some(b)) => (b.cpu_s - a.cpu_s) / elapsed,
+                _ => f64::NAN,
+            };
+            if !matches!(name.as_str(), "broker" | "mariadbd") {
+                vigil_cores += cores;
+            }
+            processes.push(ProcUsage {
+                name: name.clone(),
+                cores,
+                avg_rss_mib: mib(rss_sum[k] / rss_n.max(1) as f64),
+                peak_rss_mib: mib(rss_peak[k] as f64),
+            });
+        }
+        let rate = n as f64 * RECORDS_PER_PATIENT_S;
+        let criterion = LagCriterion::from_seconds(rate, 3.0, MODEL_STEP_S);
+        let inference_lag = judge(&inference, elapsed, MODEL_STEP_S, criterion);
+        let storage_lag = judge(&storage, elapsed, MODEL_STEP_S, criterion);
+        let window_start = Instant::now() - Duration::from_secs_f64(elapsed);
+        let mut lateness: Vec<f64> = self
+            .observed
+            .lateness
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .filter(|(t, _)| *t >= window_start)
+                    .map(|(_, s)| *s)
+                    .collect()
+            })
+            .unwrap_or_default();
+        lateness.sort_by(f64::total_cmp);
+        let send_lateness_p99_s =
+            (!lateness.is_empty()).then(|| lateness[((lateness.len() - 1) as f64 * 0.99) as usize]);
+        let mut reasons = Vec::new();
+        for (name, v) in [("inference", &inference_lag), ("storage", &storage_lag)] {
+            if let Some(r) = &v.reason {
+                reasons.push(format!("{name}: {r}"));
+            }
+        }
+        if send_lateness_p99_s.is_some_and(|l| l > 2.0) {
+            reasons.push(format!(
+                "devices could not send in time (p99 {:.1} s late): ingest back-pressure",
+                send_lateness_p99_s.unwrap_or(0.0)
+            ));
+        }
+        let vigil_rss_avg = vigil_rss_sum / rss_n.max(1) as f64;
+        Ok(StepResult {
+            patients: n,
+            phase,
+            sustained: reasons.is_empty(),
+            reasons,
+            drain_s,
+            measure_s: elapsed,
+            lag_samples: inference
+                .iter()
+                .zip(&storage)
+                .map(|(i, s)| (i.t_s, i.lag, s.lag))
+                .collect(),
+            inference_lag,
+            storage_lag,
+            trace_latency_p50_ms: quantile_ms(&trace, 0.5),
+            trace_latency_p99_ms: quantile_ms(&trace, 0.99),
+            trace_latency_p99_bucket_ms: trace
+                .as_ref()
+                .and_then(|h| h.quantile_bound(0.99))
+                .map(|s| s * 1e3),
+            trace_pushes: trace.as_ref().map_or(0.0, |h| h.count),
+            hr_latency_p50_ms: quantile_ms(&hr, 0.5),
+            hr_latency_p99_ms: quantile_ms(&hr, 0.99),
+            send_lateness_p99_s,
+            processes,
+            vigil_cores_per_patient: vigil_cores / n as f64,
+            vigil_rss_mib_per_patient: mib(vigil_rss_avg) / n as f64,
+            vigil_rss_mib_per_patient_marginal: mib(vigil_rss_avg - self.idle_rss as f64)
+                / n as f64,
+            loadavg: loadavg(),
+        })
+    }
+}
+
+fn print_step(s: &StepResult) {
+    let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+    println!(
+        "{:>4} {:<7} {:<4} lag inf {:>6.0}->{:>6.0} sto {:>6.0}->{:>6.0} | trace p50 {:>6} p99 {:>6} ms | cpu {:.3} cores/pt | rss {:.1} MiB/pt (marginal {:.2}) | load {}{}",
+        s.patients,
+        s.phase,
+        if s.sustained { "ok" } else { "FAIL" },
+        s.inference_lag.at_third,
+        s.inference_lag.at_end,
+        s.storage_lag.at_third,
+        s.storage_lag.at_end,
+        fmt(s.trace_latency_p50_ms),
+        fmt(s.trace_latency_p99_ms),
+        s.vigil_cores_per_patient,
+        s.vigil_rss_mib_per_patient,
+        s.vigil_rss_mib_per_patient_marginal,
+        s.loadavg,
+        if s.reasons.is_empty() {
+            String::new()
+        } else {
+            format!(" | {}", s.reasons.join("; "))
+        }
+    );
+    for p in &s.processes {
+        println!(
+            "       {:<10} {:>5.2} cores  rss avg {:>7.1} MiB  peak {:>7.1} MiB",
+            p.name, p.cores, p.avg_rss_mib, p.peak_rss_mib
+        );
+    }
+}
+
+fn write_config(path: &Path, a: &ConfigValues) -> anyhow::Result<()> {
+    let text = format!(
+        r#"# Written by vigil-loadbench for one run.
+[bus]
+url = "kafka://{kafka}"
+
+[telemetry]
+log_filter = "info"
+
+[models]
+manifest = "{manifest}"
+dir = "{models}"
+
+[inference]
+listen = "{infer}"
+
+[ingest]
+listen = "{ingest}"
+database_url = "{db}"
+# Warm-up streams at 10x real time: 20 chunks/s per device, over the default limit of 20/s.
+rate_limit_per_s = 1000.0
+rate_limit_burst = 2000
+
+[storage]
+database_url = "{db}"
+listen = "{store}"
+
+[dashboard]
+listen = "{dashboard}"
+database_url = "{db}"
+session_key = "{session_key}"
+"#,
+        kafka = a.kafka,
+        manifest = a.manifest.display(),
+        models = a.models.display(),
+        infer = a.infer,
+        ingest = a.ingest,
+        db = a.db,
+        store = a.store,
+        dashboard = a.dashboard,
+        session_key = a.session_key,
+    );
+    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+}
+
+struct ConfigValues {
+    kafka: String,
+    manifest: PathBuf,
+    models: PathBuf,
+    infer: String,
+    ingest: String,
+    store: String,
+    dashboard: String,
+    db: String,
+    session_key: String,
+}
+
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    Ok(if p.is_absolute() {
+        p.to_owned()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let work_dir = tempfile::Builder::new()
+        .prefix("vigil-loadbench-")
+        .tempdir()?;
+    let work = work_dir.path().to_owned();
+    eprintln!("run {run}, work dir {}", work.display());
+    let vigil = absolute(&args.vigil)?;
+    if !vigil.is_file() {
+        bail!(
+            "{} not found: build it with `cargo build --release --workspace --bins`",
+            vigil.display()
+        );
+    }
+
+    // Broker.
+    let mut infra = Vec::new();
+    let kafka = match &args.kafka {
+        Some(k) => k.clone(),
+        None => {
+            let port = services::free_port()?;
+            let tansu = args.tansu.clone().unwrap_or_else(services::default_tansu);
+            let dir = work.join("broker");
+            std::fs::create_dir_all(&dir)?;
+            let mut broker = services::start_broker(&tansu, &dir, port)?;
+            broker.wait_ready(Duration::from_secs(30), false).await?;
+            infra.push(broker);
+            format!("127.0.0.1:{port}")
+        }
+    };
+    // Database.
+    let (db_name, db_url) = match &args.database_url {
+        Some(url) => (None, url.clone()),
+        None => {
+            let (name, url) = services::create_database(&run)?;
+            (Some(name), url)
+        }
+    };
+
+    let result = run_bench(args, run, work.clone(), vigil, kafka, db_url, infra).await;
+    if let Some(name) = db_name {
+        if result.as_ref().is_ok_and(|keep| *keep) {
+            eprintln!("kept database {name}");
+        } else if let Err(e) = services::mysql_root(&format!("DROP DATABASE `{name}`")) {
+            eprintln!("could not drop database {name}: {e:#}");
+        }
+    }
+    match result {
+        Ok(true) => {
+            let kept = work_dir.keep();
+            eprintln!("kept work dir {}", kept.display());
+            Ok(())
+        }
+        Ok(false) => Ok(()),
+        Err(e) => {
+            let kept = work_dir.keep();
+            eprintln!("logs kept in {}", kept.display());
+            Err(e)
+        }
+    }
+}
+
+async fn run_bench(
+    args: Args,
+    run: String,
+    work: PathBuf,
+    vigil: PathBuf,
+    kafka: String,
+    db_url: String,
+    mut infra: Vec<Service>,
+) -> anyhow::Result<bool> {
+    let models = absolute(&args.models_dir)?;
+    let values = ConfigValues {
+        kafka: kafka.clone(),
+        manifest: models.join("manifest.toml"),
+        models: models.clone(),
+        infer: format!("127.0.0.1:{}", services::free_port()?),
+        ingest: format!("127.0.0.1:{}", services::free_port()?),
+        store: format!("127.0.0.1:{}", services::free_port()?),
+        dashboard: format!("127.0.0.1:{}", services::free_port()?),
+        db: db_url.clone(),
+        // A fresh random signing key per run (the dashboard refuses short keys).
+        session_key: format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        ),
+    };
+    let config_path = work.join("vigil.toml");
+    write_config(&config_path, &values)?;
+    let config_arg = config_path.to_string_lossy().into_owned();
+
+    // Topics, schema, devices table, clinician.
+    let status = tokio::process::Command::new(&vigil)
+        .args(["--config", &config_arg, "topics", "create"])
+        .status()
+        .await?;
+    if !status.success() {
+        bail!("vigil topics create failed");
+    }
+    let store = Store::connect(&db_url).await.context("storage schema")?;
+    let directory = SqlDeviceDirectory::connect(&db_url).await?;
+    let password = format!("{}", uuid::Uuid::new_v4().simple());
+    let username = format!("bench-clinician-{run}");
+    let user = store
+        .create_user(&username, &password, Role::Clinician)
+        .await?;
+
+    // Stages.
+    let mut stages = Vec::new();
+    for (name, sub, addr) in [
+        ("ingest", "ingest", &values.ingest),
+        ("infer", "infer", &values.infer),
+        ("store", "store", &values.store),
+        ("dashboard", "dashboard", &values.dashboard),
+    ] {
+        if !args.stages.iter().any(|s| s == name) {
+            continue;
+        }
+        let mut s = Service::spawn(
+            name,
+            &vigil,
+            &["--config", &config_arg, sub],
+            &work,
+            Some(addr.clone()),
+        )?;
+        if let Err(e) = s.wait_ready(Duration::from_secs(120), true).await {
+            s.stop(Duration::from_secs(5)).await;
+            for s in stages {
+                Service::stop(s, Duration::from_secs(10)).await;
+            }
+            return Err(e);
+        }
+        eprintln!("{name} ready on {addr}");
+        stages.push(s);
+    }
+    let mut extra_pids = Vec::new();
+    if let Some(pid) = infra.first().and_then(Service::pid) {
+        extra_pids.push(("broker".to_owned(), pid));
+    }
+    if let Some(pid) = proc_stats::find_by_name("mariadbd") {
+        extra_pids.push(("mariadbd".to_owned(), pid));
+    }
+
+    let bus_config = BusConfig {
+        url: format!("kafka://{kafka}"),
+        ..BusConfig::default()
+    };
+    let bus = Bus::connect(&bus_config).await?;
+    let partitions = bus_config.partitions;
+    let topic = |t: Topic| bus.topic(t);
+    let mut groups = vec![(
+        "vigil-inference",
+        vec![topic(Topic::EegRaw), topic(Topic::HrRaw)],
+    )];
+    if args.stages.iter().any(|s| s == "store") {
+        groups.push((
+            "vigil-storage",
+            vec![
+                topic(Topic::EegRaw),
+                topic(Topic::HrRaw),
+                topic(Topic::EegProb),
+                topic(Topic::Alerts),
+                topic(Topic::Dlq),
+            ],
+        ));
+    }
+    let lag = probes::LagProbe::new(&kafka, &groups, partitions)?;
+    let mut bench = Bench {
+        ticks_per_s: ticks_per_s(),
+        args,
+        run: run.clone(),
+        ingest_addr: values.ingest.clone(),
+        dashboard_addr: values.dashboard.clone(),
+        stages,
+        extra_pids,
+        store,
+        directory,
+        clinician: (user.id, username, password),
+        lag: Arc::new(lag),
+        observed: Arc::new(Observed::default()),
+        idle_rss: 0,
+    };
+    bench.idle_rss = bench.vigil_rss();
+    let outcome = ramp(&bench, bus).await;
+    // Stop the stages cleanly whatever happened.
+    for s in std::mem::take(&mut bench.stages).into_iter().rev() {
+        s.stop(Duration::from_secs(30)).await;
+    }
+    for s in infra.drain(..) {
+        s.stop(Duration::from_secs(10)).await;
+    }
+    bench.directory.close().await;
+    let report = outcome?;
+    std::fs::write(&bench.args.out, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("write {}", bench.args.out.display()))?;
+    eprintln!("wrote {}", bench.args.out.display());
+    Ok(bench.args.keep)
+}
+
+async fn ramp(bench: &Bench, bus: Bus) -> anyhow::Result<serde_json::Value> {
+    let args = &bench.args;
+    // The replay simulator over a real recording: first `channels` signals, resampled, the
+    // recording repeated to 10 min so a burst recurs every 10 min of signal.
+    let path = if args.recording.is_file() || args.recording.is_absolute() {
+        args.recording.clone()
+    } else {
+        vigil_core::datasets::data_dir().join(&args.recording)
+    };
+    let recording = Recording::open(&path)
+        .with_context(|| format!("read {} (run scripts/fetch-data)", path.display()))?;
+    let labels: Vec<String> = recording
+        .signals
+        .iter()
+        .map(|s| s.header.label.clone())
+        .filter(|l| !l.contains("Annotations"))
+        .take(args.channels)
+        .collect();
+    if labels.len() < args.channels {
+        bail!(
+            "{} has {} signals, {} wanted",
+            path.display(),
+            labels.len(),
+            args.channels
+        );
+    }
+    let burst_from = WARMUP_S + args.burst_after_s;
+    let repeat = (600.0 / recording.duration_s()).ceil().max(1.0) as usize;
+    let sim = Arc::new(PatientSimulator::new(
+        &recording,
+        &SimulatorConfig {
+            montage: Montage::Select(labels),
+            rate_hz: Some(args.rate_hz),
+            repeat,
+            bursts: vec![(burst_from, burst_from + args.burst_s)],
+            ..SimulatorConfig::default()
+        },
+    )?);
+    eprintln!(
+        "simulated patient: {} ch @ {} Hz, {:.0} s of signal looped, burst at {burst_from} s",
+        sim.channels().len(),
+        sim.rate_hz(),
+        sim.duration_s()
+    );
+
+    let stop = CancellationToken::new();
+    let running = Arc::new(AtomicUsize::new(0));
+    let alerts = probes::watch_alerts(
+        bus,
+        format!("vigil-loadbench-{}", bench.run),
+        running.clone(),
+        stop.clone(),
+    )
+    .await?;
+    let cookie = probes::login(
+        &bench.dashboard_addr,
+        &bench.clinician.1,
+        &bench.clinician.2,
+    )
+    .await?;
+    let stream_url = format!("ws://{}/v1/stream", bench.ingest_addr);
+    let mut cohorts: Vec<Cohort> = Vec::new();
+    // (patient, onset UTC ns) of every burst in a real-time phase.
+    let mut onsets: Vec<(String, i64)> = Vec::new();
+    let mut steps = Vec::new();
+    let mut live_stop = CancellationToken::new();
+    let mut best: Option<usize> = None;
+    let mut last_n = 0;
+    for &n in &args.patients {
+        if n <= last_n {
+            continue;
+        }
+        eprintln!("--- {n} patients: warming up {} new", n - last_n);
+        let specs = bench.add_patients(last_n, n).await?;
+        let cohort = Cohort::start(
+            sim.clone(),
+            specs,
+            &stream_url,
+            WARMUP_S,
+            args.warmup_speed,
+            bench.observed.clone(),
+        );
+        let mut warmed = cohort.warmed.clone();
+        let size = cohort.patients.len();
+        let warm_limit = Duration::from_secs_f64(WARMUP_S / args.warmup_speed * 4.0 + 120.0);
+        if tokio::time::timeout(warm_limit, warmed.wait_for(|w| *w >= size))
+            .await
+            .is_err()
+        {
+            eprintln!("warm-up of {n} patients did not finish in {warm_limit:?}");
+        }
+        cohorts.push(cohort);
+        last_n = n;
+        running.store(n, Ordering::SeqCst);
+        let limit = n as f64 * RECORDS_PER_PATIENT_S * 2.0;
+        let drain_s = match bench.drain(limit).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{n} patients: {e:#}");
+                steps.push(serde_json::json!({"patients": n, "sustained": false, "reasons": [format!("{e:#}")]}));
+                break;
+            }
+        };
+        // Release the new cohort into real time.
+        if let Some(c) = cohorts.last() {
+            let t1 = Instant::now();
+            let t1_ns = vigil_core::time::now_ns();
+            c.go.send_replace(Some((t1, t1_ns)));
+            for p in &c.patients {
+                for onset_s in load::burst_onsets_s(&sim, p.offset_s, 8.0 * 3600.0) {
+                    if onset_s > WARMUP_S {
+                        onsets.push((
+                            p.patient_id.clone(),
+                            t1_ns + ((onset_s - WARMUP_S) * 1e9) as i64,
+                        ));
+                    }
+                }
+            }
+        }
+        live_stop.cancel();
+        live_stop = stop.child_token();
+        let patients: Vec<String> = cohorts
+            .iter()
+            .flat_map(|c| c.patients.iter().map(|p| p.patient_id.clone()))
+            .collect();
+        probes::live_view(&bench.dashboard_addr, &cookie, &patients, live_stop.clone()).await?;
+        // Let the new streams and the new socket settle before measuring.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let step = bench.measure(n, "ramp", args.measure_s, drain_s).await?;
+        print_step(&step);
+        let ok = step.sustained;
+        steps.push(serde_json::to_value(&step)?);
+        if !ok {
+            break;
+        }
+        best = Some(n);
+    }
+
+    // Final phase: back to the largest sustained load, measured longer; the bursts' alerts
+    // (about 300 s after onset by the model's design) arrive here.
+    let mut final_step = None;
+    if let (Some(n), true) = (best, args.final_s > 0.0) {
+        while cohorts.iter().map(|c| c.patients.len()).sum::<usize>() > n {
+            if let Some(c) = cohorts.pop() {
+                let gone: Vec<String> = c.patients.iter().map(|p| p.patient_id.clone()).collect();
+                onsets.retain(|(p, _)| !gone.contains(p));
+                c.finish().await;
+            }
+        }
+        running.store(n, Ordering::SeqCst);
+        eprintln!("--- final: {n} patients for {} s", args.final_s);
+        let live: Vec<String> = cohorts
+            .iter()
+            .flat_map(|c| c.patients.iter().map(|p| p.patient_id.clone()))
+            .collect();
+        live_stop.cancel();
+        live_stop = stop.child_token();
+        probes::live_view(&bench.dashboard_addr, &cookie, &live, live_stop.clone()).await?;
+        // Dropped cohorts leave a backlog and signal-loss alerts; let that settle.
+        let drain_s = bench
+            .drain(n as f64 * RECORDS_PER_PATIENT_S * 2.0)
+            .await
+            .unwrap_or(f64::NAN);
+        let step = bench.measure(n, "final", args.final_s, drain_s).await?;
+        print_step(&step);
+        final_step = Some(step);
+    }
+    live_stop.cancel();
+    let mut device_results = Vec::new();
+    for c in cohorts {
+        device_results.extend(c.finish().await);
+    }
+    // Give the last alerts a moment to be read.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.cancel();
+
+    let now = vigil_core::time::now_ns();
+    let seen = alerts.lock().map(|a| a.clone()).unwrap_or_default();
+    let mut latencies = Vec::new();
+    // Only bursts old enough to have been alerted by now: final points lag ~270 s by design.
+    let horizon_ns = (ALERT_HORIZON_S * 1e9) as i64;
+    for (patient, onset_ns) in onsets.iter().filter(|(_, t)| *t < now - horizon_ns) {
+        let alert = seen
+            .iter()
+            .filter(|a| &a.patient_id == patient && a.at_ns >= *onset_ns)
+            .min_by_key(|a| a.at_ns);
+        latencies.push(AlertLatency {
+            patient_id: patient.clone(),
+            onset_ns: *onset_ns,
+            alert_ns: alert.map(|a| a.at_ns),
+            latency_s: alert.map(|a| (a.at_ns - onset_ns) as f64 / 1e9),
+            patients_running: alert.map(|a| a.patients_running),
+        });
+    }
+    let mut measured: Vec<f64> = latencies.iter().filter_map(|l| l.latency_s).collect();
+    measured.sort_by(f64::total_cmp);
+    let median = (!measured.is_empty()).then(|| measured[measured.len() / 2]);
+    println!(
+        "onset -> alert: {} of {} bursts (older than {ALERT_HORIZON_S} s at the end) alerted, median {} s (min {}, max {})",
+        measured.len(),
+        latencies.len(),
+        median.map_or("-".into(), |m| format!("{m:.1}")),
+        measured.first().map_or("-".into(), |m| format!("{m:.1}")),
+        measured.last().map_or("-".into(), |m| format!("{m:.1}")),
+    );
+    let refused: u64 = device_results.iter().map(|r| r.rejected).sum();
+    let errors: Vec<&String> = device_results.iter().flat_map(|r| &r.errors).collect();
+    println!(
+        "largest sustained: {} patients; devices: {} EEG chunks, {} HR batches sent, {} refused, {} errors",
+        best.map_or("none".into(), |n| n.to_string()),
+        device_results.iter().map(|r| r.eeg_sent).sum::<u64>(),
+        device_results.iter().map(|r| r.hr_sent).sum::<u64>(),
+        refused,
+        errors.len()
+    );
+    Ok(serde_json::json!({
+        "run": bench.run,
+        "machine": {
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "loadavg_end": loadavg(),
+        },
+        "settings": {
+            "recording": path,
+            "channels": sim.channels(),
+            "rate_hz": sim.rate_hz(),
+            "measure_s": args.measure_s,
+            "warmup_s": WARMUP_S,
+            "warmup_speed": args.warmup_speed,
+            "burst_after_s": args.burst_after_s,
+            "burst_s": args.burst_s,
+            "records_per_patient_s": RECORDS_PER_PATIENT_S,
+        },
+        "largest_sustained_patients": best,
+        "steps": steps,
+        "final": final_step,
+        "onset_to_alert": {
+            "median_s": median,
+            "alerted": measured.len(),
+            "bursts": latencies.len(),
+            "each": latencies,
+        },
+        "devices": {
+            "refused": refused,
+            "errors": errors,
+        },
+    }))
+}

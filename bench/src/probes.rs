@@ -1,0 +1,211 @@
+//! What the benchmark observes from outside the stages: consumer-group lag on the broker, a
+//! logged-in dashboard client, and seizure alerts on `vigil.alerts`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use futures::StreamExt;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use vigil_core::bus::Bus;
+use vigil_core::codec::{self, DecodeLimits};
+use vigil_core::record::{AlertEvent, AlertKind, AlertTransition};
+use vigil_core::CancellationToken;
+
+use crate::services::request;
+
+/// Lag of consumer groups: high watermark minus committed offset, summed over partitions.
+pub struct LagProbe {
+    groups: Vec<(String, Vec<String>, BaseConsumer)>,
+    watermarks: BaseConsumer,
+    partitions: i32,
+}
+
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn consumer(brokers: &str, group: &str) -> anyhow::Result<BaseConsumer> {
+    // Never subscribes: it only reads the group's committed offsets (OffsetFetch), so it does
+    // not join the group or disturb its members.
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?)
+}
+
+impl LagProbe {
+    /// A probe of `groups` (name, full topic names) on `brokers`.
+    pub fn new(
+        brokers: &str,
+        groups: &[(&str, Vec<String>)],
+        partitions: i32,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            groups: groups
+                .iter()
+                .map(|(g, topics)| Ok(((*g).to_owned(), topics.clone(), consumer(brokers, g)?)))
+                .collect::<anyhow::Result<_>>()?,
+            watermarks: consumer(brokers, "vigil-loadbench-watermarks")?,
+            partitions,
+        })
+    }
+
+    /// Current lag per group (blocking: call from a blocking thread).
+    pub fn sample(&self) -> anyhow::Result<Vec<(String, f64)>> {
+        let mut marks: HashMap<(String, i32), (i64, i64)> = HashMap::new();
+        let mut out = Vec::new();
+        for (group, topics, consumer) in &self.groups {
+            let mut tpl = TopicPartitionList::new();
+            for topic in topics {
+                for p in 0..self.partitions {
+                    tpl.add_partition(topic, p);
+                    if !marks.contains_key(&(topic.clone(), p)) {
+                        let m = self
+                            .watermarks
+                            .fetch_watermarks(topic, p, KAFKA_TIMEOUT)
+                            .with_context(|| format!("watermarks of {topic}/{p}"))?;
+                        marks.insert((topic.clone(), p), m);
+                    }
+                }
+            }
+            let committed = consumer
+                .committed_offsets(tpl, KAFKA_TIMEOUT)
+                .with_context(|| format!("committed offsets of {group}"))?;
+            let mut lag = 0i64;
+            for e in committed.elements() {
+                let (low, high) = marks
+                    .get(&(e.topic().to_owned(), e.partition()))
+                    .copied()
+                    .unwrap_or((0, 0));
+                lag += match e.offset() {
+                    Offset::Offset(o) => (high - o).max(0),
+                    // Nothing committed yet: everything retained is unconsumed.
+                    _ => high - low,
+                };
+            }
+            out.push((group.clone(), lag as f64));
+        }
+        Ok(out)
+    }
+}
+
+/// Logs a clinician in; returns the session cookie (`name=value`).
+pub async fn login(addr: &str, username: &str, password: &str) -> anyhow::Result<String> {
+    let body = serde_json::json!({ "username": username, "password": password }).to_string();
+    let (status, headers, body) = request(
+        addr,
+        "POST",
+        "/api/login",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .await?;
+    if status != 200 {
+        bail!(
+            "dashboard login answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let cookie = headers
+        .iter()
+        .find(|(k, _)| k == "set-cookie")
+        .and_then(|(_, v)| v.split(';').next())
+        .context("login set no cookie")?;
+    Ok(cookie.to_owned())
+}
+
+/// A browser-like live view of `patients` (with EEG traces), reading every frame so the
+/// dashboard never drops it as slow. Returns the frame counter; stops on `stop`.
+pub async fn live_view(
+    addr: &str,
+    cookie: &str,
+    patients: &[String],
+    stop: CancellationToken,
+) -> anyhow::Result<Arc<Mutex<u64>>> {
+    let url = format!(
+        "ws://{addr}/api/live?patients={}&traces=true",
+        patients.join(",")
+    );
+    let mut req = url.into_client_request()?;
+    req.headers_mut().insert("Cookie", cookie.parse()?);
+    let (ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .context("dashboard live WebSocket")?;
+    let frames = Arc::new(Mutex::new(0u64));
+    let counter = frames.clone();
+    tokio::spawn(async move {
+        let (_write, mut read) = ws.split();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                msg = read.next() => match msg {
+                    Some(Ok(_)) => {
+                        if let Ok(mut n) = counter.lock() {
+                            *n += 1;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        eprintln!("dashboard live view ended: {e}");
+                        break;
+                    }
+                    None => {
+                        eprintln!("dashboard closed the live view");
+                        break;
+                    }
+                },
+            }
+        }
+    });
+    Ok(frames)
+}
+
+/// A raised seizure alert seen on `vigil.alerts`.
+#[derive(Debug, Clone)]
+pub struct SeenAlert {
+    /// Patient.
+    pub patient_id: String,
+    /// When inference raised it (`AlertEvent.at_ns`), UTC ns.
+    pub at_ns: i64,
+    /// Patients streaming when the benchmark read it.
+    pub patients_running: usize,
+}
+
+/// Reads `vigil.alerts` in its own consumer group and keeps every raised seizure alert.
+pub async fn watch_alerts(
+    bus: Bus,
+    group: String,
+    running: Arc<std::sync::atomic::AtomicUsize>,
+    stop: CancellationToken,
+) -> anyhow::Result<Arc<Mutex<Vec<SeenAlert>>>> {
+    let topic = bus.topic(vigil_core::bus::Topic::Alerts);
+    let mut consumer = bus.subscribe(&group, &[topic]).await?;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let out = seen.clone();
+    tokio::spawn(async move {
+        let limits = DecodeLimits::default();
+        loop {
+            let msg = tokio::select! {
+                _ = stop.cancelled() => break,
+                msg = consumer.recv() => msg,
+            };
+            let Ok(msg) = msg else { continue };
+            if let Ok(event) = codec::decode::<AlertEvent>(&msg.payload, &limits) {
+                if event.kind == AlertKind::Seizure && event.transition == AlertTransition::Raised {
+                    if let Ok(mut seen) = out.lock() {
+                        seen.push(SeenAlert {
+                            patient_id: event.patient_id,
+                            at_ns: event.at_ns,
+                            patients_running: running.load(std::sync::atomic::Ordering::SeqCst),
+                        });
+                    }
+                }
+            }
+            let _ = consumer.ack(&msg);
+        }
+        let _ = consumer.close().await;
+    });
+    Ok(seen)
+}
