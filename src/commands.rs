@@ -13,9 +13,8 @@ use vigil_inference::display::Mains;
 use vigil_inference::model::SeizureModel;
 use vigil_inference::stage::InferenceStage;
 use vigil_inference::windowing::WindowParams;
-use vigil_ingest::{DeviceDirectory, IngestState, NewDevice, SqlDeviceDirectory};
 
-use crate::{Cli, Command, DeviceAction, ModelsAction, TopicsAction};
+use crate::{Cli, Command, DeviceAction, ModelsAction, TopicsAction, UserAction};
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let config = VigilConfig::load(cli.config.as_deref())?;
@@ -59,7 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }),
-        Command::Demo => runtime()?.block_on(demo(config)),
+        Command::Demo => runtime()?.block_on(crate::demo::run(config)),
         Command::Infer => runtime()?.block_on(infer(config)),
         Command::Ingest => runtime()?.block_on(async {
             telemetry::init(&config.telemetry);
@@ -68,6 +67,30 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }),
         Command::Device { action } => runtime()?.block_on(device(&config, action)),
+        Command::Store => runtime()?.block_on(async {
+            telemetry::init(&config.telemetry);
+            let shutdown = vigil_core::shutdown::on_signals();
+            vigil_storage::serve(&config, shutdown).await?;
+            Ok(())
+        }),
+        Command::Migrate { database_url } => runtime()?.block_on(async {
+            let url = database_url.unwrap_or_else(|| config.storage.database_url.clone());
+            let store = vigil_storage::Store::connect_without_migrating(&url).await?;
+            store.migrate().await?;
+            store.close().await;
+            println!("{}: schema up to date", redact_url(&url));
+            Ok(())
+        }),
+        Command::User {
+            action,
+            database_url,
+        } => runtime()?.block_on(async {
+            let url = database_url.unwrap_or_else(|| config.storage.database_url.clone());
+            let store = vigil_storage::Store::connect(&url).await?;
+            let result = user(&store, action).await;
+            store.close().await;
+            result
+        }),
         Command::Replay(args) => runtime()?.block_on(async {
             telemetry::init(&config.telemetry);
             crate::research::replay_command(&config, args).await
@@ -130,6 +153,88 @@ async fn device(config: &VigilConfig, action: DeviceAction) -> anyhow::Result<()
     Ok(result?)
 }
 
+/// `vigil user ...` against the clinical database.
+async fn user(store: &vigil_storage::Store, action: UserAction) -> anyhow::Result<()> {
+    let existing = |username: String| async move {
+        store
+            .user_by_name(&username)
+            .await?
+            .with_context(|| format!("no user {username:?}"))
+    };
+    match action {
+        UserAction::Add {
+            username,
+            role,
+            password_stdin,
+            patient,
+        } => {
+            let role: vigil_storage::Role = role.parse()?;
+            let (password, generated) = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("read the password from stdin")?;
+                (line.trim_end_matches(['\r', '\n']).to_owned(), false)
+            } else {
+                (vigil_storage::auth::new_password(), true)
+            };
+            let created = store.create_user(&username, &password, role).await?;
+            for p in &patient {
+                store.assign(created.id, p).await?;
+            }
+            eprintln!(
+                "created {role} {username}{}",
+                if patient.is_empty() {
+                    String::new()
+                } else {
+                    format!(", assigned {}", patient.join(", "))
+                }
+            );
+            if generated {
+                eprintln!("its password is shown once:");
+                println!("{password}");
+            }
+        }
+        UserAction::Assign { username, patient } => {
+            let user = existing(username).await?;
+            for p in &patient {
+                store.assign(user.id, p).await?;
+            }
+            let all = store.assigned_patients(user.id).await?;
+            println!("{} is assigned: {}", user.username, all.join(", "));
+        }
+        UserAction::Token { username } => {
+            let user = existing(username).await?;
+            let token = store.create_api_token(user.id).await?;
+            eprintln!(
+                "API token for {} (send as Authorization: Bearer ...); shown once:",
+                user.username
+            );
+            println!("{token}");
+        }
+        UserAction::RevokeTokens { username } => {
+            let user = existing(username).await?;
+            let n = store.revoke_api_tokens(user.id).await?;
+            println!("revoked {n} API token(s) of {}", user.username);
+        }
+    }
+    Ok(())
+}
+
+/// The URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -138,7 +243,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Brings the model in if missing and returns its verified path.
-fn fetch_model(
+pub(crate) fn fetch_model(
     config: &VigilConfig,
     id: Option<&str>,
     origin: &PackageOrigin,
@@ -165,7 +270,9 @@ fn fetch_model(
 }
 
 /// Loads the verified model for the inference stage (refuses unverified weights).
-async fn load_model(config: &VigilConfig) -> anyhow::Result<(Arc<SeizureModel>, ModelRef)> {
+pub(crate) async fn load_model(
+    config: &VigilConfig,
+) -> anyhow::Result<(Arc<SeizureModel>, ModelRef)> {
     let manifest = ModelManifest::load(&config.models.manifest)?;
     let entry = manifest.model(Some(&config.inference.model_id))?.clone();
     let path = entry.verify(&config.models.dir)?;
@@ -181,7 +288,7 @@ async fn load_model(config: &VigilConfig) -> anyhow::Result<(Arc<SeizureModel>, 
     ))
 }
 
-fn inference_stage(
+pub(crate) fn inference_stage(
     config: &VigilConfig,
     bus: Bus,
     model: Arc<SeizureModel>,
@@ -260,125 +367,5 @@ async fn infer(config: VigilConfig) -> anyhow::Result<()> {
         .run(shutdown)
         .await?;
     tracing::info!("inference stopped");
-    Ok(())
-}
-
-/// `vigil demo`: the built stages in one process on the embedded bus: simulated devices stream
-/// through the ingest gateway into inference, and probabilities are printed as they become
-/// final.
-async fn demo(mut config: VigilConfig) -> anyhow::Result<()> {
-    telemetry::init(&config.telemetry);
-    if !config.bus.url.starts_with("memory://") {
-        tracing::info!(url = %config.bus.url, "demo runs on the embedded bus; ignoring bus.url");
-        config.bus.url = "memory://demo".into();
-    }
-    let shutdown = vigil_core::shutdown::on_signals();
-
-    let origin = PackageOrigin::Pip {
-        python: std::env::var("VIGIL_PYTHON").unwrap_or_else(|_| "python3".into()),
-    };
-    let cfg = config.clone();
-    tokio::task::spawn_blocking(move || fetch_model(&cfg, Some(&cfg.inference.model_id), &origin))
-        .await
-        .context("model fetch task")??;
-    let (model, model_ref) = load_model(&config).await?;
-
-    let bus = Bus::connect(&config.bus).await?;
-    bus.create_vigil_topics().await?;
-
-    // A throwaway device directory with one registered headset per simulated patient.
-    let scratch = tempfile::tempdir().context("demo scratch directory")?;
-    let db = format!(
-        "sqlite://{}?mode=rwc",
-        scratch.path().join("devices.db").display()
-    );
-    let directory = SqlDeviceDirectory::connect(&db).await?;
-    let mut tokens = Vec::new();
-    for p in 0..config.demo.patients {
-        let (patient_id, device_id) = crate::demo::patient_ids(p);
-        let token = directory
-            .register(&NewDevice {
-                device_id,
-                patient_id,
-                sample_rate_hz: Some(256.0),
-                channels: Some(crate::demo::channels()),
-            })
-            .await?;
-        tokens.push(token.expose().to_owned());
-    }
-    // A device for the person running the demo, so their own records do not disturb the
-    // simulated patients' streams.
-    let your_token = directory
-        .register(&NewDevice {
-            device_id: "your-headset".into(),
-            patient_id: "your-patient".into(),
-            sample_rate_hz: None,
-            channels: None,
-        })
-        .await?;
-    let gateway = IngestState::new(
-        bus.clone(),
-        Arc::new(directory),
-        &config.ingest,
-        std::time::Duration::from_millis(config.bus.publish_timeout_ms),
-    );
-    let readiness = gateway.readiness().clone();
-    readiness.set(
-        "model",
-        true,
-        format!("{} sha256 {}", model_ref.id, model_ref.sha256),
-    );
-    gateway.probe_bus().await;
-    let probe = gateway.spawn_bus_probe(std::time::Duration::from_secs(1), shutdown.clone());
-    let listener = tokio::net::TcpListener::bind(config.demo.listen)
-        .await
-        .with_context(|| format!("bind {}", config.demo.listen))?;
-    let addr = listener.local_addr()?;
-    // The gateway stops after the simulated devices have closed, so their last frames are
-    // acknowledged instead of timing out.
-    let gateway_stop = CancellationToken::new();
-    let server = {
-        let stop = gateway_stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, vigil_ingest::app(gateway))
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        })
-    };
-
-    println!("Vigil demo on http://{addr}  (device API /v1/eeg /v1/hr /v1/stream, /openapi.json, /healthz /readyz /metrics; Ctrl-C to stop)");
-    println!(
-        "Running: {} simulated headsets (synthetic EEG; patient 1 has seizure-like bursts) at {}x -> ingest -> inference (model {}).",
-        config.demo.patients, config.demo.speed, model_ref.id
-    );
-    println!("Send your own EEG chunk (device your-headset, patient your-patient):");
-    println!(
-        "  curl -X POST http://{addr}/v1/eeg -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \\\n    -d '{{\"patient_id\":\"your-patient\",\"device_id\":\"your-headset\",\"stream_id\":\"{}\",\"seq\":0,\"start_ns\":{},\"sample_rate_hz\":256,\"channels\":[\"Cz\"],\"samples\":[[1.5,null,-2.0]]}}'",
-        your_token.expose(),
-        uuid::Uuid::new_v4(),
-        vigil_core::time::now_ns()
-    );
-    println!("The model needs 300 s of signal, and a point is final 270 s later: first lines appear after ~{:.0} s.", 330.0 / config.demo.speed);
-    println!(
-        "Not yet built: alerts on the dashboard, storage, the dashboard, replay of recordings."
-    );
-
-    let stage = inference_stage(&config, bus.clone(), model, model_ref, readiness)?;
-    let stage = tokio::spawn(stage.run(shutdown.clone()));
-    let feeder = tokio::spawn(crate::demo::feed_patients(
-        format!("ws://{addr}/v1/stream"),
-        tokens,
-        config.demo.speed,
-        shutdown.clone(),
-    ));
-    let printer = tokio::spawn(crate::demo::print_probabilities(bus, shutdown.clone()));
-    shutdown.cancelled().await;
-    feeder.await.context("demo feeder")?;
-    gateway_stop.cancel();
-    printer.await.context("demo printer")??;
-    stage.await.context("inference stage")??;
-    server.await.context("gateway")?.context("gateway server")?;
-    probe.abort();
-    tracing::info!("demo stopped");
     Ok(())
 }

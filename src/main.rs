@@ -43,6 +43,24 @@ enum Command {
     /// Run the clinician dashboard (web page, live WebSocket, alert acknowledgement) on
     /// `dashboard.listen`.
     Dashboard,
+    /// Run the storage stage: raw, probability and alert topics into the clinical database
+    /// (`storage.database_url`), the Parquet archive, and the history + FHIR API on
+    /// `storage.listen`.
+    Store,
+    /// Apply the clinical database's schema migrations (`storage.database_url`) and exit.
+    Migrate {
+        /// Database to migrate instead of `storage.database_url`.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// Clinical users (dashboard logins, history API tokens) and their patient assignments.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+        /// Clinical database instead of `storage.database_url`.
+        #[arg(long, global = true)]
+        database_url: Option<String>,
+    },
     /// Device directory: register a device (prints its token once) or revoke it.
     Device {
         #[command(subcommand)]
@@ -178,6 +196,46 @@ enum DeviceAction {
         /// Device id.
         #[arg(long)]
         device_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// Create a user. Prints a generated password once unless --password-stdin gives one.
+    Add {
+        /// Login name (1-64 chars of A-Z a-z 0-9 . _ : - @).
+        #[arg(long)]
+        username: String,
+        /// clinician (sees assigned patients), researcher or admin (see every patient).
+        #[arg(long, default_value = "clinician")]
+        role: String,
+        /// Read the password from the first line of stdin (at least 10 characters).
+        #[arg(long)]
+        password_stdin: bool,
+        /// Patients to assign right away (repeatable or comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        patient: Vec<String>,
+    },
+    /// Assign patients to a user (assigning twice is harmless).
+    Assign {
+        /// Login name.
+        #[arg(long)]
+        username: String,
+        /// Patient ids (repeatable or comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        patient: Vec<String>,
+    },
+    /// Issue a bearer token for the history API; printed once.
+    Token {
+        /// Login name.
+        #[arg(long)]
+        username: String,
+    },
+    /// Revoke every API token of a user.
+    RevokeTokens {
+        /// Login name.
+        #[arg(long)]
+        username: String,
     },
 }
 

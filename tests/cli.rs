@@ -1,8 +1,11 @@
 //! The `vigil` binary as a user runs it: configuration layers, clear errors, and `demo`
 //! serving its endpoints then stopping cleanly on SIGTERM.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+mod common;
+
+use common::{http, http_get};
+
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -69,32 +72,42 @@ fn verify_without_fetched_model_says_how_to_fix_it() {
     assert!(err.contains("run `vigil models fetch`"), "{err}");
 }
 
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    (status, response)
+/// The line after `prefix` in the demo's banner, trimmed.
+fn banner_value<'a>(banner: &'a [String], prefix: &str) -> &'a str {
+    banner
+        .iter()
+        .find_map(|l| l.trim_start().strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} in the banner: {banner:#?}"))
+        .trim()
 }
 
+/// Polls `GET path` with `token` until the body contains `needle`.
+fn wait_for_body(addr: &str, path: &str, token: &str, needle: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, body) = http_get(addr, path, Some(token));
+        if status == 200 && body.contains(needle) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path}: no {needle:?} in time; last answer {status}: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `vigil demo` as a newcomer runs it: every stage in one process, the banner's dashboard
+/// login works, the simulated patients' EEG and heart rate reach storage through ingest,
+/// and SIGTERM stops it cleanly.
 #[test]
-fn demo_serves_ops_endpoints_and_stops_on_sigterm() {
+fn demo_runs_every_stage_and_stops_on_sigterm() {
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let mut child = vigil()
         .arg("demo")
         .env("VIGIL__DEMO__LISTEN", "127.0.0.1:0")
+        .env("VIGIL__DASHBOARD__LISTEN", "127.0.0.1:0")
+        .env("VIGIL__STORAGE__LISTEN", "127.0.0.1:0")
         .env("VIGIL__MODELS__DIR", &models)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -110,29 +123,81 @@ fn demo_serves_ops_endpoints_and_stops_on_sigterm() {
             break rest.split_whitespace().next().expect("addr").to_owned();
         }
     };
-    let (status, body) = http_get(&addr, "/healthz");
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = http_get(&addr, "/readyz");
+    let banner: Vec<String> = lines
+        .by_ref()
+        .take(5)
+        .map(|l| l.expect("banner line"))
+        .collect();
+    // Keep draining stdout so the demo never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let dashboard = banner_value(&banner, "Dashboard")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let password = banner_value(&banner, "log in as demo /").to_owned();
+    let history = banner_value(&banner, "History API");
+    let (history, token) = {
+        let addr = history
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .expect("history addr");
+        let token = history
+            .split("Bearer ")
+            .nth(1)
+            .expect("token")
+            .trim_end_matches(')');
+        (addr.to_owned(), token.to_owned())
+    };
+
+    let (status, body) = http_get(&addr, "/readyz", None);
     assert_eq!(status, 200, "model and bus checks pass: {body}");
     assert!(
         body.contains("\"model\"") && body.contains("\"bus\""),
         "{body}"
     );
-    let (status, _) = http_get(&addr, "/metrics");
-    assert_eq!(status, 200);
+    for (server, what) in [
+        (&addr, "ingest"),
+        (&dashboard, "dashboard"),
+        (&history, "storage"),
+    ] {
+        let (status, body) = http_get(server, "/metrics", None);
+        assert_eq!(status, 200, "{what} /metrics: {body}");
+    }
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "demo did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
+    // The printed login works on the dashboard; a wrong password does not.
+    let login = |password: &str| {
+        http(
+            &dashboard,
+            "POST",
+            "/api/login",
+            &[("Content-Type", "application/json")],
+            &format!(r#"{{"username":"demo","password":"{password}"}}"#),
+        )
     };
+    let (status, body) = login(&password);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.to_ascii_lowercase().contains("set-cookie:"), "{body}");
+    let (status, _) = login("not-the-password");
+    assert_eq!(status, 401);
+
+    // Samples sent through ingest are stored, with the demo user's token.
+    let eeg = wait_for_body(
+        &history,
+        "/v1/patients/demo-patient-1/eeg?limit=1",
+        &token,
+        "\"patient_id\":\"demo-patient-1\"",
+        Duration::from_secs(60),
+    );
+    assert!(eeg.contains("\"sample_rate_hz\":256"), "{eeg}");
+    wait_for_body(
+        &history,
+        "/v1/patients/demo-patient-2/hr?limit=5",
+        &token,
+        "\"bpm\"",
+        Duration::from_secs(60),
+    );
+
+    let status = common::terminate(&mut child, Duration::from_secs(60));
     assert!(status.success(), "clean exit after SIGTERM: {status}");
 }

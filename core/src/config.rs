@@ -373,13 +373,18 @@ impl Default for ModelsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DemoConfig {
-    /// Address of the demo's HTTP endpoints.
+    /// Address of the demo's device API (the ingest gateway) and its ops endpoints. The
+    /// dashboard listens on `dashboard.listen`, the history API on `storage.listen`.
     pub listen: SocketAddr,
-    /// Simulated patients (synthetic EEG; the first has seizure-like bursts).
+    /// Simulated patients. Each replays `recording` (real EEG) with its own synthetic
+    /// seizure-like bursts (every third patient has none) and a synthetic heart rate.
     pub patients: usize,
     /// Replay speed: 1.0 = real time. The model needs 300 s of signal before its first
     /// output, so the default shows results within about a minute.
     pub speed: f64,
+    /// The EDF recording the patients replay, relative to the data dir of
+    /// `scripts/fetch-data` (fetched on first run when missing) or absolute.
+    pub recording: PathBuf,
 }
 
 impl Default for DemoConfig {
@@ -388,6 +393,7 @@ impl Default for DemoConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             patients: 3,
             speed: 10.0,
+            recording: PathBuf::from("edfjs/sample.edf"),
         }
     }
 }

@@ -60,6 +60,14 @@ pub fn new_api_token() -> String {
     format!("{USER_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// A new random password for `vigil user add` when the operator gives none: 18 random bytes
+/// (144 bits), base64url, so it can be typed and pasted without quoting.
+pub fn new_password() -> String {
+    let mut bytes = [0u8; 18];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// Lowercase hex SHA-256 of a token, as stored in `api_tokens.token_sha256`.
 pub fn token_sha256(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
@@ -96,6 +104,17 @@ pub fn check_password(password: &str) -> Result<(), StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_passwords_are_accepted_and_distinct() {
+        let (a, b) = (new_password(), new_password());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 24);
+        check_password(&a).expect("a generated password passes the policy");
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    }
 
     #[test]
     fn argon2id_hash_verifies_only_the_right_password() {

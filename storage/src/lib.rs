@@ -30,10 +30,12 @@ pub mod error;
 pub mod events;
 pub mod fhir;
 pub mod retention;
+pub mod server;
 pub mod store;
 pub mod types;
 
 pub use error::StorageError;
+pub use server::{serve, ServeError};
 pub use store::{Dialect, Store};
 pub use types::{
     AlertHistory, ArchiveKind, ArchivePart, AuditEntry, AuditRecord, HistoryQuery, HrSample, Page,

@@ -153,12 +153,20 @@ fn statement_groups<T>(rows: &[T], bytes: impl Fn(&T) -> usize) -> Vec<&[T]> {
 struct EmbeddedSchema(Dialect);
 
 /// `(version, description, SQLite text, MySQL text)` of every migration, oldest first.
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "schema",
-    include_str!("../migrations/sqlite/0001_schema.sql"),
-    include_str!("../migrations/mysql/0001_schema.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "schema",
+        include_str!("../migrations/sqlite/0001_schema.sql"),
+        include_str!("../migrations/mysql/0001_schema.sql"),
+    ),
+    (
+        2,
+        "alert hr evidence",
+        include_str!("../migrations/sqlite/0002_alert_hr_evidence.sql"),
+        include_str!("../migrations/mysql/0002_alert_hr_evidence.sql"),
+    ),
+];
 
 impl<'s> MigrationSource<'s> for EmbeddedSchema {
     fn resolve(
@@ -556,6 +564,9 @@ struct AlertEventRowOut {
     p: Option<f32>,
     burden: Option<f32>,
     bpm: Option<f32>,
+    baseline_bpm: Option<f32>,
+    hr_rise_bpm: Option<f32>,
+    rmssd_ms: Option<f32>,
 }
 
 impl AlertEventRowOut {
@@ -576,9 +587,9 @@ impl AlertEventRowOut {
                 p: self.p,
                 burden: self.burden,
                 bpm: self.bpm,
-                // Not persisted yet (known gap, see docs/STORAGE.md): the heart-rate
-                // evidence fields added to AlertEvidence in the same release.
-                ..AlertEvidence::default()
+                baseline_bpm: self.baseline_bpm,
+                hr_rise_bpm: self.hr_rise_bpm,
+                rmssd_ms: self.rmssd_ms,
             },
         })
     }
@@ -1215,7 +1226,8 @@ impl Store {
             insert_rows!(
                 tx,
                 "INSERT INTO alert_events (alert_id, patient_id, kind, transition, onset_ns, \
-                 at_ns, by_user, p, burden, bpm, stored_ns) ",
+                 at_ns, by_user, p, burden, bpm, baseline_bpm, hr_rise_bpm, rmssd_ms, \
+                 stored_ns) ",
                 &alert_rows,
                 |_| 0,
                 &ignore_id,
@@ -1230,6 +1242,9 @@ impl Store {
                         .push_bind(e.evidence.p)
                         .push_bind(e.evidence.burden)
                         .push_bind(e.evidence.bpm)
+                        .push_bind(e.evidence.baseline_bpm)
+                        .push_bind(e.evidence.hr_rise_bpm)
+                        .push_bind(e.evidence.rmssd_ms)
                         .push_bind(now);
                 }
             );
@@ -1408,7 +1423,8 @@ impl Store {
             let event_rows: Vec<AlertEventRowOut> = on_pool!(&self.pool, |p| {
                 let mut qb = QueryBuilder::new(
                     "SELECT id, alert_id, patient_id, kind, transition, onset_ns, at_ns, \
-                     by_user, p, burden, bpm FROM alert_events WHERE alert_id IN (",
+                     by_user, p, burden, bpm, baseline_bpm, hr_rise_bpm, rmssd_ms \
+                     FROM alert_events WHERE alert_id IN (",
                 );
                 let mut list = qb.separated(", ");
                 for id in &ids {
@@ -1641,5 +1657,26 @@ mod tests {
         assert!(recs[0].channel_p[1][0].is_nan());
         assert_eq!(recs[0].channel_p[0], vec![0.5, 0.5]);
         assert_eq!(recs[1].start_ns, 3000);
+    }
+
+    #[test]
+    fn every_migration_file_is_embedded_in_order() {
+        for dialect in ["sqlite", "mysql"] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(dialect);
+            let mut files: Vec<String> = std::fs::read_dir(&dir)
+                .expect("migrations dir")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            files.sort();
+            assert_eq!(files.len(), MIGRATIONS.len(), "{dialect}: {files:?}");
+            for (file, (version, ..)) in files.iter().zip(MIGRATIONS) {
+                assert!(
+                    file.starts_with(&format!("{version:04}_")),
+                    "{dialect}: {file} is not migration {version}"
+                );
+            }
+        }
     }
 }

@@ -224,7 +224,11 @@ pub fn alert(
             p: Some(0.5 + at_s as f32 / 1000.0),
             burden: None,
             bpm: Some(120.0),
-            ..AlertEvidence::default()
+            // Ictal-tachycardia evidence on seizure alerts, as the inference stage attaches
+            // it: stored and read back with the event.
+            baseline_bpm: (kind == AlertKind::Seizure).then_some(84.5),
+            hr_rise_bpm: (kind == AlertKind::Seizure).then_some(35.5),
+            rmssd_ms: (kind == AlertKind::Seizure).then_some(41.25),
         },
     }
 }
