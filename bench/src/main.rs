@@ -1,6 +1,6 @@
 //! `vigil-loadbench`: the end-to-end load benchmark (see the crate documentation in lib.rs and
 //! bench/README.md). A manual command: it starts a broker, a database and four Vigil
-//! processes, and takes about 20-30 minutes.
+//! processes, and takes about 15-25 minutes.
 
 mod load;
 mod probes;

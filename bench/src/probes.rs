@@ -1,6 +1,7 @@
 //! What the benchmark observes from outside the stages: consumer-group lag on the broker, a
 //! logged-in dashboard client, and seizure alerts on `vigil.alerts`.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -62,12 +63,12 @@ impl LagProbe {
             for topic in topics {
                 for p in 0..self.partitions {
                     tpl.add_partition(topic, p);
-                    if !marks.contains_key(&(topic.clone(), p)) {
-                        let m = self
-                            .watermarks
-                            .fetch_watermarks(topic, p, KAFKA_TIMEOUT)
-                            .with_context(|| format!("watermarks of {topic}/{p}"))?;
-                        marks.insert((topic.clone(), p), m);
+                    if let Entry::Vacant(slot) = marks.entry((topic.clone(), p)) {
+                        slot.insert(
+                            self.watermarks
+                                .fetch_watermarks(topic, p, KAFKA_TIMEOUT)
+                                .with_context(|| format!("watermarks of {topic}/{p}"))?,
+                        );
                     }
                 }
             }
