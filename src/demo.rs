@@ -153,6 +153,9 @@ pub async fn run(mut config: VigilConfig) -> anyhow::Result<()> {
         .ingest
         .rate_limit_burst
         .max((2.0 * frames_per_s).ceil() as u32);
+    // The simulated devices' times are simulation time (k x faster than the wall clock): keep
+    // them, or the gateway's clock correction would squeeze the heart rate onto receipt times.
+    config.ingest.correct_device_clock = false;
     let shutdown = vigil_core::shutdown::on_signals();
 
     let origin = PackageOrigin::Pip {

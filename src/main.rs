@@ -98,7 +98,9 @@ struct SignalArgs {
 
 #[derive(Debug, clap::Args)]
 struct ReplayArgs {
-    /// EDF/EDF+/BDF file (absolute, or relative to the scripts/fetch-data dir).
+    /// EDF/EDF+/BDF file (absolute, or relative to the scripts/fetch-data dir), or EEG from
+    /// the Parquet archive of `vigil store`: a `.parquet` file or a directory such as
+    /// `<archive_dir>/kind=eeg/patient=<id>`.
     #[arg(long)]
     recording: PathBuf,
     #[command(flatten)]

@@ -26,9 +26,10 @@ use vigil_replay::{
 
 use crate::{EvalArgs, ReplayArgs, SignalArgs};
 
-/// A path as given, or relative to the data dir of `scripts/fetch-data` when it is not a file.
+/// A path as given, or relative to the data dir of `scripts/fetch-data` when nothing is
+/// there (a directory is a Parquet archive of `vigil store`).
 fn data_path(path: &Path) -> PathBuf {
-    if path.is_file() || path.is_absolute() {
+    if path.exists() || path.is_absolute() {
         path.to_owned()
     } else {
         datasets::data_dir().join(path)

@@ -419,6 +419,11 @@ pub struct IngestConfig {
     pub auth_cache_ttl_ms: u64,
     /// Sliding window of the per-stream device clock offset estimate, in ms.
     pub clock_window_ms: u64,
+    /// Shift record times by the estimated device clock offset (docs/INGEST.md). Turn it off
+    /// only for devices that replay recorded signal faster than real time (`vigil demo`,
+    /// `vigil replay --speed k`, load tests): their times are simulation time, which the
+    /// correction would squeeze onto the wall clock.
+    pub correct_device_clock: bool,
     /// Interval of the background bus probe behind `/readyz`, in ms.
     pub probe_interval_ms: u64,
     /// `Retry-After` sent with 503 when the bus does not acknowledge, in seconds.
@@ -436,6 +441,7 @@ impl Default for IngestConfig {
             max_streams: 10_000,
             auth_cache_ttl_ms: 5_000,
             clock_window_ms: 120_000,
+            correct_device_clock: true,
             probe_interval_ms: 5_000,
             retry_after_s: 2,
         }

@@ -6,69 +6,29 @@
 //   VIGIL_E2E_FEED=target/debug/examples/e2e_feed node dashboard/e2e/dashboard.e2e.mjs
 //
 // Screenshots go to VIGIL_E2E_ARTIFACTS (default target/e2e/).
-import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { createInterface } from "node:readline";
-import { chromium } from "playwright-core";
+import { check, launchBrowser, log, logIn, run, startProcess } from "./harness.mjs";
 
 const ROOT = resolve(new URL("../..", import.meta.url).pathname);
 const FEED = process.env.VIGIL_E2E_FEED || join(ROOT, "target/debug/examples/e2e_feed");
 const ARTIFACTS = process.env.VIGIL_E2E_ARTIFACTS || join(ROOT, "target/e2e");
-const CHROMIUM = process.env.VIGIL_CHROMIUM || "/usr/bin/chromium";
 const USER = "alice", PASSWORD = "correct horse battery staple";
 const P1 = "e2e-patient-1", P2 = "e2e-patient-2";
 
-const started = Date.now();
-const log = (msg) => console.log(`[e2e ${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
-function check(cond, msg) { if (!cond) throw new Error(`check failed: ${msg}`); log(`ok: ${msg}`); }
-
-function startFeed() {
-  const child = spawn(FEED, [], { stdio: ["pipe", "pipe", "inherit"] });
-  const lines = [];
-  const waiters = [];
-  createInterface({ input: child.stdout }).on("line", (line) => {
-    lines.push(line);
-    for (const w of [...waiters]) if (w.re.test(line)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(line); }
-  });
-  const waitLine = (re, ms = 30000) => new Promise((res, rej) => {
-    const hit = lines.find((l) => re.test(l));
-    if (hit) return res(hit);
-    const w = { re, resolve: res };
-    waiters.push(w);
-    setTimeout(() => rej(new Error(`feed printed no line matching ${re} in ${ms} ms`)), ms);
-  });
-  child.on("exit", (code) => { if (code) log(`feed exited with ${code}`); });
-  return { child, waitLine };
-}
-
 async function main() {
   mkdirSync(ARTIFACTS, { recursive: true });
-  const feed = startFeed();
-  const profile = mkdtempSync(join(tmpdir(), "vigil-e2e-chromium-"));
-  let context;
+  const feed = startProcess(FEED);
+  let browser;
   try {
     const url = (await feed.waitLine(/^VIGIL_E2E_URL=/)).split("=")[1];
     log(`dashboard at ${url}`);
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-      viewport: { width: 1280, height: 900 },
-    });
-    const page = context.pages()[0] || await context.newPage();
-    const problems = [];
-    page.on("console", (m) => { if (m.type() === "error") problems.push(`console: ${m.text()}`); });
-    page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+    browser = await launchBrowser();
+    const { context, page, problems } = browser;
 
     await page.goto(url);
-    await page.waitForSelector("#login-form", { state: "visible" });
     // Wrong password first: the page says so and stays on the login form.
-    await page.fill("input[name=username]", USER);
-    await page.fill("input[name=password]", "wrong");
-    await page.click("#login-form button[type=submit]");
+    await logIn(page, USER, "wrong");
     await page.waitForFunction(() => document.getElementById("login-error").textContent.length > 0);
     check(/wrong password/.test(await page.textContent("#login-error")), "wrong password refused");
     problems.length = 0; // the 401 of that attempt is logged by the browser as an error
@@ -148,11 +108,10 @@ async function main() {
     }
     log(`screenshots in ${ARTIFACTS}`);
   } finally {
-    if (context) await context.close();
+    if (browser) await browser.close();
     feed.child.stdin.end();
     feed.child.kill("SIGTERM");
-    rmSync(profile, { recursive: true, force: true });
   }
 }
 
-main().then(() => { log("PASS"); process.exit(0); }, (err) => { console.error(err); log("FAIL"); process.exit(1); });
+run(main);

@@ -81,6 +81,7 @@ struct Inner {
     publish_timeout: Duration,
     retry_after: Duration,
     max_body_bytes: usize,
+    correct_device_clock: bool,
 }
 
 /// Shared state of the gateway (cheap to clone).
@@ -125,6 +126,7 @@ impl IngestState {
                 publish_timeout,
                 retry_after: Duration::from_secs(config.retry_after_s.max(1)),
                 max_body_bytes,
+                correct_device_clock: config.correct_device_clock,
             }),
         }
     }

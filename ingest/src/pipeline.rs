@@ -246,7 +246,11 @@ impl IngestState {
         };
 
         let received_ns = vigil_core::time::now_ns();
-        let offset = state.clock.observe(received_ns, record.device_end_ns());
+        let offset = if self.inner.correct_device_clock {
+            state.clock.observe(received_ns, record.device_end_ns())
+        } else {
+            0
+        };
         record.apply_clock(offset, received_ns);
 
         let started = Instant::now();

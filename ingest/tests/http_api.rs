@@ -485,6 +485,41 @@ async fn device_clock_offset_is_corrected_before_producing() {
     );
 }
 
+#[tokio::test]
+async fn device_time_is_kept_when_clock_correction_is_off() {
+    // A replay 30x faster than real time: device time runs ahead of the wall clock, and
+    // must reach inference as simulation time, not squeezed onto receipt times.
+    let h = harness_with(
+        memory_bus(),
+        true,
+        IngestConfig {
+            correct_device_clock: false,
+            ..test_ingest_config()
+        },
+    )
+    .await;
+    let mut consumer = eeg_consumer(&h.bus).await;
+    let stream = Uuid::new_v4();
+    let start = now_ns();
+    for seq in 0..3 {
+        ack(&post_json(
+            &h,
+            &chunk_at(stream, seq, start + seq as i64 * 30_000_000_000),
+        )
+        .await);
+    }
+    let produced = drain_eeg(&mut consumer, Duration::from_millis(300)).await;
+    assert_eq!(produced.len(), 3);
+    for (seq, c) in produced.iter().enumerate() {
+        assert_eq!(
+            c.start_ns,
+            start + seq as i64 * 30_000_000_000,
+            "device time kept"
+        );
+        assert!(c.received_ns >= start, "receipt time still set");
+    }
+}
+
 async fn get(router: &Router, path: &str) -> String {
     let response = router
         .clone()

@@ -76,6 +76,14 @@ pub enum EdfError {
         /// What is wrong.
         problem: String,
     },
+    /// A Vigil archive file that cannot be replayed as one EEG recording.
+    #[error("archive {path}: {problem}")]
+    Archive {
+        /// File or directory.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 /// Which variant of the format.
@@ -94,6 +102,9 @@ pub enum EdfVariant {
         /// `BDF+C` (true) or `BDF+D`.
         continuous: bool,
     },
+    /// Not a file variant: EEG read from Vigil's Parquet research archive
+    /// ([`crate::archive`]), f32 microvolts with NaN for gaps, in one continuous record.
+    VigilArchive,
 }
 
 impl EdfVariant {
@@ -565,9 +576,13 @@ fn parse_tals(bytes: &[u8], record: usize) -> Result<Vec<Tal>, EdfError> {
 }
 
 impl Recording {
-    /// Reads and checks a whole file.
+    /// Reads and checks a whole file. A `.parquet` file or a directory is read as EEG from
+    /// Vigil's research archive instead ([`crate::archive::read_eeg`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, EdfError> {
         let path = path.as_ref();
+        if path.is_dir() || path.extension().is_some_and(|e| e == "parquet") {
+            return crate::archive::read_eeg(path);
+        }
         let io = |source| EdfError::Io {
             path: path.display().to_string(),
             source,

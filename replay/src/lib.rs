@@ -4,6 +4,8 @@
 //!
 //! - [`edf`]: a checked, read-only EDF / EDF+ / BDF reader ([`Recording::open`]): header,
 //!   physical samples, EDF+ annotations, discontinuous records as NaN gaps;
+//! - [`archive`]: EEG from Vigil's own Parquet research archive as a [`Recording`] (gaps as
+//!   NaN), so archived sessions replay like files;
 //! - [`annotations`]: seizure annotations from EDF+, CHB-MIT summaries, TUH `.csv_bi` and
 //!   BIDS `events.tsv` as one [`SeizureEvent`] list per recording;
 //! - [`resample`]: anti-aliased rational resampling (Kaiser-windowed polyphase FIR, the
@@ -22,6 +24,7 @@
 //! on injected synthetic bursts, which says nothing about clinical performance.
 
 pub mod annotations;
+pub mod archive;
 pub mod edf;
 pub mod eval;
 pub mod plot;

@@ -1,0 +1,74 @@
+// Shared by the browser tests: logging/checks, a child process whose stdout lines can be
+// awaited, and Debian's Chromium (never a downloaded browser) via playwright-core.
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+const CHROMIUM = process.env.VIGIL_CHROMIUM || "/usr/bin/chromium";
+const started = Date.now();
+
+export const log = (msg) => console.log(`[e2e ${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
+
+export function check(cond, msg) {
+  if (!cond) throw new Error(`check failed: ${msg}`);
+  log(`ok: ${msg}`);
+}
+
+// Spawns `cmd` and collects its stdout lines; `waitLine(re, ms)` resolves with the first line
+// (already printed or still to come) matching `re`.
+export function startProcess(cmd, args = [], env = {}) {
+  const child = spawn(cmd, args, { stdio: ["pipe", "pipe", "inherit"], env: { ...process.env, ...env } });
+  const lines = [];
+  const waiters = [];
+  createInterface({ input: child.stdout }).on("line", (line) => {
+    lines.push(line);
+    for (const w of [...waiters]) if (w.re.test(line)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(line); }
+  });
+  const waitLine = (re, ms = 30000) => new Promise((res, rej) => {
+    const hit = lines.find((l) => re.test(l));
+    if (hit) return res(hit);
+    const w = { re, resolve: res };
+    waiters.push(w);
+    setTimeout(() => rej(new Error(`${cmd} printed no line matching ${re} in ${ms} ms`)), ms);
+  });
+  child.on("exit", (code, signal) => { if (code) log(`${cmd} exited with ${code ?? signal}`); });
+  return { child, lines, waitLine };
+}
+
+// A headless Chromium with a throwaway profile; `close()` removes the profile.
+export async function launchBrowser() {
+  const profile = mkdtempSync(join(tmpdir(), "vigil-e2e-chromium-"));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    viewport: { width: 1280, height: 900 },
+  });
+  const page = context.pages()[0] || await context.newPage();
+  const problems = [];
+  page.on("console", (m) => { if (m.type() === "error") problems.push(`console: ${m.text()}`); });
+  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  // The console's "Failed to load resource" lines carry no URL: name them here.
+  page.on("response", (r) => { if (r.status() >= 400) problems.push(`HTTP ${r.status()} ${new URL(r.url()).pathname}`); });
+  const close = async () => {
+    await context.close();
+    rmSync(profile, { recursive: true, force: true });
+  };
+  return { context, page, problems, close };
+}
+
+// Fills and submits the login form.
+export async function logIn(page, username, password) {
+  await page.waitForSelector("#login-form", { state: "visible" });
+  await page.fill("input[name=username]", username);
+  await page.fill("input[name=password]", password);
+  await page.click("#login-form button[type=submit]");
+}
+
+export function run(main) {
+  main().then(() => { log("PASS"); process.exit(0); }, (err) => { console.error(err); log("FAIL"); process.exit(1); });
+}
