@@ -307,6 +307,9 @@ pub(crate) fn inference_stage(
         },
         group: c.group.clone(),
         max_gap_s: c.max_gap_s,
+        workers: c.workers,
+        batch_windows: c.batch_windows,
+        idle_evict_s: c.idle_evict_s,
         readiness,
         alert_policies: c.alert_policies()?,
         mains: if c.mains_hz == 60 {

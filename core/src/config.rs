@@ -74,6 +74,16 @@ pub struct InferenceConfig {
     pub max_gap_s: f64,
     /// Mains frequency notched in the display traces: 50 or 60 (Hz).
     pub mains_hz: u32,
+    /// Worker threads (shards) for DSP and the model; each owns the patients routed to it.
+    /// 0 = one per available core.
+    pub workers: usize,
+    /// Model windows evaluated per call, across channels and patients. Larger batches amortise
+    /// the model's fixed costs; smaller ones let a shard look at new chunks sooner.
+    pub batch_windows: usize,
+    /// Seconds without EEG after which a patient's stream is finished (its remaining points
+    /// published) and its state freed. Keep it above `max_gap_s`: a shorter gap continues the
+    /// stream.
+    pub idle_evict_s: f64,
     /// Address of `/healthz`, `/readyz`, `/metrics`.
     pub listen: SocketAddr,
     /// Alert thresholds and timers for every patient without an override.
@@ -275,6 +285,9 @@ impl Default for InferenceConfig {
             discard_edges_s: 10.0,
             max_gap_s: 30.0,
             mains_hz: 50,
+            workers: 0,
+            batch_windows: 23,
+            idle_evict_s: 60.0,
             listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
             alerts: AlertPolicy::default(),
             patient_alerts: BTreeMap::new(),

@@ -129,6 +129,9 @@ pub struct PatientAlerts {
     heart: HeartRateTracker,
     tachy: BandRuns,
     brady: BandRuns,
+    /// A seizure alert raised early on provisional values whose run the final values have not
+    /// reached yet: it cannot resolve before they do.
+    early: Option<Uuid>,
 }
 
 impl PatientAlerts {
@@ -146,6 +149,7 @@ impl PatientAlerts {
             heart: HeartRateTracker::new(policy),
             tachy: BandRuns::default(),
             brady: BandRuns::default(),
+            early: None,
         }
     }
 
@@ -231,8 +235,13 @@ impl PatientAlerts {
                 ..Default::default()
             };
 
-            // Seizure hysteresis.
-            match self.active(AlertKind::Seizure) {
+            // Seizure hysteresis. An early-raised alert is not active for the final fold
+            // until the final values reach its run: then it is confirmed, not raised again.
+            let early = self.early;
+            match self
+                .active(AlertKind::Seizure)
+                .filter(|id| Some(*id) != early)
+            {
                 None => {
                     self.seizure_off = Run::default();
                     let run = self.seizure_on.extend(
@@ -242,8 +251,18 @@ impl PatientAlerts {
                     );
                     if let Some((onset, secs)) = run {
                         if secs >= self.policy.on_duration_s {
-                            let evidence = self.with_heart_evidence(evidence, onset);
-                            events.push(self.raise(AlertKind::Seizure, onset, now_ns, evidence));
+                            match self.early.take() {
+                                Some(id) => self.confirm_early(id, onset),
+                                None => {
+                                    let evidence = self.with_heart_evidence(evidence, onset);
+                                    events.push(self.raise(
+                                        AlertKind::Seizure,
+                                        onset,
+                                        now_ns,
+                                        evidence,
+                                    ));
+                                }
+                            }
                             self.seizure_on = Run::default();
                         }
                     }
@@ -300,6 +319,58 @@ impl PatientAlerts {
             }
         }
         events
+    }
+
+    /// Early seizure alerting on provisional values: `values` (from `start_ns`, every
+    /// `step_ns`) are the current NaN-aware maxima of the points after the last final one fed
+    /// to [`PatientAlerts::on_probability`]. Each can only grow until final, so a run that meets
+    /// the on-rule here is certain to meet it on the final values: the alert is raised now,
+    /// minutes before the points are final. Resolution waits for final values (docs/ALERTS.md).
+    pub fn on_provisional(
+        &mut self,
+        start_ns: i64,
+        step_ns: i64,
+        values: &[f32],
+        now_ns: i64,
+    ) -> Vec<AlertEvent> {
+        if self.active(AlertKind::Seizure).is_some() {
+            return Vec::new();
+        }
+        let mut run = self.seizure_on;
+        for (i, &p) in values.iter().enumerate() {
+            let t = start_ns + i as i64 * step_ns;
+            let qualifies = !p.is_nan() && p >= self.policy.on_threshold;
+            if let Some((onset, secs)) = run.extend(t, step_ns, qualifies) {
+                if secs >= self.policy.on_duration_s {
+                    let evidence = AlertEvidence {
+                        p: Some(p),
+                        ..Default::default()
+                    };
+                    let evidence = self.with_heart_evidence(evidence, onset);
+                    let event = self.raise(AlertKind::Seizure, onset, now_ns, evidence);
+                    self.early = Some(event.alert_id);
+                    return vec![event];
+                }
+            }
+        }
+        Vec::new()
+    }
+
+    /// The final values reached an early alert's run: from now on it resolves on final values.
+    /// The final onset can only be at or before the provisional one; it is kept for the
+    /// alert's later events.
+    fn confirm_early(&mut self, id: Uuid, final_onset_ns: i64) {
+        if let Some(alert) = self.open.get_mut(&id) {
+            if final_onset_ns < alert.onset_ns {
+                tracing::info!(
+                    patient_id = self.patient_id,
+                    alert_id = %id,
+                    shift_s = (alert.onset_ns - final_onset_ns) as f64 / 1e9,
+                    "early seizure alert confirmed by final values; onset refined"
+                );
+                alert.onset_ns = final_onset_ns;
+            }
+        }
     }
 
     /// Ictal-tachycardia evidence: the largest heart-rate rise since `ictal_baseline_s`

@@ -11,7 +11,9 @@
 //! - [`alerts`]: the alert state machines of design.md section 5 (seizure, burden, signal loss,
 //!   brady/tachycardia, acknowledgement and escalation), rebuilt from `vigil.alerts`;
 //! - [`heart_rate`]: plausibility, RMSSD and ictal-tachycardia rises from heart-rate samples;
-//! - [`stage`]: `vigil infer`, the consumer group on `vigil.eeg.raw` and `vigil.hr.raw`.
+//! - [`stage`]: `vigil infer`, the consumer group on `vigil.eeg.raw` and `vigil.hr.raw`:
+//!   a dispatcher, shards that own patients and batch the model ([`patient`]), and
+//!   pipelined publishing with exact offsets.
 //!
 //! NaN in any output means "not evaluated" (missing or flat signal, or not covered by a
 //! window yet), never "no seizure". Parity with the Python reference is tested against golden
@@ -21,6 +23,9 @@ pub mod alerts;
 pub mod display;
 pub mod heart_rate;
 pub mod model;
+mod output;
+pub mod patient;
+mod shard;
 pub mod spectrogram;
 pub mod stage;
 pub mod synthetic;

@@ -1,56 +1,57 @@
 //! `vigil infer`: the consumer-group stage from `vigil.eeg.raw` and `vigil.hr.raw` to
 //! `vigil.eeg.prob`, `vigil.eeg.trace` and `vigil.alerts`.
 //!
-//! Per patient it keeps one [`ChannelStream`] per channel of the patient's current device
-//! stream. Each chunk is pushed (DSP and model on a blocking thread, off the async runtime);
-//! the points that became final are published as one `SeizureProbability` (per-channel values
-//! and their NaN-aware max), and only then is the chunk acknowledged, so its offset is
-//! committed after its outputs are durable.
+//! - A dispatcher receives every record, decodes it with the bus's record limits (refused
+//!   records go to `vigil.dlq` with the reason), and routes it by patient to one of
+//!   `inference.workers` shards ([`crate::shard`]). A shard is a worker thread that owns its
+//!   patients' state; DSP and model work never run on the async runtime.
+//! - Shards batch model windows across channels and patients, send each display trace as soon
+//!   as its chunk is filtered, and hand outputs to publishing lanes ([`crate::output`]) without
+//!   waiting for the broker. An input record is acknowledged once all of its outputs are
+//!   delivered, and a partition's offset advances only over its contiguous done prefix.
+//! - Seizure alerts are raised as soon as provisional values make them certain
+//!   ([`PatientAlerts::on_provisional`], docs/ALERTS.md), minutes before points are final.
+//! - A patient without EEG for `inference.idle_evict_s`, or whose stream ends (new session,
+//!   other channels or rate, a gap over `max_gap_s`), is finished: its remaining points are
+//!   published and its state freed.
 //!
-//! Stream rules: a chunk of another `stream_id`, channel set or rate starts new windows (the
-//! old stream's remaining points are finished and published first); `seq` at or below the last
-//! one is a duplicate and skipped; missing chunks up to `max_gap_s` are filled with NaN
-//! samples (their points are "not evaluated"), longer gaps restart the windows. Records that
-//! cannot be used (undecodable, or a rate the model cannot take) go to `vigil.dlq` with the
-//! reason.
-//!
-//! Heart-rate batches feed the patient's alert state ([`PatientAlerts::on_heart_rate`]):
-//! brady/tachycardia alerts and the ictal-tachycardia evidence of seizure alerts. Both topics
-//! are consumed by one group with the same partition count and key, so a patient's EEG and
-//! heart rate land on the same instance (Kafka's range assignor, Vigil's default, gives
-//! partition `i` of both topics to one member; the memory bus does the same). A batch whose
-//! `seq` is not above the last one of its stream, or whose points are older than the last
-//! point seen, is skipped (at-least-once redelivery).
+//! Heart-rate batches feed the patient's alert state ([`PatientAlerts::on_heart_rate`]). Both
+//! topics are consumed by one group with the same partition count and key, so a patient's EEG
+//! and heart rate land on the same instance (Kafka's range assignor gives partition `i` of both
+//! topics to one member; the memory bus does the same), and on the same shard.
 //!
 //! Restart semantics (known limit): window state is in memory. After a restart a patient's
 //! windows start again from the next chunk, so up to one window (300 s) of points after the
-//! restart are reported as not evaluated (NaN), never as a made-up value. Exact resume needs
-//! commits that lag the retained window and a persisted window-grid origin: not built yet.
+//! restart are reported as not evaluated (NaN), never as a made-up value.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use vigil_core::bus::{Bus, BusConsumer, BusMessage, Topic};
 use vigil_core::codec::{self, DecodeLimits};
 use vigil_core::config::AlertPolicies;
-use vigil_core::record::{
-    AlertEvent, DeadLetter, EegChunk, EegTrace, HrBatch, ModelRef, SeizureProbability,
-};
+use vigil_core::record::{AlertEvent, DeadLetter, EegChunk, HrBatch, ModelRef};
 use vigil_core::telemetry::Readiness;
 use vigil_core::CancellationToken;
 
 use crate::alerts::{run_ticks, PatientAlerts, TokioClock};
-use crate::display::{DisplayFilter, Mains};
+use crate::display::Mains;
 use crate::model::SeizureModel;
-use crate::windowing::{fmax, model_sample_rate, ChannelStream, FinalizedPoints, WindowParams};
+use crate::output::{route, Lanes, OffsetTracker, OutputBatch, Ticket};
+use crate::shard::{lock, AlertBook, Shard, ShardConfig, ShardInput};
+use crate::windowing::{model_sample_rate, WindowParams};
 use crate::InferenceError;
+
+pub use crate::patient::STEP_NS;
 
 /// Longest wait for the next alerts record while rebuilding alert state at start.
 const ALERT_REBUILD_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Grid step of the model output, 0.5 s.
-pub const STEP_NS: i64 = 500_000_000;
+/// Records a shard may have queued before the dispatcher waits.
+const SHARD_DEPTH: usize = 256;
+/// Publishing lanes: enough that one patient's broker round trip never holds up many others.
+const LANES: usize = 16;
 
 /// Everything the stage needs.
 pub struct InferenceStage {
@@ -72,194 +73,80 @@ pub struct InferenceStage {
     pub alert_policies: AlertPolicies,
     /// Mains frequency notched in the display traces.
     pub mains: Mains,
+    /// Shards (worker threads); 0 = the available cores.
+    pub workers: usize,
+    /// Model windows per batch.
+    pub batch_windows: usize,
+    /// Seconds without EEG after which a patient is finished and freed.
+    pub idle_evict_s: f64,
 }
 
-type AlertBook = Arc<Mutex<HashMap<String, PatientAlerts>>>;
-
-/// Where a patient's heart-rate stream is: for skipping redelivered batches.
-#[derive(Debug, Default)]
-struct HeartStream {
-    stream_id: Option<uuid::Uuid>,
-    next_seq: u64,
-    last_t_ns: Option<i64>,
+/// A running set of shards.
+struct Shards {
+    inboxes: Vec<mpsc::Sender<ShardInput>>,
+    threads: Vec<std::thread::JoinHandle<Result<(), InferenceError>>>,
 }
 
-fn lock(book: &AlertBook) -> std::sync::MutexGuard<'_, HashMap<String, PatientAlerts>> {
-    book.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// One patient's current device stream.
-struct PatientStream {
-    stream_id: uuid::Uuid,
-    channels: Vec<String>,
-    fs: f64,
-    /// Time of the stream's first sample: grid point k is at origin + k * 0.5 s.
-    origin_ns: i64,
-    next_seq: u64,
-    samples_seen: u64,
-    per_channel: Vec<ChannelStream>,
-    /// Display filters for the trace topic, one per channel.
-    display: Vec<DisplayFilter>,
-    /// Filter output samples produced so far (per channel).
-    displayed: u64,
-    /// Keep every `decimate`-th filtered sample: the trace keeps >= 200 samples/s, so its
-    /// Nyquist (>= 100 Hz) stays above the 70 Hz band and nothing aliases.
-    decimate: u64,
-}
-
-impl PatientStream {
-    fn start(chunk: &EegChunk, params: WindowParams, mains: Mains) -> Result<Self, InferenceError> {
-        let per_channel = chunk
-            .channels
-            .iter()
-            .map(|_| ChannelStream::new(chunk.sample_rate_hz, params))
-            .collect::<Result<_, _>>()?;
-        Ok(Self {
-            stream_id: chunk.stream_id,
-            channels: chunk.channels.clone(),
-            fs: chunk.sample_rate_hz,
-            origin_ns: chunk.start_ns,
-            next_seq: chunk.seq,
-            samples_seen: 0,
-            per_channel,
-            display: chunk
-                .channels
-                .iter()
-                .map(|_| DisplayFilter::new(chunk.sample_rate_hz as usize, mains))
-                .collect(),
-            displayed: 0,
-            decimate: ((chunk.sample_rate_hz / 200.0).floor() as u64).max(1),
-        })
+impl Shards {
+    fn start(
+        n: usize,
+        config: &ShardConfig,
+        book: &AlertBook,
+        lanes: &Lanes,
+    ) -> Result<Self, InferenceError> {
+        let mut shards = Self {
+            inboxes: Vec::new(),
+            threads: Vec::new(),
+        };
+        for i in 0..n.max(1) {
+            let (tx, rx) = mpsc::channel(SHARD_DEPTH);
+            let shard = Shard::new(config.clone(), book.clone(), lanes.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("vigil-shard-{i}"))
+                .spawn(move || shard.run(rx))
+                .map_err(|e| InferenceError::Bus(format!("starting a shard thread: {e}")))?;
+            shards.inboxes.push(tx);
+            shards.threads.push(thread);
+        }
+        Ok(shards)
     }
 
-    /// Filters the chunk (and gap filler) for display; returns a trace once the filter has
-    /// produced samples that start at or after the stream origin.
-    fn trace(
-        &mut self,
-        patient_id: &str,
-        chunk: &EegChunk,
-        gap_samples: usize,
-    ) -> Option<EegTrace> {
-        let filler = vec![f32::NAN; gap_samples];
-        let filtered: Vec<Vec<f32>> = self
-            .display
-            .iter_mut()
-            .zip(&chunk.samples)
-            .map(|(filter, row)| {
-                let mut out = filter.push(&filler);
-                out.extend(filter.push(row));
-                out
-            })
-            .collect();
-        let delay = self.display.first()?.delay() as u64;
-        let produced = filtered.first().map_or(0, Vec::len) as u64;
-        let first = self.displayed;
-        self.displayed += produced;
-        // Output j shows input sample j - delay; keep inputs >= 0 on the decimation grid.
-        let keep: Vec<usize> = (0..produced)
-            .filter(|i| {
-                let j = first + i;
-                j >= delay && (j - delay) % self.decimate == 0
-            })
-            .map(|i| i as usize)
-            .collect();
-        let first_input = (first + *keep.first()? as u64) - delay;
-        Some(EegTrace {
-            patient_id: patient_id.to_owned(),
-            stream_id: self.stream_id,
-            start_ns: self.origin_ns + (first_input as f64 * 1e9 / self.fs).round() as i64,
-            received_ns: chunk.received_ns,
-            sample_rate_hz: self.fs / self.decimate as f64,
-            channels: self.channels.clone(),
-            samples: filtered
-                .iter()
-                .map(|row| keep.iter().map(|&i| row[i]).collect())
-                .collect(),
-        })
+    async fn send(&self, patient_id: &str, input: ShardInput) -> Result<(), InferenceError> {
+        self.inboxes[route(patient_id, self.inboxes.len())]
+            .send(input)
+            .await
+            .map_err(|_| InferenceError::Bus("a shard stopped".into()))
     }
 
-    fn continues(&self, chunk: &EegChunk) -> bool {
-        self.stream_id == chunk.stream_id
-            && self.channels == chunk.channels
-            && self.fs == chunk.sample_rate_hz
+    fn tick(&self) {
+        for inbox in &self.inboxes {
+            // A full inbox is busy anyway; the next tick comes in a second.
+            let _ = inbox.try_send(ShardInput::Tick);
+        }
     }
 
-    fn expected_start_ns(&self) -> i64 {
-        self.origin_ns + (self.samples_seen as f64 * 1e9 / self.fs).round() as i64
-    }
-
-    /// Pushes one chunk (after NaN-filling a gap of `gap_samples`) through every channel.
-    fn push(
-        &mut self,
-        model: &SeizureModel,
-        chunk: &EegChunk,
-        gap_samples: usize,
-    ) -> Result<Vec<FinalizedPoints>, InferenceError> {
-        let filler = vec![f32::NAN; gap_samples];
-        let mut out = Vec::with_capacity(self.per_channel.len());
-        for (stream, row) in self.per_channel.iter_mut().zip(&chunk.samples) {
-            let mut points = stream.push(model, &filler)?;
-            let more = stream.push(model, row)?;
-            if points.values.is_empty() {
-                points.first_index = more.first_index;
+    /// Closes the inboxes and waits for every shard to finish its queued windows.
+    async fn stop(self) -> Result<(), InferenceError> {
+        drop(self.inboxes);
+        let mut result = Ok(());
+        for thread in self.threads {
+            let joined = tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|e| InferenceError::Bus(format!("joining a shard: {e}")))?;
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => result = Err(err),
+                Err(_) => result = Err(InferenceError::Bus("a shard panicked".into())),
             }
-            points.values.extend(more.values);
-            out.push(points);
         }
-        self.samples_seen += (gap_samples + chunk.samples_per_channel()) as u64;
-        self.next_seq = chunk.seq + 1;
-        Ok(out)
-    }
-
-    fn finish(&mut self, model: &SeizureModel) -> Result<Vec<FinalizedPoints>, InferenceError> {
-        self.per_channel
-            .iter_mut()
-            .map(|s| s.finish(model))
-            .collect()
-    }
-
-    /// One record for points finalized together on every channel.
-    fn record(
-        &self,
-        patient_id: &str,
-        points: Vec<FinalizedPoints>,
-        model: &ModelRef,
-    ) -> Option<SeizureProbability> {
-        let first = points.first()?;
-        let n = first.values.len();
-        if n == 0 {
-            return None;
-        }
-        let first_index = first.first_index;
-        let channel_p: Vec<Vec<f32>> = points.into_iter().map(|p| p.values).collect();
-        let aggregate_p = (0..n)
-            .map(|k| channel_p.iter().map(|row| row[k]).fold(f32::NAN, fmax))
-            .collect();
-        Some(SeizureProbability {
-            patient_id: patient_id.to_owned(),
-            start_ns: self.origin_ns + first_index as i64 * STEP_NS,
-            step_ns: STEP_NS,
-            channels: self.channels.clone(),
-            channel_p,
-            aggregate_p,
-            model: model.clone(),
-            emitted_ns: vigil_core::time::now_ns(),
-        })
+        result
     }
 }
 
-/// What the stage did with one input record (for logs, metrics and tests).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Processed; `points` probability points published.
-    Processed {
-        /// Points published for this record.
-        points: usize,
-    },
-    /// A resend of a chunk already processed.
-    Duplicate,
-    /// Refused and sent to the dead-letter topic.
-    DeadLettered,
+/// What the dispatcher decided for one record.
+enum Routed {
+    Shard(String, ShardInput),
+    DeadLetter(String),
 }
 
 impl InferenceStage {
@@ -267,7 +154,7 @@ impl InferenceStage {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), InferenceError> {
         // Alert state first: fold the whole alerts topic (a fresh group reads from the
         // beginning) before touching EEG, so a restart neither re-raises nor forgets an alert.
-        let book: AlertBook = Arc::default();
+        let book: AlertBook = AlertBook::default();
         let alerts_topic = self.bus.topic(Topic::Alerts);
         let bus_err = |e: vigil_core::bus::BusError| InferenceError::Bus(e.to_string());
         // Everything written before now must be folded: read up to the end offsets taken
@@ -342,6 +229,8 @@ impl InferenceStage {
                 close(alert_feed).await;
             })
         };
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Ticket>();
+        let (lanes, lane_tasks) = Lanes::spawn(&self.bus, LANES, done_tx, &shutdown);
         let (tick_tx, mut tick_rx) = tokio::sync::mpsc::channel::<AlertEvent>(256);
         let ticks = tokio::spawn(run_ticks(
             book.clone(),
@@ -350,11 +239,26 @@ impl InferenceStage {
             tick_tx,
             shutdown.clone(),
         ));
+        // Timer-driven alerts (signal loss, escalation) go through the lanes, which retry
+        // until the broker holds them: the state already says they happened.
         let timed = {
-            let bus = self.bus.clone();
+            let lanes = lanes.clone();
             tokio::spawn(async move {
                 while let Some(event) = tick_rx.recv().await {
-                    publish_alert(&bus, &event).await;
+                    tracing::info!(patient_id = %event.patient_id, kind = ?event.kind, transition = ?event.transition, "alert");
+                    match codec::encode(&event) {
+                        Ok(bytes) => {
+                            let batch = OutputBatch {
+                                patient_id: event.patient_id.clone(),
+                                records: vec![(Topic::Alerts, bytes)],
+                                ticket: None,
+                            };
+                            if !lanes.send(batch).await {
+                                break;
+                            }
+                        }
+                        Err(err) => tracing::error!(%err, "alert event not encodable"),
+                    }
                 }
             })
         };
@@ -366,11 +270,45 @@ impl InferenceStage {
             .await
             .map_err(|e| InferenceError::Bus(e.to_string()))?;
         self.readiness.set("bus", true, "subscribed");
-        let mut patients: HashMap<String, PatientStream> = HashMap::new();
-        let mut heart: HashMap<String, HeartStream> = HashMap::new();
+        let workers = if self.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.workers
+        };
+        let config = ShardConfig {
+            model: self.model.clone(),
+            model_ref: self.model_ref.clone(),
+            params: self.params,
+            max_gap_s: self.max_gap_s,
+            mains: self.mains,
+            alert_policies: self.alert_policies.clone(),
+            batch_windows: self.batch_windows,
+            idle_evict_s: self.idle_evict_s,
+        };
+        let shards = Shards::start(workers, &config, &book, &lanes)?;
+        tracing::info!(
+            workers,
+            batch_windows = self.batch_windows,
+            "inference shards started"
+        );
+        let limits = DecodeLimits {
+            max_record_bytes: self.bus.max_record_bytes(),
+            ..DecodeLimits::default()
+        };
+        let mut tracker = OffsetTracker::default();
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
         let result = loop {
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => break Ok(()),
+                Some(ticket) = done_rx.recv() => {
+                    ack_done(&mut tracker, consumer.as_mut(), ticket);
+                    continue;
+                }
+                _ = ticker.tick() => {
+                    shards.tick();
+                    metrics::gauge!("vigil_inference_records_in_flight").set(tracker.in_flight() as f64);
+                    continue;
+                }
                 msg = consumer.recv() => msg,
             };
             let msg = match msg {
@@ -378,196 +316,47 @@ impl InferenceStage {
                 Err(err) => {
                     self.readiness.set("bus", false, err.to_string());
                     tracing::warn!(%err, "consume failed; retrying");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             };
             self.readiness.set("bus", true, "consuming");
-            let (handled, kind) = if msg.topic == hr_topic {
-                (self.handle_heart_rate(&mut heart, &book, &msg).await, "hr")
+            let ticket = tracker.register(&msg);
+            let routed = if msg.topic == hr_topic {
+                route_heart_rate(&msg, &limits, ticket)
             } else {
-                (self.handle(&mut patients, &book, &msg).await, "eeg")
+                route_eeg(&msg, &limits, ticket)
             };
-            match handled {
-                Ok(outcome) => {
-                    tracing::debug!(
-                        ?outcome,
-                        kind,
-                        partition = msg.partition,
-                        offset = msg.offset,
-                        "input record"
-                    );
-                    // Literal names, so dashboards and alert rules can be checked against the code.
-                    let outcome_label = outcome_label(outcome);
-                    if kind == "hr" {
-                        metrics::counter!("vigil_inference_hr_batches_total", "outcome" => outcome_label)
-                            .increment(1);
-                    } else {
-                        metrics::counter!("vigil_inference_chunks_total", "outcome" => outcome_label)
-                            .increment(1);
-                    }
-                    if let Err(err) = consumer.ack(&msg) {
-                        tracing::warn!(%err, "ack after rebalance; the record will be redelivered");
-                    }
-                }
-                // Outputs not published: do not ack; the record is redelivered after a restart.
-                Err(err) => break Err(err),
+            let sent = match routed {
+                Routed::Shard(patient_id, input) => shards.send(&patient_id, input).await,
+                Routed::DeadLetter(reason) => self.dead_letter(&lanes, &msg, &reason, ticket).await,
+            };
+            if let Err(err) = sent {
+                break Err(err);
             }
         };
-        close(consumer).await;
+        // Stop taking records; let the shards finish their queued windows and the lanes
+        // deliver, then acknowledge everything delivered before leaving the group.
+        let stopped = shards.stop().await;
+        drop(lanes);
         let _ = tokio::join!(follower, ticks, timed);
-        result
+        for task in lane_tasks {
+            let _ = task.await;
+        }
+        while let Ok(ticket) = done_rx.try_recv() {
+            ack_done(&mut tracker, consumer.as_mut(), ticket);
+        }
+        close(consumer).await;
+        result.and(stopped)
     }
 
-    /// Processes one record; returns once its outputs are on the bus.
-    async fn handle(
+    async fn dead_letter(
         &self,
-        patients: &mut HashMap<String, PatientStream>,
-        book: &AlertBook,
+        lanes: &Lanes,
         msg: &BusMessage,
-    ) -> Result<Outcome, InferenceError> {
-        let chunk: EegChunk = match codec::decode(&msg.payload, &DecodeLimits::default()) {
-            Ok(chunk) => chunk,
-            Err(err) => return self.dead_letter(msg, &err.to_string()).await,
-        };
-        if let Err(err) = model_sample_rate(chunk.sample_rate_hz) {
-            return self.dead_letter(msg, &err.to_string()).await;
-        }
-        let patient_id = chunk.patient_id.clone();
-        let mut outputs = Vec::new();
-        let mut state = match patients.remove(&patient_id) {
-            Some(state) if state.continues(&chunk) => state,
-            previous => {
-                if let Some(mut old) = previous {
-                    // A new device session: the old stream ended; publish its last points.
-                    let model = self.model.clone();
-                    let (old, points) = blocking(move || {
-                        let points = old.finish(&model);
-                        (old, points)
-                    })
-                    .await?;
-                    outputs.extend(old.record(&patient_id, points?, &self.model_ref));
-                }
-                PatientStream::start(&chunk, self.params, self.mains)?
-            }
-        };
-        if chunk.seq < state.next_seq {
-            patients.insert(patient_id, state);
-            return Ok(Outcome::Duplicate);
-        }
-        let gap_ns = chunk.start_ns - state.expected_start_ns();
-        let gap_samples = if chunk.seq > state.next_seq && gap_ns > 0 {
-            (gap_ns as f64 * state.fs / 1e9).round() as usize
-        } else {
-            0
-        };
-        if gap_samples as f64 > self.max_gap_s * state.fs {
-            tracing::info!(
-                patient_id,
-                gap_s = gap_ns as f64 / 1e9,
-                "long gap: restarting windows"
-            );
-            state = PatientStream::start(&chunk, self.params, self.mains)?;
-        }
-        let gap_samples = if state.samples_seen == 0 {
-            0
-        } else {
-            gap_samples
-        };
-        let model = self.model.clone();
-        let id = patient_id.clone();
-        let (state, points, trace) = blocking(move || {
-            let mut state = state;
-            let trace = state.trace(&id, &chunk, gap_samples);
-            let points = state.push(&model, &chunk, gap_samples);
-            (state, points, trace)
-        })
-        .await?;
-        let points = points?;
-        outputs.extend(state.record(&patient_id, points, &self.model_ref));
-        patients.insert(patient_id.clone(), state);
-
-        let mut published = 0;
-        let now = vigil_core::time::now_ns();
-        let mut alerts = {
-            let mut book = lock(book);
-            let state = book.entry(patient_id.clone()).or_insert_with(|| {
-                PatientAlerts::new(&patient_id, self.alert_policies.for_patient(&patient_id))
-            });
-            state.on_samples(now)
-        };
-        for record in &outputs {
-            self.bus
-                .publish_record(Topic::EegProb, &patient_id, record)
-                .await
-                .map_err(|e| InferenceError::Bus(e.to_string()))?;
-            published += record.aggregate_p.len();
-            let mut book = lock(book);
-            if let Some(state) = book.get_mut(&patient_id) {
-                alerts.extend(state.on_probability(record, now));
-            }
-        }
-        for event in &alerts {
-            self.bus
-                .publish_record(Topic::Alerts, &patient_id, event)
-                .await
-                .map_err(|e| InferenceError::Bus(e.to_string()))?;
-        }
-        if let Some(trace) = &trace {
-            self.bus
-                .publish_record(Topic::EegTrace, &patient_id, trace)
-                .await
-                .map_err(|e| InferenceError::Bus(e.to_string()))?;
-        }
-        Ok(Outcome::Processed { points: published })
-    }
-
-    /// Processes one heart-rate batch; returns once its alert events are on the bus.
-    async fn handle_heart_rate(
-        &self,
-        heart: &mut HashMap<String, HeartStream>,
-        book: &AlertBook,
-        msg: &BusMessage,
-    ) -> Result<Outcome, InferenceError> {
-        let batch: HrBatch = match codec::decode(&msg.payload, &DecodeLimits::default()) {
-            Ok(batch) => batch,
-            Err(err) => return self.dead_letter(msg, &err.to_string()).await,
-        };
-        let patient_id = batch.patient_id.clone();
-        let stream = heart.entry(patient_id.clone()).or_default();
-        if stream.stream_id == Some(batch.stream_id) && batch.seq < stream.next_seq {
-            return Ok(Outcome::Duplicate);
-        }
-        stream.stream_id = Some(batch.stream_id);
-        stream.next_seq = batch.seq + 1;
-        let fresh: Vec<_> = batch
-            .points
-            .iter()
-            .filter(|p| stream.last_t_ns.is_none_or(|last| p.t_ns > last))
-            .copied()
-            .collect();
-        let Some(last) = fresh.last() else {
-            return Ok(Outcome::Duplicate);
-        };
-        stream.last_t_ns = Some(last.t_ns);
-        let events = {
-            let mut book = lock(book);
-            book.entry(patient_id.clone())
-                .or_insert_with(|| {
-                    PatientAlerts::new(&patient_id, self.alert_policies.for_patient(&patient_id))
-                })
-                .on_heart_rate(&fresh, vigil_core::time::now_ns())
-        };
-        for event in &events {
-            self.bus
-                .publish_record(Topic::Alerts, &patient_id, event)
-                .await
-                .map_err(|e| InferenceError::Bus(e.to_string()))?;
-        }
-        Ok(Outcome::Processed { points: 0 })
-    }
-
-    async fn dead_letter(&self, msg: &BusMessage, reason: &str) -> Result<Outcome, InferenceError> {
+        reason: &str,
+        ticket: Ticket,
+    ) -> Result<(), InferenceError> {
         tracing::warn!(
             reason,
             topic = msg.topic,
@@ -575,6 +364,12 @@ impl InferenceStage {
             offset = msg.offset,
             "input record refused"
         );
+        let kind = if msg.topic == self.bus.topic(Topic::HrRaw) {
+            "vigil_inference_hr_batches_total"
+        } else {
+            "vigil_inference_chunks_total"
+        };
+        metrics::counter!(kind, "outcome" => "dead_lettered").increment(1);
         let letter = DeadLetter::new(
             "inference",
             Some((&msg.topic, msg.partition, msg.offset)),
@@ -583,12 +378,49 @@ impl InferenceStage {
             reason,
             vigil_core::time::now_ns(),
         );
-        let key = String::from_utf8_lossy(&msg.key).into_owned();
-        self.bus
-            .publish_record(Topic::Dlq, &key, &letter)
-            .await
-            .map_err(|e| InferenceError::Bus(e.to_string()))?;
-        Ok(Outcome::DeadLettered)
+        let payload = codec::encode(&letter).map_err(|e| InferenceError::Bus(e.to_string()))?;
+        let batch = OutputBatch {
+            patient_id: String::from_utf8_lossy(&msg.key).into_owned(),
+            records: vec![(Topic::Dlq, payload)],
+            ticket: Some(ticket),
+        };
+        if lanes.send(batch).await {
+            Ok(())
+        } else {
+            Err(InferenceError::Bus("publishing lanes stopped".into()))
+        }
+    }
+}
+
+fn route_eeg(msg: &BusMessage, limits: &DecodeLimits, ticket: Ticket) -> Routed {
+    let chunk: EegChunk = match codec::decode(&msg.payload, limits) {
+        Ok(chunk) => chunk,
+        Err(err) => return Routed::DeadLetter(err.to_string()),
+    };
+    if let Err(err) = model_sample_rate(chunk.sample_rate_hz) {
+        return Routed::DeadLetter(err.to_string());
+    }
+    Routed::Shard(
+        chunk.patient_id.clone(),
+        ShardInput::Eeg(ticket, Box::new(chunk)),
+    )
+}
+
+fn route_heart_rate(msg: &BusMessage, limits: &DecodeLimits, ticket: Ticket) -> Routed {
+    match codec::decode::<HrBatch>(&msg.payload, limits) {
+        Ok(batch) => Routed::Shard(
+            batch.patient_id.clone(),
+            ShardInput::Hr(ticket, Box::new(batch)),
+        ),
+        Err(err) => Routed::DeadLetter(err.to_string()),
+    }
+}
+
+fn ack_done(tracker: &mut OffsetTracker, consumer: &mut dyn BusConsumer, ticket: Ticket) {
+    if let Some(msg) = tracker.complete(ticket) {
+        if let Err(err) = consumer.ack(&msg) {
+            tracing::warn!(%err, "ack after rebalance; the record will be redelivered");
+        }
     }
 }
 
@@ -606,34 +438,6 @@ fn apply_alert(book: &AlertBook, policies: &AlertPolicies, msg: &BusMessage) {
         }
         Err(err) => tracing::warn!(%err, offset = msg.offset, "unreadable alert event skipped"),
     }
-}
-
-/// Publishes a timer-driven alert event; a failure is logged (the timer fires again).
-async fn publish_alert(bus: &Bus, event: &AlertEvent) {
-    tracing::info!(patient_id = %event.patient_id, kind = ?event.kind, transition = ?event.transition, "alert");
-    if let Err(err) = bus
-        .publish_record(Topic::Alerts, &event.patient_id, event)
-        .await
-    {
-        tracing::error!(%err, "alert event not published");
-    }
-}
-
-fn outcome_label(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Processed { .. } => "processed",
-        Outcome::Duplicate => "duplicate",
-        Outcome::DeadLettered => "dead_lettered",
-    }
-}
-
-/// DSP and the model are CPU-heavy: run them on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, InferenceError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| InferenceError::Bus(format!("inference worker failed: {e}")))
 }
 
 async fn close(consumer: Box<dyn BusConsumer>) {

@@ -164,7 +164,9 @@ pub struct FinalizedPoints {
 pub struct ChannelStream {
     geometry: WindowGeometry,
     spectrogram: SpectrogramPlan,
-    samples: Indexed<f64>,
+    /// Raw samples as received (f32 widens to f64 exactly, so keeping f32 halves the memory
+    /// at no cost in parity).
+    samples: Indexed<f32>,
     /// Per completed block: (all finite, min, max).
     blocks: Indexed<(bool, f64, f64)>,
     /// Per grid point: segment validity.
@@ -177,6 +179,27 @@ pub struct ChannelStream {
     next_start: usize,
     /// Model output of the latest regular window, for the recording-end edge.
     last_window: Option<(usize, Option<Vec<f32>>)>,
+    /// A regular window has been handed out as a job (its points can start to be final).
+    windowed: bool,
+}
+
+/// One regular window ready for the model: its normalised spectrogram (bin-major
+/// `[N_BINS x n_cols]`), or `None` when no point of it is valid (nothing to evaluate).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowJob {
+    /// First block of the window.
+    pub start: usize,
+    /// Model input, `None` when the window needs no model call.
+    pub input: Option<Vec<f32>>,
+}
+
+/// The windows one pushed chunk made ready, and how far points are final once they are done.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushedChunk {
+    /// Windows to evaluate, in start order.
+    pub jobs: Vec<WindowJob>,
+    /// Points before this grid index are final once `jobs` are merged.
+    pub final_end: usize,
 }
 
 /// NaN-ignoring max (`np.fmax`): NaN only when both are NaN.
@@ -204,6 +227,7 @@ impl ChannelStream {
             prob: Indexed::default(),
             next_start: 0,
             last_window: None,
+            windowed: false,
         })
     }
 
@@ -219,16 +243,59 @@ impl ChannelStream {
         model: &SeizureModel,
         chunk: &[f32],
     ) -> Result<FinalizedPoints, InferenceError> {
+        let pushed = self.push_samples(chunk);
+        let inputs: Vec<Vec<f32>> = pushed
+            .jobs
+            .iter()
+            .filter_map(|job| job.input.clone())
+            .collect();
+        let mut outputs = model.predict(&inputs, self.geometry.n_cols)?.into_iter();
+        let results = pushed
+            .jobs
+            .iter()
+            .map(|job| (job.start, job.input.as_ref().and_then(|_| outputs.next())))
+            .collect();
+        Ok(self.complete(results, pushed.final_end))
+    }
+
+    /// Appends samples (NaN = missing) and returns the regular windows that became complete,
+    /// as model jobs. Their outputs go back through [`ChannelStream::complete`], in order,
+    /// before [`ChannelStream::finish`]; later chunks may be pushed in between.
+    pub fn push_samples(&mut self, chunk: &[f32]) -> PushedChunk {
         let hop = self.geometry.hop;
         for &x in chunk {
-            self.samples.push(f64::from(x));
+            self.samples.push(x);
             if self.samples.end() % hop == 0 {
                 self.complete_block();
             }
         }
+        let mut jobs = Vec::new();
         while (self.next_start * hop + self.geometry.window_samples()) <= self.samples.end() {
             let start = self.next_start;
-            let output = self.run_window(model, start)?;
+            jobs.push(WindowJob {
+                start,
+                input: self.window_input(start),
+            });
+            self.windowed = true;
+            self.next_start += self.geometry.step_blocks;
+        }
+        let final_end = if self.windowed {
+            self.next_start + 1 + self.geometry.edge_blocks
+        } else {
+            0
+        };
+        self.trim();
+        PushedChunk { jobs, final_end }
+    }
+
+    /// Merges the model outputs of one pushed chunk's jobs (`(start, output)` in job order)
+    /// and returns the points that became final.
+    pub fn complete(
+        &mut self,
+        results: Vec<(usize, Option<Vec<f32>>)>,
+        final_end: usize,
+    ) -> FinalizedPoints {
+        for (start, output) in results {
             let lo = if start == 0 {
                 0
             } else {
@@ -237,16 +304,8 @@ impl ChannelStream {
             let hi = self.geometry.n_cols - self.geometry.edge_blocks;
             self.merge(start, lo, hi, output.as_deref(), false);
             self.last_window = Some((start, output));
-            self.next_start += self.geometry.step_blocks;
         }
-        let final_end = if self.last_window.is_some() {
-            self.next_start + 1 + self.geometry.edge_blocks
-        } else {
-            0
-        };
-        let out = self.take_final(final_end);
-        self.trim();
-        Ok(out)
+        self.take_final(final_end)
     }
 
     /// Ends the recording: applies the reference's end-of-recording rules and returns every
@@ -265,7 +324,10 @@ impl ChannelStream {
                 }
                 _ => {
                     // A window aligned to the end fills only what no regular window covered.
-                    let output = self.run_window(model, last_start)?;
+                    let output = match self.window_input(last_start) {
+                        Some(input) => model.predict(&[input], g.n_cols)?.pop(),
+                        None => None,
+                    };
                     self.merge(last_start, g.edge_blocks, g.n_cols, output.as_deref(), true);
                 }
             }
@@ -288,7 +350,8 @@ impl ChannelStream {
         let start = block * hop;
         let stats = (start..start + hop)
             .filter_map(|i| self.samples.get(i))
-            .fold((true, f64::NAN, f64::NAN), |(finite, lo, hi), &x| {
+            .map(|&x| f64::from(x))
+            .fold((true, f64::NAN, f64::NAN), |(finite, lo, hi), x| {
                 (finite && x.is_finite(), lo.min(x), hi.max(x))
             });
         self.blocks.push(stats);
@@ -304,7 +367,7 @@ impl ChannelStream {
         let column = if valid {
             let seg_start = (point - 1) * hop;
             let segment: Vec<f64> = (seg_start..seg_start + 2 * hop)
-                .filter_map(|i| self.samples.get(i).copied())
+                .filter_map(|i| self.samples.get(i).map(|&x| f64::from(x)))
                 .collect();
             (segment.len() == 2 * hop).then(|| self.spectrogram.column(&segment))
         } else {
@@ -315,32 +378,26 @@ impl ChannelStream {
         self.prob.push(f32::NAN);
     }
 
-    /// Runs the model on the window starting at block `start`, unless no point of it is valid.
-    fn run_window(
-        &self,
-        model: &SeizureModel,
-        start: usize,
-    ) -> Result<Option<Vec<f32>>, InferenceError> {
+    /// The normalised model input of the window starting at block `start`, unless no point
+    /// of it is valid.
+    fn window_input(&self, start: usize) -> Option<Vec<f32>> {
         let g = self.geometry;
         let lo = if start == 0 { 0 } else { g.edge_blocks };
         let useful = (start + 1 + lo..start + 1 + g.n_cols)
             .any(|k| self.valid.get(k).copied().unwrap_or(false));
         if !useful {
-            return Ok(None);
+            return None;
         }
         let first = start * g.hop;
         let samples: Vec<f64> = (first..first + g.window_samples())
-            .map(|i| self.samples.get(i).copied().unwrap_or(f64::NAN))
+            .map(|i| self.samples.get(i).map_or(f64::NAN, |&x| f64::from(x)))
             .collect();
         let window = WindowSpectrogram {
             plan: &self.spectrogram,
             samples: &samples,
             hop: g.hop,
         };
-        let spectrogram =
-            window.normalised(|col| self.columns.get(start + 1 + col).copied().flatten());
-        let mut out = model.predict(&[spectrogram], g.n_cols)?;
-        Ok(out.pop())
+        Some(window.normalised(|col| self.columns.get(start + 1 + col).copied().flatten()))
     }
 
     /// Combines window output columns `lo..hi` into the pending points; `fill_only` writes

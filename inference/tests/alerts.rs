@@ -1,9 +1,12 @@
 //! Alert semantics (design.md section 5): hysteresis, NaN handling, burden, acknowledgement,
-//! escalation and signal loss with paused tokio time, and rebuild after a restart.
+//! escalation and signal loss with paused tokio time, and rebuild after a restart; early
+//! seizure alerting on provisional values is exact (docs/ALERTS.md).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use proptest::prelude::*;
 
 use vigil_core::record::{AlertKind, AlertTransition, ModelRef, SeizureProbability};
 use vigil_core::CancellationToken;
@@ -214,4 +217,141 @@ async fn signal_loss_and_escalation_follow_the_clock() {
     assert_eq!(resolved.len(), 1);
     assert_eq!(resolved[0].transition, AlertTransition::Resolved);
     shutdown.cancel();
+}
+
+// --- Early seizure alerting ------------------------------------------------------------
+
+/// Points that become final per chunk step (20 s), and points pending behind them (270 s).
+const FINAL_PER_STEP: usize = 40;
+const PENDING: usize = 540;
+
+/// Points from grid index `first`.
+fn record(first: usize, values: &[f32]) -> SeizureProbability {
+    probs(first as f64 * 0.5, values)
+}
+
+/// Final values in runs of background, seizure, ambiguous and not-evaluated points.
+fn finals() -> impl Strategy<Value = Vec<f32>> {
+    let segment = (0..4u8, 1..120usize, 0.0f32..1.0).prop_map(|(class, len, jitter)| {
+        let value = match class {
+            0 => 0.05 + 0.4 * jitter,
+            1 => 0.8 + 0.2 * jitter,
+            2 => 0.5 + 0.3 * jitter,
+            _ => f32::NAN,
+        };
+        vec![value; len]
+    });
+    prop::collection::vec(segment, 1..30).prop_map(|s| s.concat())
+}
+
+/// Per point: the provisional lower bound once a first window covered it (`<= final`, NaN when
+/// the final is NaN), and after how many steps of pending that first window came.
+fn lower_bounds(n: usize) -> impl Strategy<Value = Vec<(f32, usize)>> {
+    prop::collection::vec((0.0f32..=1.0, 0..PENDING / FINAL_PER_STEP), n)
+}
+
+type Seen = Vec<(AlertKind, AlertTransition, usize, i64)>;
+
+/// Feeds the final values step by step (and, with `early`, the provisional ones after each
+/// step); returns (kind, transition, step, onset) of every event.
+fn fold(finals: &[f32], bounds: &[(f32, usize)], early: bool) -> Seen {
+    let mut alerts = PatientAlerts::new("p1", AlertPolicy::default());
+    let mut seen = Vec::new();
+    let steps = finals.len().div_ceil(FINAL_PER_STEP) + PENDING / FINAL_PER_STEP + 1;
+    let mut fed = 0;
+    for step in 0..steps {
+        // Points [0, final_end) are final; the next PENDING are covered by some windows.
+        let final_end = (step * FINAL_PER_STEP)
+            .saturating_sub(PENDING)
+            .min(finals.len());
+        let now = step as i64;
+        let mut events = Vec::new();
+        if final_end > fed {
+            events.extend(alerts.on_probability(&record(fed, &finals[fed..final_end]), now));
+            fed = final_end;
+        }
+        if early {
+            let pending_end = (step * FINAL_PER_STEP).min(finals.len());
+            let provisional: Vec<f32> = (fed..pending_end)
+                .map(|k| {
+                    let (bound, after) = bounds[k];
+                    let covered_for = pending_end - k;
+                    if covered_for / FINAL_PER_STEP >= after && !finals[k].is_nan() {
+                        bound * finals[k]
+                    } else {
+                        f32::NAN
+                    }
+                })
+                .collect();
+            events.extend(alerts.on_provisional(T0 + fed as i64 * STEP, STEP, &provisional, now));
+        }
+        seen.extend(
+            events
+                .iter()
+                .map(|e| (e.kind, e.transition, e.at_ns as usize, e.onset_ns)),
+        );
+    }
+    seen
+}
+
+fn only(seen: &Seen, transition: AlertTransition) -> Seen {
+    seen.iter().filter(|e| e.1 == transition).copied().collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn early_raises_are_the_final_raises_never_later(
+        (finals, bounds) in finals().prop_flat_map(|f| {
+            let n = f.len();
+            (Just(f), lower_bounds(n))
+        })
+    ) {
+        let final_only = fold(&finals, &bounds, false);
+        let with_early = fold(&finals, &bounds, true);
+        let (late, early) = (only(&final_only, AlertTransition::Raised), only(&with_early, AlertTransition::Raised));
+        prop_assert_eq!(late.len(), early.len(), "same alerts raised: {:?} vs {:?}", late, early);
+        for (l, e) in late.iter().zip(&early) {
+            prop_assert_eq!(l.0, e.0);
+            if l.0 == AlertKind::Seizure {
+                prop_assert!(e.2 <= l.2, "raised no later: {:?} vs {:?}", e, l);
+                prop_assert!(e.3 >= l.3, "the early onset is within the final run: {:?} vs {:?}", e, l);
+            } else {
+                prop_assert_eq!(l, e);
+            }
+        }
+        prop_assert_eq!(
+            only(&final_only, AlertTransition::Resolved),
+            only(&with_early, AlertTransition::Resolved),
+            "resolution waits for final values and carries the final onset"
+        );
+    }
+}
+
+#[test]
+fn a_provisional_run_raises_before_the_points_are_final() {
+    let mut alerts = PatientAlerts::new("p1", AlertPolicy::default());
+    assert!(alerts.on_probability(&record(0, &[0.1; 10]), 0).is_empty());
+    let at = T0 + 10 * STEP;
+    // 9 s of qualifying provisional points: not yet the 10 s on-duration.
+    assert!(alerts.on_provisional(at, STEP, &[0.9; 18], 1).is_empty());
+    // A NaN (not covered yet) breaks the run: nothing is assumed about it.
+    let mut gappy = vec![0.9f32; 30];
+    gappy[10] = f32::NAN;
+    assert!(alerts.on_provisional(at, STEP, &gappy, 2).is_empty());
+    let raised = alerts.on_provisional(at, STEP, &[0.9; 20], 3);
+    assert_eq!(raised.len(), 1);
+    assert_eq!(raised[0].transition, AlertTransition::Raised);
+    assert_eq!(raised[0].onset_ns, at);
+    // Raised once: later provisional values of the same run add nothing.
+    assert!(alerts.on_provisional(at, STEP, &[0.95; 20], 4).is_empty());
+    // The final values confirm it without a second alert; then it resolves on final values.
+    assert!(alerts
+        .on_probability(&record(10, &[0.95; 20]), 5)
+        .is_empty());
+    let resolved = alerts.on_probability(&record(30, &[0.1; 60]), 6);
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].transition, AlertTransition::Resolved);
+    assert_eq!(resolved[0].alert_id, raised[0].alert_id);
 }

@@ -65,6 +65,44 @@ async fn next_record<R: Record>(consumer: &mut Box<dyn BusConsumer>) -> (BusMess
     (msg, record)
 }
 
+/// One second (`seq`) of `rows` as a chunk of `patient_id`'s stream at 256 Hz.
+fn eeg_chunk(
+    patient_id: &str,
+    stream_id: Uuid,
+    seq: usize,
+    channels: &[&str],
+    rows: &[Vec<f32>],
+) -> EegChunk {
+    EegChunk {
+        patient_id: patient_id.into(),
+        device_id: "headset-1".into(),
+        stream_id,
+        seq: seq as u64,
+        start_ns: T0 + seq as i64 * 1_000_000_000,
+        received_ns: T0 + seq as i64 * 1_000_000_000,
+        sample_rate_hz: 256.0,
+        channels: channels.iter().map(|c| (*c).to_owned()).collect(),
+        unit: SignalUnit::Microvolt,
+        samples: rows
+            .iter()
+            .map(|s| s[seq * 256..(seq + 1) * 256].to_vec())
+            .collect(),
+    }
+}
+
+/// Stops a running stage and checks it stopped cleanly.
+async fn stop(
+    shutdown: &CancellationToken,
+    running: tokio::task::JoinHandle<Result<(), vigil_inference::InferenceError>>,
+) {
+    shutdown.cancel();
+    timeout(WAIT, running)
+        .await
+        .expect("stage stops")
+        .expect("join")
+        .expect("clean stop");
+}
+
 async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
     let Some(model) = model() else { return };
     let bus = Bus::connect(&config).await.expect("bus");
@@ -90,21 +128,7 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
     let second_burst = c3((350.0, 375.0)).generate(fs, 660.0);
     signals[0][seconds * 256..].copy_from_slice(&second_burst[seconds * 256..]);
     let stream_id = Uuid::new_v4();
-    let chunk = |seq: usize| EegChunk {
-        patient_id: "patient-1".into(),
-        device_id: "headset-1".into(),
-        stream_id,
-        seq: seq as u64,
-        start_ns: T0 + seq as i64 * 1_000_000_000,
-        received_ns: T0 + seq as i64 * 1_000_000_000,
-        sample_rate_hz: fs,
-        channels: vec!["C3".into(), "C4".into()],
-        unit: SignalUnit::Microvolt,
-        samples: signals
-            .iter()
-            .map(|s| s[seq * 256..(seq + 1) * 256].to_vec())
-            .collect(),
-    };
+    let chunk = |seq: usize| eeg_chunk("patient-1", stream_id, seq, &["C3", "C4"], &signals);
     let raw = bus.topic(Topic::EegRaw);
     for seq in 0..seconds {
         bus.publish_record(Topic::EegRaw, "patient-1", &chunk(seq))
@@ -134,6 +158,9 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
         params: WindowParams::default(),
         group: group.clone(),
         max_gap_s: 30.0,
+        workers: 2,
+        batch_windows: 23,
+        idle_evict_s: 60.0,
         readiness: Readiness::default(),
         alert_policies: AlertPolicies::default(),
         mains: MAINS,
@@ -200,12 +227,7 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
     );
     alerts.close().await.expect("close");
 
-    shutdown.cancel();
-    timeout(WAIT, running)
-        .await
-        .expect("stage stops")
-        .expect("join")
-        .expect("clean stop");
+    stop(&shutdown, running).await;
 
     // Points arrive in order on the 0.5 s grid starting at the first sample.
     let mut next = T0;
@@ -281,12 +303,7 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
             .fold(second_peak, f32::max);
     }
     assert!(second_peak > 0.9, "the second burst is seen: {second_peak}");
-    shutdown.cancel();
-    timeout(WAIT, running)
-        .await
-        .expect("stops")
-        .expect("join")
-        .expect("clean stop");
+    stop(&shutdown, running).await;
     let mut all_alerts = reader(&bus, Topic::Alerts).await;
     let mut raised = 0;
     while let Ok(Ok(msg)) = timeout(Duration::from_secs(3), all_alerts.recv()).await {
@@ -390,6 +407,9 @@ async fn stage_turns_heart_rate_into_alerts(config: BusConfig) {
         params: WindowParams::default(),
         group: format!("inference-{}", Uuid::new_v4().simple()),
         max_gap_s: 30.0,
+        workers: 2,
+        batch_windows: 23,
+        idle_evict_s: 60.0,
         readiness: Readiness::default(),
         alert_policies: config.alert_policies().expect("policies"),
         mains: MAINS,
@@ -421,17 +441,92 @@ async fn stage_turns_heart_rate_into_alerts(config: BusConfig) {
     assert!(timeout(Duration::from_secs(3), alerts.recv())
         .await
         .is_err());
-    shutdown.cancel();
-    timeout(WAIT, running)
-        .await
-        .expect("stops")
-        .expect("join")
-        .expect("clean stop");
+    stop(&shutdown, running).await;
     alerts.close().await.expect("close");
     dlq.close().await.expect("close");
+}
+
+/// A device that just stops: after the idle timeout the stage finishes its stream, so every
+/// point of the recording is published, equal to the whole-recording reference (which applies
+/// the end-of-recording rules), and the patient's state is freed.
+async fn stage_finishes_a_stopped_device(config: BusConfig) {
+    let Some(model) = model() else { return };
+    let bus = Bus::connect(&config).await.expect("bus");
+    bus.create_vigil_topics().await.expect("topics");
+    let fs = 256.0;
+    let seconds = 331;
+    let signal = SyntheticChannel {
+        seed: 3,
+        burst: Some((200.0, 230.0)),
+        ..Default::default()
+    }
+    .generate(fs, seconds as f64);
+    let stream_id = Uuid::new_v4();
+    for seq in 0..seconds {
+        let chunk = eeg_chunk(
+            "patient-stop",
+            stream_id,
+            seq,
+            &["Cz"],
+            std::slice::from_ref(&signal),
+        );
+        bus.publish_record(Topic::EegRaw, "patient-stop", &chunk)
+            .await
+            .expect("publish");
+    }
+    let shutdown = CancellationToken::new();
+    let stage = InferenceStage {
+        bus: bus.clone(),
+        model: model.clone(),
+        model_ref: ModelRef {
+            id: "m".into(),
+            sha256: "0".repeat(64),
+        },
+        params: WindowParams::default(),
+        group: format!("inference-{}", Uuid::new_v4().simple()),
+        max_gap_s: 30.0,
+        workers: 2,
+        batch_windows: 7,
+        idle_evict_s: 2.0,
+        readiness: Readiness::default(),
+        alert_policies: AlertPolicies::default(),
+        mains: MAINS,
+    };
+    let running = tokio::spawn(stage.run(shutdown.clone()));
+    let expected = predict_channel(&model, &signal, fs, WindowParams::default()).expect("offline");
+    assert_eq!(
+        expected.len(),
+        seconds * 2,
+        "every 0.5 s point of the recording"
+    );
+    let mut probs = reader(&bus, Topic::EegProb).await;
+    let mut got: Vec<f32> = Vec::new();
+    let mut next = T0;
+    while got.len() < expected.len() {
+        let (_, record) = next_record::<SeizureProbability>(&mut probs).await;
+        assert_eq!(record.start_ns, next, "contiguous grid");
+        next += record.aggregate_p.len() as i64 * STEP_NS;
+        got.extend(record.channel_p[0].iter().copied());
+    }
+    assert_eq!(got.len(), expected.len(), "no point published twice");
+    for (k, (a, b)) in got.iter().zip(&expected).enumerate() {
+        assert!(
+            a.is_nan() == b.is_nan() && (a.is_nan() || (a - b).abs() < 1e-6),
+            "point {k}: {a} vs {b}"
+        );
+    }
+    if let Ok(Ok(msg)) = timeout(Duration::from_secs(3), probs.recv()).await {
+        panic!(
+            "unexpected record at offset {} after the stream ended",
+            msg.offset
+        );
+    }
+    probs.close().await.expect("close");
+    stop(&shutdown, running).await;
 }
 
 on_every_bus!(
     stage_turns_chunks_into_reference_probabilities,
     stage_turns_heart_rate_into_alerts,
+    stage_finishes_a_stopped_device,
 );

@@ -1,0 +1,214 @@
+//! One patient's current EEG device stream: per-channel windows, display filters, and the
+//! records made from them.
+
+use vigil_core::record::{EegChunk, EegTrace, ModelRef, SeizureProbability};
+
+use crate::display::{DisplayFilter, Mains};
+use crate::model::SeizureModel;
+use crate::windowing::{fmax, ChannelStream, FinalizedPoints, PushedChunk, WindowParams};
+use crate::InferenceError;
+
+/// Grid step of the model output, 0.5 s.
+pub const STEP_NS: i64 = 500_000_000;
+
+/// NaN-aware max over channels, point by point: the patient's aggregate probability.
+pub fn aggregate(channel_p: &[Vec<f32>]) -> Vec<f32> {
+    let n = channel_p.first().map_or(0, Vec::len);
+    (0..n)
+        .map(|k| channel_p.iter().map(|row| row[k]).fold(f32::NAN, fmax))
+        .collect()
+}
+
+/// One patient's current device stream.
+pub(crate) struct PatientStream {
+    pub stream_id: uuid::Uuid,
+    pub channels: Vec<String>,
+    pub fs: f64,
+    /// Time of the stream's first sample: grid point k is at origin + k * 0.5 s.
+    pub origin_ns: i64,
+    pub next_seq: u64,
+    pub samples_seen: u64,
+    per_channel: Vec<ChannelStream>,
+    /// Display filters for the trace topic, one per channel.
+    display: Vec<DisplayFilter>,
+    /// Filter output samples produced so far (per channel).
+    displayed: u64,
+    /// Keep every `decimate`-th filtered sample: the trace keeps >= 200 samples/s, so its
+    /// Nyquist (>= 100 Hz) stays above the 70 Hz band and nothing aliases.
+    decimate: u64,
+}
+
+impl PatientStream {
+    pub fn start(
+        chunk: &EegChunk,
+        params: WindowParams,
+        mains: Mains,
+    ) -> Result<Self, InferenceError> {
+        let per_channel = chunk
+            .channels
+            .iter()
+            .map(|_| ChannelStream::new(chunk.sample_rate_hz, params))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            stream_id: chunk.stream_id,
+            channels: chunk.channels.clone(),
+            fs: chunk.sample_rate_hz,
+            origin_ns: chunk.start_ns,
+            next_seq: chunk.seq,
+            samples_seen: 0,
+            per_channel,
+            display: chunk
+                .channels
+                .iter()
+                .map(|_| DisplayFilter::new(chunk.sample_rate_hz as usize, mains))
+                .collect(),
+            displayed: 0,
+            decimate: ((chunk.sample_rate_hz / 200.0).floor() as u64).max(1),
+        })
+    }
+
+    /// Filters the chunk (and gap filler) for display; returns a trace once the filter has
+    /// produced samples that start at or after the stream origin.
+    pub fn trace(
+        &mut self,
+        patient_id: &str,
+        chunk: &EegChunk,
+        gap_samples: usize,
+    ) -> Option<EegTrace> {
+        let filler = vec![f32::NAN; gap_samples];
+        let filtered: Vec<Vec<f32>> = self
+            .display
+            .iter_mut()
+            .zip(&chunk.samples)
+            .map(|(filter, row)| {
+                let mut out = filter.push(&filler);
+                out.extend(filter.push(row));
+                out
+            })
+            .collect();
+        let delay = self.display.first()?.delay() as u64;
+        let produced = filtered.first().map_or(0, Vec::len) as u64;
+        let first = self.displayed;
+        self.displayed += produced;
+        // Output j shows input sample j - delay; keep inputs >= 0 on the decimation grid.
+        let keep: Vec<usize> = (0..produced)
+            .filter(|i| {
+                let j = first + i;
+                j >= delay && (j - delay) % self.decimate == 0
+            })
+            .map(|i| i as usize)
+            .collect();
+        let first_input = (first + *keep.first()? as u64) - delay;
+        Some(EegTrace {
+            patient_id: patient_id.to_owned(),
+            stream_id: self.stream_id,
+            start_ns: self.origin_ns + (first_input as f64 * 1e9 / self.fs).round() as i64,
+            received_ns: chunk.received_ns,
+            sample_rate_hz: self.fs / self.decimate as f64,
+            channels: self.channels.clone(),
+            samples: filtered
+                .iter()
+                .map(|row| keep.iter().map(|&i| row[i]).collect())
+                .collect(),
+        })
+    }
+
+    pub fn continues(&self, chunk: &EegChunk) -> bool {
+        self.stream_id == chunk.stream_id
+            && self.channels == chunk.channels
+            && self.fs == chunk.sample_rate_hz
+    }
+
+    pub fn expected_start_ns(&self) -> i64 {
+        self.origin_ns + (self.samples_seen as f64 * 1e9 / self.fs).round() as i64
+    }
+
+    /// Pushes one chunk (after NaN-filling a gap of `gap_samples`) into every channel's
+    /// windows; returns each channel's window jobs, for the model pool.
+    pub fn push_samples(&mut self, chunk: &EegChunk, gap_samples: usize) -> Vec<PushedChunk> {
+        let filler = vec![f32::NAN; gap_samples];
+        let out = self
+            .per_channel
+            .iter_mut()
+            .zip(&chunk.samples)
+            .map(|(stream, row)| {
+                let mut pushed = stream.push_samples(&filler);
+                let more = stream.push_samples(row);
+                pushed.jobs.extend(more.jobs);
+                pushed.final_end = more.final_end;
+                pushed
+            })
+            .collect();
+        self.samples_seen += (gap_samples + chunk.samples_per_channel()) as u64;
+        self.next_seq = chunk.seq + 1;
+        out
+    }
+
+    /// Merges one chunk's model outputs (per channel: `(window start, output)` in job order).
+    pub fn complete(
+        &mut self,
+        results: Vec<Vec<(usize, Option<Vec<f32>>)>>,
+        final_ends: &[usize],
+    ) -> Vec<FinalizedPoints> {
+        self.per_channel
+            .iter_mut()
+            .zip(results)
+            .zip(final_ends)
+            .map(|((stream, results), &end)| stream.complete(results, end))
+            .collect()
+    }
+
+    /// Ends the stream: every remaining point, by the reference's end-of-recording rules.
+    /// Only call once every pushed chunk is complete.
+    pub fn finish(&mut self, model: &SeizureModel) -> Result<Vec<FinalizedPoints>, InferenceError> {
+        self.per_channel
+            .iter_mut()
+            .map(|s| s.finish(model))
+            .collect()
+    }
+
+    /// The aggregate lower bound of points not final yet: `(time of the first, values)`.
+    /// Each value can only grow until final (see docs/ALERTS.md, early alerting).
+    pub fn provisional(&self) -> Option<(i64, Vec<f32>)> {
+        let parts: Vec<(usize, Vec<f32>)> = self
+            .per_channel
+            .iter()
+            .map(ChannelStream::provisional)
+            .collect();
+        let first = parts.iter().map(|(i, _)| *i).max()?;
+        let end = parts.iter().map(|(i, v)| i + v.len()).min()?;
+        if end <= first {
+            return None;
+        }
+        let rows: Vec<Vec<f32>> = parts
+            .iter()
+            .map(|(i, v)| v[first - i..end - i].to_vec())
+            .collect();
+        Some((self.origin_ns + first as i64 * STEP_NS, aggregate(&rows)))
+    }
+
+    /// One record for points finalized together on every channel.
+    pub fn record(
+        &self,
+        patient_id: &str,
+        points: Vec<FinalizedPoints>,
+        model: &ModelRef,
+    ) -> Option<SeizureProbability> {
+        let first = points.first()?;
+        if first.values.is_empty() {
+            return None;
+        }
+        let first_index = first.first_index;
+        let channel_p: Vec<Vec<f32>> = points.into_iter().map(|p| p.values).collect();
+        Some(SeizureProbability {
+            patient_id: patient_id.to_owned(),
+            start_ns: self.origin_ns + first_index as i64 * STEP_NS,
+            step_ns: STEP_NS,
+            channels: self.channels.clone(),
+            aggregate_p: aggregate(&channel_p),
+            channel_p,
+            model: model.clone(),
+            emitted_ns: vigil_core::time::now_ns(),
+        })
+    }
+}

@@ -1,0 +1,482 @@
+//! A shard: one worker thread that owns the EEG and heart-rate state of the patients routed
+//! to it, so no lock guards a patient's windows and evicting one is a single drop.
+//!
+//! The loop takes whatever records are queued, filters and windows each EEG chunk at once (its
+//! display trace is sent before any model work), queues the windows that became ready as model
+//! jobs, and runs them in batches across channels and patients. Results are merged back chunk
+//! by chunk in arrival order, so each patient's points stay in window order. Between batches
+//! the shard looks at its queue again, so a trace waits for at most one batch.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use vigil_core::bus::Topic;
+use vigil_core::codec::{self, Record};
+use vigil_core::config::AlertPolicies;
+use vigil_core::record::{AlertEvent, EegChunk, HrBatch, ModelRef};
+
+use crate::alerts::PatientAlerts;
+use crate::display::Mains;
+use crate::model::SeizureModel;
+use crate::output::{Lanes, OutputBatch, Ticket};
+use crate::patient::PatientStream;
+use crate::windowing::{PushedChunk, WindowParams};
+use crate::InferenceError;
+
+/// Alert state of every patient this instance has seen, shared with the alert follower
+/// (clinicians' acknowledgements) and the wall-clock ticks.
+pub(crate) type AlertBook = Arc<Mutex<HashMap<String, PatientAlerts>>>;
+
+pub(crate) fn lock(book: &AlertBook) -> std::sync::MutexGuard<'_, HashMap<String, PatientAlerts>> {
+    book.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Work for a shard.
+#[derive(Debug)]
+pub(crate) enum ShardInput {
+    /// A decoded EEG chunk at a rate the model accepts.
+    Eeg(Ticket, Box<EegChunk>),
+    /// A decoded heart-rate batch.
+    Hr(Ticket, Box<HrBatch>),
+    /// About once a second: evict idle patients.
+    Tick,
+}
+
+/// What a shard needs, shared by all shards.
+#[derive(Clone)]
+pub(crate) struct ShardConfig {
+    pub model: Arc<SeizureModel>,
+    pub model_ref: ModelRef,
+    pub params: WindowParams,
+    pub max_gap_s: f64,
+    pub mains: Mains,
+    pub alert_policies: AlertPolicies,
+    /// Windows per model call.
+    pub batch_windows: usize,
+    /// A patient without EEG for this long is finished and freed.
+    pub idle_evict_s: f64,
+}
+
+/// A model job's state.
+enum Slot {
+    Ready(Vec<f32>),
+    Running,
+    Done(Option<Vec<f32>>),
+}
+
+/// A chunk whose windows are queued or running.
+struct PendingChunk {
+    patient_id: String,
+    ticket: Ticket,
+    /// Per channel: job slots with their window starts.
+    slots: Vec<Vec<(usize, Slot)>>,
+    final_ends: Vec<usize>,
+    waiting: usize,
+}
+
+impl PendingChunk {
+    fn new(patient_id: String, ticket: Ticket, pushed: Vec<PushedChunk>) -> Self {
+        let mut waiting = 0;
+        let final_ends = pushed.iter().map(|p| p.final_end).collect();
+        let slots = pushed
+            .into_iter()
+            .map(|p| {
+                p.jobs
+                    .into_iter()
+                    .map(|job| {
+                        let slot = match job.input {
+                            Some(input) => {
+                                waiting += 1;
+                                Slot::Ready(input)
+                            }
+                            None => Slot::Done(None),
+                        };
+                        (job.start, slot)
+                    })
+                    .collect()
+            })
+            .collect();
+        Self {
+            patient_id,
+            ticket,
+            slots,
+            final_ends,
+            waiting,
+        }
+    }
+}
+
+/// Where a patient's heart-rate stream is: for skipping redelivered batches.
+#[derive(Debug, Default)]
+struct HeartStream {
+    stream_id: Option<uuid::Uuid>,
+    next_seq: u64,
+    last_t_ns: Option<i64>,
+}
+
+struct Patient {
+    stream: PatientStream,
+    last_seen: Instant,
+}
+
+pub(crate) struct Shard {
+    config: ShardConfig,
+    book: AlertBook,
+    lanes: Lanes,
+    patients: HashMap<String, Patient>,
+    heart: HashMap<String, (HeartStream, Instant)>,
+    pending: VecDeque<PendingChunk>,
+}
+
+fn encode<R: Record>(topic: Topic, record: &R) -> Option<(Topic, Vec<u8>)> {
+    match codec::encode(record) {
+        Ok(bytes) => Some((topic, bytes)),
+        Err(err) => {
+            tracing::error!(%err, ?topic, "output record not encodable; skipped");
+            None
+        }
+    }
+}
+
+impl Shard {
+    pub(crate) fn new(config: ShardConfig, book: AlertBook, lanes: Lanes) -> Self {
+        Self {
+            config,
+            book,
+            lanes,
+            patients: HashMap::new(),
+            heart: HashMap::new(),
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Runs until `inbox` closes, then completes the queued windows and returns.
+    pub(crate) fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<ShardInput>,
+    ) -> Result<(), InferenceError> {
+        loop {
+            let input = if self.pending.is_empty() {
+                match inbox.blocking_recv() {
+                    Some(input) => Some(input),
+                    None => break,
+                }
+            } else {
+                inbox.try_recv().ok()
+            };
+            if let Some(input) = input {
+                self.take(input)?;
+                while let Ok(more) = inbox.try_recv() {
+                    self.take(more)?;
+                }
+            }
+            self.run_batch()?;
+            metrics::gauge!("vigil_inference_queued_windows").set(self.queued_windows() as f64);
+        }
+        self.drain()
+    }
+
+    fn queued_windows(&self) -> usize {
+        self.pending.iter().map(|c| c.waiting).sum()
+    }
+
+    fn send(&self, patient_id: &str, records: Vec<(Topic, Vec<u8>)>, ticket: Option<Ticket>) {
+        if records.is_empty() && ticket.is_none() {
+            return;
+        }
+        let batch = OutputBatch {
+            patient_id: patient_id.to_owned(),
+            records,
+            ticket,
+        };
+        if !self.lanes.send_blocking(batch) {
+            tracing::warn!(
+                patient_id,
+                "publishing lanes closed; outputs dropped at shutdown"
+            );
+        }
+    }
+
+    fn take(&mut self, input: ShardInput) -> Result<(), InferenceError> {
+        match input {
+            ShardInput::Eeg(ticket, chunk) => self.on_chunk(ticket, *chunk),
+            ShardInput::Hr(ticket, batch) => {
+                self.on_heart_rate(ticket, &batch);
+                Ok(())
+            }
+            ShardInput::Tick => self.evict_idle(),
+        }
+    }
+
+    fn alerts<T>(&self, patient_id: &str, f: impl FnOnce(&mut PatientAlerts) -> T) -> T {
+        let mut book = lock(&self.book);
+        let state = book.entry(patient_id.to_owned()).or_insert_with(|| {
+            PatientAlerts::new(
+                patient_id,
+                self.config.alert_policies.for_patient(patient_id),
+            )
+        });
+        f(state)
+    }
+
+    fn on_chunk(&mut self, ticket: Ticket, chunk: EegChunk) -> Result<(), InferenceError> {
+        let patient_id = chunk.patient_id.clone();
+        let now = vigil_core::time::now_ns();
+        let fresh = match self.patients.get(&patient_id) {
+            Some(p) if p.stream.continues(&chunk) => {
+                if chunk.seq < p.stream.next_seq {
+                    // A redelivery, or a late chunk behind a gap already filled with NaN:
+                    // that span stays "not evaluated" (docs/INGEST.md); storage keeps it.
+                    metrics::counter!("vigil_inference_chunks_total", "outcome" => "duplicate_or_late").increment(1);
+                    self.send(&patient_id, Vec::new(), Some(ticket));
+                    return Ok(());
+                }
+                let gap_ns = chunk.start_ns - p.stream.expected_start_ns();
+                let gap_samples = if chunk.seq > p.stream.next_seq && gap_ns > 0 {
+                    (gap_ns as f64 * p.stream.fs / 1e9).round() as usize
+                } else {
+                    0
+                };
+                if gap_samples as f64 > self.config.max_gap_s * p.stream.fs {
+                    tracing::info!(
+                        patient_id,
+                        gap_s = gap_ns as f64 / 1e9,
+                        "long gap: restarting windows"
+                    );
+                    None
+                } else {
+                    Some(gap_samples)
+                }
+            }
+            _ => None,
+        };
+        let gap_samples = match fresh {
+            Some(gap) => gap,
+            None => {
+                // A new device session, another channel set or rate, or a long gap: the old
+                // stream ended, so its remaining points are published before new windows start.
+                self.end_stream(&patient_id)?;
+                let stream = PatientStream::start(&chunk, self.config.params, self.config.mains)?;
+                self.patients.insert(
+                    patient_id.clone(),
+                    Patient {
+                        stream,
+                        last_seen: Instant::now(),
+                    },
+                );
+                0
+            }
+        };
+        let Some(patient) = self.patients.get_mut(&patient_id) else {
+            return Ok(());
+        };
+        patient.last_seen = Instant::now();
+        let trace = patient.stream.trace(&patient_id, &chunk, gap_samples);
+        let pushed = patient.stream.push_samples(&chunk, gap_samples);
+        let mut records: Vec<(Topic, Vec<u8>)> = trace
+            .iter()
+            .filter_map(|t| encode(Topic::EegTrace, t))
+            .collect();
+        let resolved = self.alerts(&patient_id, |a| a.on_samples(now));
+        records.extend(resolved.iter().filter_map(|e| encode(Topic::Alerts, e)));
+        // Traces don't wait for the model.
+        self.send(&patient_id, records, None);
+        metrics::counter!("vigil_inference_chunks_total", "outcome" => "processed").increment(1);
+        self.pending
+            .push_back(PendingChunk::new(patient_id, ticket, pushed));
+        self.complete_ready();
+        Ok(())
+    }
+
+    fn on_heart_rate(&mut self, ticket: Ticket, batch: &HrBatch) {
+        let patient_id = batch.patient_id.clone();
+        let (stream, seen) = self
+            .heart
+            .entry(patient_id.clone())
+            .or_insert_with(|| (HeartStream::default(), Instant::now()));
+        *seen = Instant::now();
+        let duplicate = stream.stream_id == Some(batch.stream_id) && batch.seq < stream.next_seq;
+        let fresh: Vec<_> = if duplicate {
+            Vec::new()
+        } else {
+            stream.stream_id = Some(batch.stream_id);
+            stream.next_seq = batch.seq + 1;
+            batch
+                .points
+                .iter()
+                .filter(|p| stream.last_t_ns.is_none_or(|last| p.t_ns > last))
+                .copied()
+                .collect()
+        };
+        let outcome = if let Some(last) = fresh.last() {
+            stream.last_t_ns = Some(last.t_ns);
+            "processed"
+        } else {
+            "duplicate"
+        };
+        metrics::counter!("vigil_inference_hr_batches_total", "outcome" => outcome).increment(1);
+        let events: Vec<AlertEvent> = if fresh.is_empty() {
+            Vec::new()
+        } else {
+            self.alerts(&patient_id, |a| {
+                a.on_heart_rate(&fresh, vigil_core::time::now_ns())
+            })
+        };
+        let records = events
+            .iter()
+            .filter_map(|e| encode(Topic::Alerts, e))
+            .collect();
+        self.send(&patient_id, records, Some(ticket));
+    }
+
+    /// Runs one batch of queued windows, then merges every chunk that became complete.
+    fn run_batch(&mut self) -> Result<(), InferenceError> {
+        let limit = self.config.batch_windows.max(1);
+        let mut inputs = Vec::new();
+        let mut places = Vec::new();
+        'fill: for (c, chunk) in self.pending.iter_mut().enumerate() {
+            for (ch, slots) in chunk.slots.iter_mut().enumerate() {
+                for (j, (_, slot)) in slots.iter_mut().enumerate() {
+                    if inputs.len() == limit {
+                        break 'fill;
+                    }
+                    if matches!(slot, Slot::Ready(_)) {
+                        if let Slot::Ready(input) = std::mem::replace(slot, Slot::Running) {
+                            inputs.push(input);
+                            places.push((c, ch, j));
+                        }
+                    }
+                }
+            }
+        }
+        if !inputs.is_empty() {
+            let n_cols = inputs[0].len() / crate::spectrogram::N_BINS;
+            let started = Instant::now();
+            let outputs = self.config.model.predict(&inputs, n_cols)?;
+            let elapsed = started.elapsed().as_secs_f64();
+            metrics::histogram!("vigil_inference_model_batch_seconds").record(elapsed);
+            metrics::histogram!("vigil_inference_model_batch_windows").record(inputs.len() as f64);
+            for ((c, ch, j), output) in places.into_iter().zip(outputs) {
+                let chunk = &mut self.pending[c];
+                chunk.slots[ch][j].1 = Slot::Done(Some(output));
+                chunk.waiting -= 1;
+            }
+        }
+        self.complete_ready();
+        Ok(())
+    }
+
+    /// Merges finished chunks from the front of the queue: their points, alerts and ack.
+    fn complete_ready(&mut self) {
+        while self.pending.front().is_some_and(|c| c.waiting == 0) {
+            let Some(chunk) = self.pending.pop_front() else {
+                break;
+            };
+            let results: Vec<Vec<(usize, Option<Vec<f32>>)>> = chunk
+                .slots
+                .into_iter()
+                .map(|slots| {
+                    slots
+                        .into_iter()
+                        .map(|(start, slot)| match slot {
+                            Slot::Done(output) => (start, output),
+                            Slot::Ready(_) | Slot::Running => (start, None),
+                        })
+                        .collect()
+                })
+                .collect();
+            let Some(patient) = self.patients.get_mut(&chunk.patient_id) else {
+                self.send(&chunk.patient_id, Vec::new(), Some(chunk.ticket));
+                continue;
+            };
+            let points = patient.stream.complete(results, &chunk.final_ends);
+            let record = patient
+                .stream
+                .record(&chunk.patient_id, points, &self.config.model_ref);
+            let provisional = patient.stream.provisional();
+            let now = vigil_core::time::now_ns();
+            let mut records: Vec<(Topic, Vec<u8>)> = Vec::new();
+            let events = self.alerts(&chunk.patient_id, |alerts| {
+                let mut events = Vec::new();
+                if let Some(record) = &record {
+                    events.extend(alerts.on_probability(record, now));
+                }
+                if let Some((start_ns, values)) = &provisional {
+                    events.extend(alerts.on_provisional(
+                        *start_ns,
+                        crate::patient::STEP_NS,
+                        values,
+                        now,
+                    ));
+                }
+                events
+            });
+            records.extend(record.iter().filter_map(|r| encode(Topic::EegProb, r)));
+            records.extend(events.iter().filter_map(|e| encode(Topic::Alerts, e)));
+            self.send(&chunk.patient_id, records, Some(chunk.ticket));
+        }
+    }
+
+    /// Runs every queued window and merges every pending chunk.
+    fn drain(&mut self) -> Result<(), InferenceError> {
+        while !self.pending.is_empty() {
+            self.run_batch()?;
+        }
+        Ok(())
+    }
+
+    /// Finishes a patient's stream (after its queued windows) and publishes the remaining
+    /// points, then frees it.
+    fn end_stream(&mut self, patient_id: &str) -> Result<(), InferenceError> {
+        if !self.patients.contains_key(patient_id) {
+            return Ok(());
+        }
+        if self.pending.iter().any(|c| c.patient_id == patient_id) {
+            self.drain()?;
+        }
+        let Some(mut patient) = self.patients.remove(patient_id) else {
+            return Ok(());
+        };
+        let points = patient.stream.finish(&self.config.model)?;
+        let Some(record) = patient
+            .stream
+            .record(patient_id, points, &self.config.model_ref)
+        else {
+            return Ok(());
+        };
+        let now = vigil_core::time::now_ns();
+        let events = self.alerts(patient_id, |a| a.on_probability(&record, now));
+        let mut records: Vec<(Topic, Vec<u8>)> =
+            encode(Topic::EegProb, &record).into_iter().collect();
+        records.extend(events.iter().filter_map(|e| encode(Topic::Alerts, e)));
+        tracing::info!(
+            patient_id,
+            points = record.aggregate_p.len(),
+            "stream ended: remaining points published"
+        );
+        self.send(patient_id, records, None);
+        Ok(())
+    }
+
+    fn evict_idle(&mut self) -> Result<(), InferenceError> {
+        let idle = std::time::Duration::from_secs_f64(self.config.idle_evict_s.max(0.0));
+        let stale: Vec<String> = self
+            .patients
+            .iter()
+            .filter(|(_, p)| p.last_seen.elapsed() >= idle)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for patient_id in stale {
+            tracing::info!(
+                patient_id,
+                "no EEG for the idle timeout: finishing and freeing the patient"
+            );
+            self.end_stream(&patient_id)?;
+        }
+        self.heart.retain(|_, (_, seen)| seen.elapsed() < idle);
+        metrics::gauge!("vigil_inference_patients").set(self.patients.len() as f64);
+        Ok(())
+    }
+}
