@@ -343,8 +343,9 @@ impl BusConsumer for MemoryConsumer {
                 partition: msg.partition,
             });
         }
-        let committed = group.committed.entry(key).or_insert(0);
-        *committed = (*committed).max(msg.offset + 1);
+        // The same meaning as Kafka's stored offset: the position becomes `offset + 1`, even
+        // if that moves it back, so a stage that acked out of order fails here as it would there.
+        group.committed.insert(key, msg.offset + 1);
         Ok(())
     }
 

@@ -207,8 +207,11 @@ pub trait BusBackend: Send + Sync + 'static {
 pub trait BusConsumer: Send {
     /// Next record from the partitions assigned to this member. Cancel-safe.
     async fn recv(&mut self) -> Result<BusMessage, BusError>;
-    /// Marks `msg` (and everything before it in its partition) processed; its offset will be
-    /// committed. Call only after the record's effect is durable.
+    /// Marks `msg` (and everything before it in its partition) processed: the partition's
+    /// committed position becomes `msg.offset + 1` on every backend, even if that is lower than
+    /// before, so acknowledge in offset order (a stage whose records finish out of order tracks
+    /// its contiguous done prefix, as inference does). Call only after the record's effect is
+    /// durable.
     fn ack(&mut self, msg: &BusMessage) -> Result<(), BusError>;
     /// Commits acknowledged offsets now.
     async fn commit(&mut self) -> Result<(), BusError>;
