@@ -22,7 +22,7 @@
 use std::collections::VecDeque;
 
 use crate::model::SeizureModel;
-use crate::spectrogram::{Column, SpectrogramPlan, WindowSpectrogram};
+use crate::spectrogram::{SpectrogramPlan, WindowSpectrogram, N_BINS};
 use crate::InferenceError;
 
 /// Window configuration in seconds (multiples of 0.5 s).
@@ -172,7 +172,9 @@ pub struct ChannelStream {
     /// Per grid point: segment validity.
     valid: Indexed<bool>,
     /// Per grid point: raw column when the segment is valid (shared by windows).
-    columns: Indexed<Option<Column>>,
+    /// Stored as f32, half the memory of the f64 column; widened back for normalisation
+    /// (the model input is f32 anyway; parity is tested against the reference's goldens).
+    columns: Indexed<Option<[f32; N_BINS]>>,
     /// Per grid point not yet final: max over regular windows so far.
     prob: Indexed<f32>,
     /// Next regular window start, in blocks.
@@ -374,7 +376,7 @@ impl ChannelStream {
             None
         };
         self.valid.push(valid);
-        self.columns.push(column);
+        self.columns.push(column.map(|c| c.map(|p| p as f32)));
         self.prob.push(f32::NAN);
     }
 
@@ -397,7 +399,13 @@ impl ChannelStream {
             samples: &samples,
             hop: g.hop,
         };
-        Some(window.normalised(|col| self.columns.get(start + 1 + col).copied().flatten()))
+        Some(window.normalised(|col| {
+            self.columns
+                .get(start + 1 + col)
+                .copied()
+                .flatten()
+                .map(|c| c.map(f64::from))
+        }))
     }
 
     /// Combines window output columns `lo..hi` into the pending points; `fill_only` writes
