@@ -17,7 +17,8 @@ use serde::Serialize;
 use vigil_core::record::{AlertKind, AlertTransition, ModelRef, SeizureProbability};
 use vigil_inference::alerts::{AlertPolicy, PatientAlerts};
 use vigil_inference::model::SeizureModel;
-use vigil_inference::windowing::{fmax, predict_channel, WindowParams};
+use vigil_inference::patient::aggregate;
+use vigil_inference::windowing::{predict_channel, WindowParams};
 use vigil_inference::InferenceError;
 
 use crate::scoring::{score_events, Detection, EventScore, Interval, ScoringParams};
@@ -79,18 +80,12 @@ pub fn probability_trace(
     recording: &PatientSimulator,
     windows: WindowParams,
 ) -> Result<Vec<f32>, InferenceError> {
-    let mut aggregate: Vec<f32> = Vec::new();
-    for channel in recording.samples() {
-        let p = predict_channel(model, channel, recording.rate_hz(), windows)?;
-        if aggregate.is_empty() {
-            aggregate = p;
-        } else {
-            for (a, b) in aggregate.iter_mut().zip(p) {
-                *a = fmax(*a, b);
-            }
-        }
-    }
-    Ok(aggregate)
+    let rows = recording
+        .samples()
+        .iter()
+        .map(|channel| predict_channel(model, channel, recording.rate_hz(), windows))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(aggregate(&rows))
 }
 
 /// Runs the alert policy's seizure hysteresis over a trace; returns the detections.
