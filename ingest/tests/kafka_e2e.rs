@@ -16,7 +16,6 @@ use common::http::post_json;
 use common::*;
 use tower::ServiceExt;
 use uuid::Uuid;
-use vigil_core::bus::Topic;
 use vigil_core::codec::{self, DecodeLimits};
 use vigil_core::config::BusConfig;
 use vigil_core::record::EegChunk;
@@ -80,12 +79,7 @@ async fn posted_chunks_land_on_kafka_exactly_once_in_seq_order() {
     assert_eq!(duplicates, 2 * 4);
 
     let total = (streams.len() as u64 * per_stream) as usize;
-    let topic = h.bus.topic(Topic::EegRaw);
-    let mut consumer = h
-        .bus
-        .subscribe(&format!("g-{}", Uuid::new_v4().simple()), &[topic])
-        .await
-        .expect("subscribe");
+    let mut consumer = eeg_consumer(&h.bus).await;
     let mut by_stream: BTreeMap<Uuid, Vec<u64>> = BTreeMap::new();
     let mut received = 0;
     // Read until the broker stays quiet: everything produced, and nothing more.
@@ -165,12 +159,7 @@ async fn a_late_chunk_lands_on_kafka_once_and_a_conflicting_resend_not_at_all() 
     ];
     assert_eq!(summary, expected);
 
-    let topic = h.bus.topic(Topic::EegRaw);
-    let mut consumer = h
-        .bus
-        .subscribe(&format!("g-{}", Uuid::new_v4().simple()), &[topic])
-        .await
-        .expect("subscribe");
+    let mut consumer = eeg_consumer(&h.bus).await;
     let mut seqs = Vec::new();
     // The first record may wait for the group join; after three, the broker must stay quiet.
     while let Ok(msg) = tokio::time::timeout(
