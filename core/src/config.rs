@@ -428,6 +428,11 @@ pub struct IngestConfig {
     /// Streams whose sequence and clock state is kept in memory; the least recently used
     /// stream is forgotten beyond this.
     pub max_streams: usize,
+    /// Sequence numbers per stream, counted back from the highest received, whose receipt
+    /// and content hash the gateway remembers (1..=[`MAX_SEQ_WINDOW`], about 8 bytes each per
+    /// stream). Inside it a missing seq is accepted late, a resend is told apart from a
+    /// conflicting one; older seqs are refused as below the window (docs/INGEST.md).
+    pub seq_window: usize,
     /// How long a device token lookup is cached, in ms. A revocation takes effect within it.
     pub auth_cache_ttl_ms: u64,
     /// Sliding window of the per-stream device clock offset estimate, in ms.
@@ -452,6 +457,7 @@ impl Default for IngestConfig {
             rate_limit_per_s: 20.0,
             rate_limit_burst: 40,
             max_streams: 10_000,
+            seq_window: 256,
             auth_cache_ttl_ms: 5_000,
             clock_window_ms: 120_000,
             correct_device_clock: true,
@@ -460,6 +466,9 @@ impl Default for IngestConfig {
         }
     }
 }
+
+/// Largest `ingest.seq_window`: 64 Ki seqs, 512 KiB of content hashes per stream.
+pub const MAX_SEQ_WINDOW: usize = 65_536;
 
 /// Clinician dashboard settings (`vigil dashboard`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -676,6 +685,12 @@ impl VigilConfig {
                 problem: "rate_limit_burst and max_streams must be positive, max_body_bytes at least 1024".to_owned(),
             });
         }
+        if !(1..=MAX_SEQ_WINDOW).contains(&ingest.seq_window) {
+            return Err(ConfigError::Invalid {
+                key: "ingest.seq_window",
+                problem: format!("must be in 1..={MAX_SEQ_WINDOW}, got {}", ingest.seq_window),
+            });
+        }
         let dashboard = &self.dashboard;
         if !dashboard.session_key.is_empty() && dashboard.session_key.len() < 32 {
             return Err(ConfigError::Invalid {
@@ -795,6 +810,24 @@ mod tests {
             assert!(err.to_string().contains("bus.partitions"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn seq_window_must_be_within_its_bounds() {
+        let with = |seq_window| VigilConfig {
+            ingest: IngestConfig {
+                seq_window,
+                ..IngestConfig::default()
+            },
+            ..VigilConfig::default()
+        };
+        for bad in [0, MAX_SEQ_WINDOW + 1] {
+            let err = with(bad).check().expect_err("out of range");
+            assert!(err.to_string().contains("ingest.seq_window"), "{err}");
+        }
+        for good in [1, MAX_SEQ_WINDOW] {
+            with(good).check().expect("in range");
+        }
     }
 
     #[test]

@@ -8,8 +8,13 @@
 //! unacknowledged frame. When the connection drops, or the gateway says "retry later" (bus
 //! unavailable), the client reconnects with exponential backoff and resends every
 //! unacknowledged frame in order; frames the gateway had already produced come back as
-//! `duplicate` and are not produced twice. A frame the gateway refuses as invalid is counted
-//! in [`ClientStats::rejected`] and not resent.
+//! `duplicate` and are not produced twice, frames it had not received come back `accepted`
+//! (with `late: true` when a higher seq of the stream got there first, counted in
+//! [`ClientStats::late`]). A frame the gateway refuses is counted in
+//! [`ClientStats::rejected`] and not resent: besides invalid records that is a resend whose
+//! content differs from the received one (409, [`ClientStats::conflicts`]) and a seq too old
+//! for the gateway to tell whether it was received (422 `seq_below_window`,
+//! [`ClientStats::below_window`]: delivery unknown).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +28,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
 use vigil_core::codec;
+use vigil_core::problem::PROBLEM_TYPE_BASE;
 
 use crate::error::Problem;
 use crate::pipeline::{AckStatus, IngestRecord};
@@ -86,10 +92,17 @@ pub enum ClientError {
 pub struct ClientStats {
     /// Frames acknowledged as `accepted`.
     pub accepted: u64,
+    /// Of `accepted`, those the gateway received after a higher seq of their stream.
+    pub late: u64,
     /// Frames acknowledged as `duplicate` (already produced; resends after a lost ack).
     pub duplicates: u64,
-    /// Frames refused as invalid (not resent).
+    /// Frames refused (not resent): invalid, conflicting or below the window.
     pub rejected: u64,
+    /// Of `rejected`, resends whose content differed from the received record (409).
+    pub conflicts: u64,
+    /// Of `rejected`, seqs below the gateway's window: whether they were ever received is
+    /// unknown.
+    pub below_window: u64,
     /// Acks that reported a gap.
     pub gaps: u64,
     /// Connections opened after the first.
@@ -284,41 +297,14 @@ async fn run(
                             }
                             Some(Ok(_)) => continue,
                         };
-                        if let Ok(ack) = serde_json::from_str::<FrameAck>(&text) {
-                            let front = unacked.pop_front();
-                            if front.as_ref().is_some_and(|f| f.seq != ack.ack) {
-                                tracing::warn!(expected = ?front.map(|f| f.seq), got = ack.ack,
-                                    "ack out of order");
-                            }
-                            stats.send_modify(|s| {
-                                match ack.status {
-                                    AckStatus::Accepted => s.accepted += 1,
-                                    AckStatus::Duplicate => s.duplicates += 1,
+                        match on_reply(&text, &mut unacked, &stats, &config) {
+                            Next::Continue { acked } => {
+                                if acked {
+                                    backoff = config.backoff_initial;
                                 }
-                                if ack.gap.is_some() {
-                                    s.gaps += 1;
-                                }
-                            });
-                            backoff = config.backoff_initial;
-                        } else if let Ok(err) = serde_json::from_str::<FrameError>(&text) {
-                            if err.error.status == 401 {
-                                return Err(ClientError::Unauthorized(err.error.detail));
                             }
-                            if let Some(secs) = err.error.retry_after_s {
-                                // Trust the hint, within reason.
-                                let cap = config.backoff_max.max(Duration::from_secs(60));
-                                let delay = Duration::from_secs(secs).min(cap);
-                                break 'session Disconnect::RetryAfter(delay);
-                            }
-                            unacked.pop_front();
-                            tracing::warn!(detail = %err.error.detail, seq = ?err.seq,
-                                "frame refused by the gateway");
-                            stats.send_modify(|s| {
-                                s.rejected += 1;
-                                s.last_rejection = Some(err.error);
-                            });
-                        } else {
-                            tracing::warn!(%text, "unexpected reply from the gateway");
+                            Next::Disconnect(d) => break 'session d,
+                            Next::Fatal(err) => return Err(err),
                         }
                     }
                 }
@@ -346,4 +332,75 @@ async fn run(
             }
         }
     }
+}
+
+/// What a reply asks of the session.
+enum Next {
+    /// Go on; `acked` when a frame was acknowledged (the connection works).
+    Continue { acked: bool },
+    /// End the connection.
+    Disconnect(Disconnect),
+    /// Give up.
+    Fatal(ClientError),
+}
+
+/// Resolves the oldest unacknowledged frame with the gateway's reply `text`.
+fn on_reply(
+    text: &str,
+    unacked: &mut VecDeque<Frame>,
+    stats: &watch::Sender<ClientStats>,
+    config: &ClientConfig,
+) -> Next {
+    if let Ok(ack) = serde_json::from_str::<FrameAck>(text) {
+        let front = unacked.pop_front();
+        if front.as_ref().is_some_and(|f| f.seq != ack.ack) {
+            tracing::warn!(expected = ?front.map(|f| f.seq), got = ack.ack, "ack out of order");
+        }
+        stats.send_modify(|s| {
+            match ack.status {
+                AckStatus::Accepted => s.accepted += 1,
+                AckStatus::Duplicate => s.duplicates += 1,
+            }
+            s.late += u64::from(ack.late);
+            s.gaps += u64::from(ack.gap.is_some());
+        });
+        return Next::Continue { acked: true };
+    }
+    let Ok(err) = serde_json::from_str::<FrameError>(text) else {
+        tracing::warn!(%text, "unexpected reply from the gateway");
+        return Next::Continue { acked: false };
+    };
+    if err.error.status == 401 {
+        return Next::Fatal(ClientError::Unauthorized(err.error.detail));
+    }
+    if let Some(secs) = err.error.retry_after_s {
+        // Trust the hint, within reason.
+        let cap = config.backoff_max.max(Duration::from_secs(60));
+        return Next::Disconnect(Disconnect::RetryAfter(Duration::from_secs(secs).min(cap)));
+    }
+    unacked.pop_front();
+    let reason = err
+        .error
+        .problem_type
+        .strip_prefix(PROBLEM_TYPE_BASE)
+        .unwrap_or_default();
+    let (detail, seq) = (&err.error.detail, err.seq);
+    match reason {
+        "seq_conflict" => {
+            tracing::warn!(%detail, ?seq, "resend conflicts with the received record; not resent")
+        }
+        "seq_below_window" => {
+            tracing::error!(%detail, ?seq, "seq below the gateway's window: delivery unknown")
+        }
+        _ => tracing::warn!(%detail, ?seq, "frame refused by the gateway"),
+    }
+    let conflict = u64::from(reason == "seq_conflict");
+    let below_window = u64::from(reason == "seq_below_window");
+    stats.send_modify(|s| {
+        s.rejected += 1;
+        s.conflicts += conflict;
+        s.below_window += below_window;
+        s.last_rejection = Some(err.error);
+    });
+    Next::Continue { acked: false }
 }

@@ -55,6 +55,30 @@ pub enum IngestError {
         /// What the record carries.
         found: String,
     },
+    /// A resend of a received `seq` whose content differs from what was produced.
+    #[error(
+        "seq {seq} of stream {stream_id} was already received with different content; \
+         a resend must repeat the record unchanged"
+    )]
+    SeqConflict {
+        /// Stream.
+        stream_id: uuid::Uuid,
+        /// Sequence number.
+        seq: u64,
+    },
+    /// A `seq` older than the window of received seqs: whether it was received is unknown.
+    #[error(
+        "seq {seq} of stream {stream_id} is below the gateway's window (oldest tracked seq \
+         {oldest}): it may or may not have been received before and was not produced"
+    )]
+    SeqBelowWindow {
+        /// Stream.
+        stream_id: uuid::Uuid,
+        /// Sequence number.
+        seq: u64,
+        /// Lowest sequence number still tracked.
+        oldest: u64,
+    },
     /// The device exceeded its request rate.
     #[error("rate limit exceeded; retry in {} ms", retry_after.as_millis())]
     RateLimited {
@@ -95,6 +119,8 @@ impl IngestError {
             Self::Codec(CodecError::Encode { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Codec(_) => StatusCode::BAD_REQUEST,
             Self::RegistrationMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::SeqConflict { .. } => StatusCode::CONFLICT,
+            Self::SeqBelowWindow { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BusUnavailable { .. } | Self::Directory { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -114,6 +140,8 @@ impl IngestError {
             Self::Codec(CodecError::Encode { .. }) => "encode",
             Self::Codec(_) => "malformed_record",
             Self::RegistrationMismatch { .. } => "registration_mismatch",
+            Self::SeqConflict { .. } => "seq_conflict",
+            Self::SeqBelowWindow { .. } => "seq_below_window",
             Self::RateLimited { .. } => "rate_limited",
             Self::BusUnavailable { .. } => "bus_unavailable",
             Self::Directory { .. } => "directory_unavailable",
@@ -126,6 +154,14 @@ impl IngestError {
             Self::RateLimited { retry_after }
             | Self::BusUnavailable { retry_after, .. }
             | Self::Directory { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// The sequence number the error is about, when the record was decoded that far.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            Self::SeqConflict { seq, .. } | Self::SeqBelowWindow { seq, .. } => Some(*seq),
             _ => None,
         }
     }

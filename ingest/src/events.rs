@@ -3,7 +3,9 @@
 //!
 //! Metrics: `vigil_ingest_accepted_total{kind}`, `vigil_ingest_accepted_bytes_total{kind}`,
 //! `vigil_ingest_rejected_total{reason}`, `vigil_ingest_duplicates_total{kind}`,
-//! `vigil_ingest_gaps_total{kind}`, `vigil_ingest_produce_latency_seconds{kind}` (histogram).
+//! `vigil_ingest_gaps_total{kind}`, `vigil_ingest_late_total{kind}`,
+//! `vigil_ingest_seq_refused_total{kind, reason}`, `vigil_ingest_produce_latency_seconds{kind}`
+//! (histogram).
 
 use std::time::Duration;
 
@@ -113,5 +115,61 @@ impl Emit for SequenceGap<'_> {
             "sequence gap"
         );
         metrics::counter!("vigil_ingest_gaps_total", "kind" => kind_label(self.kind)).increment(1);
+    }
+}
+
+/// A record accepted after a higher seq of its stream (also counted as accepted).
+pub struct LateRecord<'a> {
+    /// Record kind.
+    pub kind: StreamKind,
+    /// Device.
+    pub device_id: &'a str,
+    /// Sequence number.
+    pub seq: u64,
+    /// How far below the stream's highest seq it was.
+    pub behind: u64,
+}
+
+impl Emit for LateRecord<'_> {
+    fn emit(&self) {
+        tracing::info!(
+            kind = kind_label(self.kind),
+            device_id = self.device_id,
+            seq = self.seq,
+            behind = self.behind,
+            "late record accepted"
+        );
+        metrics::counter!("vigil_ingest_late_total", "kind" => kind_label(self.kind)).increment(1);
+    }
+}
+
+/// A record refused by its sequence number: a conflicting resend or one below the window.
+/// Warned about because a correct device never sends either.
+pub struct SeqRefused<'a> {
+    /// Record kind.
+    pub kind: StreamKind,
+    /// Device.
+    pub device_id: &'a str,
+    /// Sequence number.
+    pub seq: u64,
+    /// `seq_conflict` or `seq_below_window` (`IngestError::reason`).
+    pub reason: &'static str,
+}
+
+impl Emit for SeqRefused<'_> {
+    fn emit(&self) {
+        tracing::warn!(
+            kind = kind_label(self.kind),
+            device_id = self.device_id,
+            seq = self.seq,
+            reason = self.reason,
+            "record refused by its sequence number"
+        );
+        metrics::counter!(
+            "vigil_ingest_seq_refused_total",
+            "kind" => kind_label(self.kind),
+            "reason" => self.reason
+        )
+        .increment(1);
     }
 }

@@ -169,13 +169,14 @@ async fn handle<R: IngestRecord>(
         )
     ),
     responses(
-        (status = 202, description = "Produced (or a duplicate, not produced again)", body = IngestAck),
+        (status = 202, description = "Produced (`late: true` when it came after a higher seq of its stream), or an identical resend of a received seq (`duplicate`, not produced again)", body = IngestAck),
         (status = 400, description = "Malformed record", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing, unknown or revoked token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Record for another patient or device", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Resend of a received seq with different content (seq_conflict); not produced, do not retry", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Unsupported Content-Type", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid record, or not matching the registration", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid record, not matching the registration, or a seq below the gateway's window (seq_below_window: delivery unknown, not produced)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limit exceeded (see Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Bus did not acknowledge (see Retry-After)", body = Problem, content_type = "application/problem+json"),
     ),
@@ -203,13 +204,14 @@ pub async fn post_eeg(
         )
     ),
     responses(
-        (status = 202, description = "Produced (or a duplicate, not produced again)", body = IngestAck),
+        (status = 202, description = "Produced (`late: true` when it came after a higher seq of its stream), or an identical resend of a received seq (`duplicate`, not produced again)", body = IngestAck),
         (status = 400, description = "Malformed record", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing, unknown or revoked token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Record for another patient or device", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Resend of a received seq with different content (seq_conflict); not produced, do not retry", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Unsupported Content-Type", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid record", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid record, or a seq below the gateway's window (seq_below_window: delivery unknown, not produced)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limit exceeded (see Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Bus did not acknowledge (see Retry-After)", body = Problem, content_type = "application/problem+json"),
     ),
@@ -230,7 +232,8 @@ pub async fn post_hr(
     tag = "ingest",
     description = "WebSocket. Binary frames: binary-codec records (EegChunk or HrBatch); text \
         frames: JSON records. One text reply per frame, in order: \
-        {\"ack\": seq, \"stream_id\", \"status\", \"gap\"} or {\"error\": problem, \"seq\"}. \
+        {\"ack\": seq, \"stream_id\", \"status\", \"gap\", \"late\"} or {\"error\": problem, \"seq\"} \
+        (problem status 409: conflicting resend, 422 seq_below_window: as over HTTP). \
         After an error carrying retry_after_s the server closes the socket (code 1013): \
         reconnect and resend every unacknowledged frame in order.",
     responses(

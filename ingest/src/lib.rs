@@ -12,8 +12,10 @@
 //! - Device auth ([`devices`]): `Authorization: Bearer <token>`; tokens are stored as SHA-256
 //!   in the device directory (SQLite or MySQL) and bound to one patient, optionally to a
 //!   sample rate and channel list.
-//! - Sequence tracking ([`streams`]): duplicates are acknowledged but not produced again,
-//!   gaps are reported. Device clock offsets are estimated per stream ([`clock`]).
+//! - Sequence tracking ([`streams`]): late arrivals are produced (ack `late: true`),
+//!   duplicates are acknowledged but not produced again, conflicting resends get 409, seqs
+//!   below the window 422, gaps are reported. Device clock offsets are estimated per stream
+//!   ([`clock`]).
 //! - Limits: body size cap (413), per-device rate limit (429), bus timeout (503).
 //! - Errors ([`error`]): one `IntoResponse` type, RFC 9457 `application/problem+json`.
 //! - Ops: `/healthz`, `/readyz` (bus probe), `/metrics`, `/openapi.json`.
@@ -115,7 +117,11 @@ impl IngestState {
                     config.max_streams,
                 ),
                 limits,
-                streams: streams::StreamTable::new(config.max_streams, window_ns),
+                streams: streams::StreamTable::new(
+                    config.max_streams,
+                    config.seq_window,
+                    window_ns,
+                ),
                 rate: rate_limit::RateLimiter::new(
                     config.rate_limit_per_s,
                     config.rate_limit_burst,

@@ -2,6 +2,7 @@
 //! the token's device, check the registration, classify the sequence number, correct the
 //! clock, produce, and only then acknowledge.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,7 @@ use vigil_core::telemetry::events::Emit;
 
 use crate::devices::RegisteredDevice;
 use crate::error::IngestError;
-use crate::events::{DuplicateRecord, RecordAccepted, SequenceGap};
+use crate::events::{DuplicateRecord, LateRecord, RecordAccepted, SeqRefused, SequenceGap};
 use crate::streams::{Gap, SeqCheck, StreamKey, StreamKind};
 use crate::IngestState;
 
@@ -21,7 +22,8 @@ use crate::IngestState;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AckStatus {
-    /// Produced now; the broker acknowledged it durably.
+    /// Produced now; the broker acknowledged it durably (`late` tells whether it came after
+    /// a higher seq of its stream).
     Accepted,
     /// Already accepted before (a resend); not produced again.
     Duplicate,
@@ -38,6 +40,10 @@ pub struct IngestAck {
     pub status: AckStatus,
     /// Set when records before this one are missing from the stream.
     pub gap: Option<Gap>,
+    /// True when accepted after a higher seq of the stream (it arrived late; produced now,
+    /// downstream treats it as late). False for duplicates.
+    #[serde(default)]
+    pub late: bool,
 }
 
 /// How the body is encoded, from the Content-Type (HTTP) or the frame type (WebSocket).
@@ -112,6 +118,10 @@ pub trait IngestRecord: Record + Send + Sync + 'static {
     fn device_end_ns(&self) -> i64;
     /// Shifts device times by `offset_ns` and stamps the server receive time.
     fn apply_clock(&mut self, offset_ns: i64, received_ns: i64);
+    /// 64-bit hash of the fields the device sets besides the `(stream, seq)` key, as sent
+    /// (before [`IngestRecord::apply_clock`]): equal for a faithful resend, whatever its
+    /// encoding. NaN samples hash alike (NaN only means "missing").
+    fn content_hash(&self) -> u64;
     /// Checks the record against the device's registration.
     fn check_registration(&self, _device: &RegisteredDevice) -> Result<(), IngestError> {
         Ok(())
@@ -120,6 +130,14 @@ pub trait IngestRecord: Record + Send + Sync + 'static {
 
 fn shift(t: i64, offset: i64) -> i64 {
     t.saturating_add(offset).max(0)
+}
+
+fn float_bits(x: f32) -> u32 {
+    if x.is_nan() {
+        f32::NAN.to_bits()
+    } else {
+        x.to_bits()
+    }
 }
 
 impl IngestRecord for EegChunk {
@@ -143,6 +161,21 @@ impl IngestRecord for EegChunk {
     fn apply_clock(&mut self, offset_ns: i64, received_ns: i64) {
         self.start_ns = shift(self.start_ns, offset_ns);
         self.received_ns = received_ns;
+    }
+    /// `received_ns` is left out: the gateway overwrites whatever the device put there.
+    fn content_hash(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        self.start_ns.hash(&mut h);
+        self.sample_rate_hz.to_bits().hash(&mut h);
+        self.channels.hash(&mut h);
+        std::mem::discriminant(&self.unit).hash(&mut h);
+        for channel in &self.samples {
+            h.write_usize(channel.len());
+            for &x in channel {
+                h.write_u32(float_bits(x));
+            }
+        }
+        h.finish()
     }
     fn check_registration(&self, device: &RegisteredDevice) -> Result<(), IngestError> {
         if let Some(rate) = device.sample_rate_hz {
@@ -191,43 +224,63 @@ impl IngestRecord for HrBatch {
             point.t_ns = shift(point.t_ns, offset_ns);
         }
     }
+    fn content_hash(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        std::mem::discriminant(&self.source).hash(&mut h);
+        h.write_usize(self.points.len());
+        for p in &self.points {
+            p.t_ns.hash(&mut h);
+            h.write_u32(float_bits(p.bpm));
+            p.rr_ms.map(float_bits).hash(&mut h);
+        }
+        h.finish()
+    }
+}
+
+/// Refuses a record naming another patient or device than the token's, or not matching the
+/// device's registration.
+fn authorize<R: IngestRecord>(device: &RegisteredDevice, record: &R) -> Result<(), IngestError> {
+    if record.patient_id() != device.patient_id {
+        return Err(IngestError::Forbidden {
+            field: "patient_id",
+            expected: device.patient_id.clone(),
+            found: record.patient_id().to_owned(),
+        });
+    }
+    if record.device_id() != device.device_id {
+        return Err(IngestError::Forbidden {
+            field: "device_id",
+            expected: device.device_id.clone(),
+            found: record.device_id().to_owned(),
+        });
+    }
+    record.check_registration(device)
 }
 
 impl IngestState {
-    /// Authorizes, deduplicates, corrects and produces one decoded record; returns the ack
-    /// only after the broker acknowledged the record durably.
+    /// Authorizes, classifies the sequence number, corrects and produces one decoded record;
+    /// returns the ack only after the broker acknowledged the record durably.
     pub async fn ingest<R: IngestRecord>(
         &self,
         device: &RegisteredDevice,
         mut record: R,
         bytes: usize,
     ) -> Result<IngestAck, IngestError> {
-        if record.patient_id() != device.patient_id {
-            return Err(IngestError::Forbidden {
-                field: "patient_id",
-                expected: device.patient_id.clone(),
-                found: record.patient_id().to_owned(),
-            });
-        }
-        if record.device_id() != device.device_id {
-            return Err(IngestError::Forbidden {
-                field: "device_id",
-                expected: device.device_id.clone(),
-                found: record.device_id().to_owned(),
-            });
-        }
-        record.check_registration(device)?;
-
+        authorize(device, &record)?;
         let key = StreamKey {
             kind: R::STREAM,
             device_id: device.device_id.clone(),
             stream_id: record.stream_id(),
         };
+        let seq = record.seq();
+        let hash = record.content_hash();
         let stream = self.inner.streams.get(&key);
         // Held until the broker answered: one record of a stream in flight at a time.
         let mut state = stream.lock().await;
-        let seq = record.seq();
-        let gap = match state.check(seq) {
+        let high = state.seqs.high();
+        let (gap, late) = match state.seqs.check(seq, hash) {
+            SeqCheck::New(gap) => (gap, false),
+            SeqCheck::Late => (None, true),
             SeqCheck::Duplicate => {
                 DuplicateRecord {
                     kind: R::STREAM,
@@ -240,9 +293,22 @@ impl IngestState {
                     seq,
                     status: AckStatus::Duplicate,
                     gap: None,
+                    late: false,
                 });
             }
-            SeqCheck::New(gap) => gap,
+            SeqCheck::Conflict => {
+                let stream_id = key.stream_id;
+                return Err(refused(&key, IngestError::SeqConflict { stream_id, seq }));
+            }
+            SeqCheck::BelowWindow { oldest } => {
+                let stream_id = key.stream_id;
+                let err = IngestError::SeqBelowWindow {
+                    stream_id,
+                    seq,
+                    oldest,
+                };
+                return Err(refused(&key, err));
+            }
         };
 
         let received_ns = vigil_core::time::now_ns();
@@ -252,27 +318,8 @@ impl IngestState {
             0
         };
         record.apply_clock(offset, received_ns);
-
-        let started = Instant::now();
-        let timeout = self.inner.publish_timeout;
-        let published = tokio::time::timeout(
-            timeout,
-            self.inner
-                .bus
-                .publish_record(R::TOPIC, &device.patient_id, &record),
-        )
-        .await
-        .unwrap_or(Err(BusError::Timeout {
-            op: "publish",
-            after: timeout,
-        }));
-        if let Err(source) = published {
-            return Err(IngestError::BusUnavailable {
-                source,
-                retry_after: self.inner.retry_after,
-            });
-        }
-        state.accepted(seq);
+        let produce_latency = self.publish(&device.patient_id, &record).await?;
+        state.seqs.record(seq, hash);
         drop(state);
 
         RecordAccepted {
@@ -280,7 +327,7 @@ impl IngestState {
             device_id: &device.device_id,
             seq,
             bytes,
-            produce_latency: started.elapsed(),
+            produce_latency,
         }
         .emit();
         if let Some(gap) = gap {
@@ -291,12 +338,46 @@ impl IngestState {
             }
             .emit();
         }
+        if late {
+            LateRecord {
+                kind: R::STREAM,
+                device_id: &device.device_id,
+                seq,
+                behind: high.map_or(0, |h| h.saturating_sub(seq)),
+            }
+            .emit();
+        }
         Ok(IngestAck {
             stream_id: key.stream_id,
             seq,
             status: AckStatus::Accepted,
             gap,
+            late,
         })
+    }
+
+    /// Produces `record` within the publish timeout; returns how long the broker took.
+    async fn publish<R: IngestRecord>(
+        &self,
+        patient_id: &str,
+        record: &R,
+    ) -> Result<Duration, IngestError> {
+        let started = Instant::now();
+        let timeout = self.inner.publish_timeout;
+        tokio::time::timeout(
+            timeout,
+            self.inner.bus.publish_record(R::TOPIC, patient_id, record),
+        )
+        .await
+        .unwrap_or(Err(BusError::Timeout {
+            op: "publish",
+            after: timeout,
+        }))
+        .map_err(|source| IngestError::BusUnavailable {
+            source,
+            retry_after: self.inner.retry_after,
+        })?;
+        Ok(started.elapsed())
     }
 
     /// Decodes `bytes` in `format` as an `R` and ingests it.
@@ -314,6 +395,18 @@ impl IngestState {
     pub fn retry_after(&self) -> Duration {
         self.inner.retry_after
     }
+}
+
+/// Emits the refusal of a record by its sequence check (conflict, below the window).
+fn refused(key: &StreamKey, err: IngestError) -> IngestError {
+    SeqRefused {
+        kind: key.kind,
+        device_id: &key.device_id,
+        seq: err.seq().unwrap_or_default(),
+        reason: err.reason(),
+    }
+    .emit();
+    err
 }
 
 #[cfg(test)]

@@ -3,9 +3,11 @@
 //! - Binary frames are binary-codec records (`EegChunk` or `HrBatch`, by the header's kind);
 //!   text frames are JSON records (an `HrBatch` if it parses as one and not as an `EegChunk`).
 //! - Frames are processed one at a time, in order, and each gets exactly one text reply, in
-//!   order: `{"ack": seq, "stream_id": ..., "status": "accepted"|"duplicate", "gap": ...}` once
-//!   the broker acknowledged the record, or `{"error": <problem>, "seq": ...}` when the frame
-//!   was refused (the socket stays open; do not resend that frame).
+//!   order: `{"ack": seq, "stream_id": ..., "status": "accepted"|"duplicate", "gap": ...,
+//!   "late": bool}` once the broker acknowledged the record (or it was a duplicate), or
+//!   `{"error": <problem>, "seq": ...}` when the frame was refused (the socket stays open; do
+//!   not resend that frame). The sequence rules are the HTTP ones ([`crate::streams`]): a
+//!   conflicting resend is an error with status 409, a seq below the window one with 422.
 //! - When the bus fails the gateway does not buffer: it sends an error whose problem carries
 //!   `retry_after_s`, closes the socket with code 1013 (try again later), and the device
 //!   reconnects after that delay and resends every unacknowledged frame in order.
@@ -48,6 +50,9 @@ pub struct FrameAck {
     /// Set when records before this one are missing.
     #[serde(default)]
     pub gap: Option<Gap>,
+    /// True when accepted after a higher seq of its stream.
+    #[serde(default)]
+    pub late: bool,
 }
 
 /// The text reply to a refused frame.
@@ -153,6 +158,7 @@ async fn session(state: IngestState, token: DeviceToken, mut socket: WebSocket) 
                     stream_id: ack.stream_id,
                     status: ack.status,
                     gap: ack.gap,
+                    late: ack.late,
                 }),
                 false,
             ),
@@ -162,7 +168,7 @@ async fn session(state: IngestState, token: DeviceToken, mut socket: WebSocket) 
                 (
                     serde_json::to_string(&FrameError {
                         error: err.problem(),
-                        seq: decode_seq(format, &bytes),
+                        seq: err.seq().or_else(|| decode_seq(format, &bytes)),
                     }),
                     retry || matches!(err, IngestError::Unauthorized(_)),
                 )

@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 use vigil_core::codec;
 use vigil_core::config::IngestConfig;
-use vigil_ingest::client::{ClientConfig, ClientError, IngestClient};
+use vigil_ingest::client::{ClientConfig, ClientError, ClientStats, IngestClient};
 use vigil_ingest::ws::{FrameAck, FrameError};
 use vigil_ingest::{AckStatus, DeviceDirectory};
 
@@ -71,6 +71,13 @@ async fn expect_error(socket: &mut Socket) -> FrameError {
     serde_json::from_str(&text).unwrap_or_else(|_| panic!("error expected, got {text}"))
 }
 
+/// Binary-codec chunks of `stream` with seqs `0..n`.
+fn encoded_chunks(stream: Uuid, n: u64) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|seq| codec::encode(&chunk(stream, seq)).expect("encode"))
+        .collect()
+}
+
 #[tokio::test]
 async fn every_frame_gets_one_reply_in_order_and_refusals_keep_the_socket() {
     let h = harness().await;
@@ -79,9 +86,11 @@ async fn every_frame_gets_one_reply_in_order_and_refusals_keep_the_socket() {
     let mut ws = connect(addr, &h.token).await;
     let stream = Uuid::new_v4();
 
-    for seq in 0..3 {
-        let bytes = codec::encode(&chunk(stream, seq)).expect("encode");
-        ws.send(Message::Binary(bytes.into())).await.expect("send");
+    let frames = encoded_chunks(stream, 3);
+    for bytes in &frames {
+        ws.send(Message::Binary(bytes.clone().into()))
+            .await
+            .expect("send");
     }
     for seq in 0..3 {
         let ack = expect_ack(&mut ws).await;
@@ -125,11 +134,9 @@ async fn every_frame_gets_one_reply_in_order_and_refusals_keep_the_socket() {
     assert_eq!(expect_error(&mut ws).await.error.status, 400);
 
     // A resend is acknowledged as a duplicate; a skip is reported as a gap.
-    ws.send(Message::Binary(
-        codec::encode(&chunk(stream, 2)).expect("encode").into(),
-    ))
-    .await
-    .expect("send");
+    ws.send(Message::Binary(frames[2].clone().into()))
+        .await
+        .expect("send");
     assert_eq!(expect_ack(&mut ws).await.status, AckStatus::Duplicate);
     ws.send(Message::Binary(
         codec::encode(&chunk(stream, 6)).expect("encode").into(),
@@ -140,12 +147,52 @@ async fn every_frame_gets_one_reply_in_order_and_refusals_keep_the_socket() {
     assert_eq!((gap.expected, gap.got), (4, 6));
     ws.close(None).await.expect("close");
 
-    let seqs: Vec<u64> = drain_eeg(&mut consumer, Duration::from_millis(300))
-        .await
-        .iter()
-        .map(|c| c.seq)
-        .collect();
+    let seqs: Vec<u64> = drain_eeg_seqs(&mut consumer, Duration::from_millis(300)).await;
     assert_eq!(seqs, [0, 1, 2, 3, 6]);
+}
+
+#[tokio::test]
+async fn frames_out_of_order_are_acked_late_and_conflicting_resends_refused() {
+    let h = harness().await;
+    let addr = serve(&h).await;
+    let mut consumer = eeg_consumer(&h.bus).await;
+    let mut ws = connect(addr, &h.token).await;
+    let stream = Uuid::new_v4();
+    let frames = encoded_chunks(stream, 3);
+    let send = |bytes: Vec<u8>| Message::Binary(bytes.into());
+
+    ws.send(send(frames[1].clone())).await.expect("send");
+    let ack = expect_ack(&mut ws).await;
+    assert_eq!(
+        (ack.ack, ack.status, ack.late),
+        (1, AckStatus::Accepted, false)
+    );
+    ws.send(send(frames[0].clone())).await.expect("send");
+    let ack = expect_ack(&mut ws).await;
+    assert_eq!(
+        (ack.ack, ack.status, ack.late, ack.gap),
+        (0, AckStatus::Accepted, true, None),
+        "late, not duplicate"
+    );
+    ws.send(send(frames[0].clone())).await.expect("send");
+    let ack = expect_ack(&mut ws).await;
+    assert_eq!((ack.status, ack.late), (AckStatus::Duplicate, false));
+
+    let mut changed = chunk(stream, 0);
+    changed.samples[0][0] += 1.0;
+    ws.send(send(codec::encode(&changed).expect("encode")))
+        .await
+        .expect("send");
+    let err = expect_error(&mut ws).await;
+    assert_eq!((err.error.status, err.seq), (409, Some(0)), "{err:?}");
+    assert!(err.error.problem_type.ends_with("/seq_conflict"), "{err:?}");
+    assert_eq!(err.error.retry_after_s, None, "not retryable");
+
+    ws.send(send(frames[2].clone())).await.expect("send");
+    assert_eq!(expect_ack(&mut ws).await.ack, 2, "the socket stays usable");
+    ws.close(None).await.expect("close");
+    let seqs: Vec<u64> = drain_eeg_seqs(&mut consumer, Duration::from_millis(300)).await;
+    assert_eq!(seqs, [1, 0, 2], "each exactly once");
 }
 
 #[tokio::test]
@@ -230,11 +277,7 @@ async fn client_waits_out_a_bus_outage_and_delivers_everything() {
         .expect("delivered");
     assert_eq!(stats.accepted, 5);
     assert!(stats.reconnects >= 1);
-    let seqs: Vec<u64> = drain_eeg(&mut consumer, Duration::from_millis(300))
-        .await
-        .iter()
-        .map(|c| c.seq)
-        .collect();
+    let seqs: Vec<u64> = drain_eeg_seqs(&mut consumer, Duration::from_millis(300)).await;
     assert_eq!(seqs, [0, 1, 2, 3, 4]);
 }
 
@@ -271,8 +314,10 @@ impl Proxy {
     }
 }
 
-#[tokio::test]
-async fn client_reconnects_after_drops_and_resends_without_loss_or_duplicates() {
+/// Sends chunks of one stream with the seqs of `order` through a proxy that is cut after the
+/// sends at the indexes in `cut_after`; returns the client's counters once every frame got
+/// its reply, and the seqs produced, in topic order.
+async fn stream_through_cuts(order: &[u64], cut_after: &[usize]) -> (ClientStats, Vec<u64>) {
     let h = harness().await;
     let addr = serve(&h).await;
     let proxy = Proxy::start(addr).await;
@@ -284,35 +329,80 @@ async fn client_reconnects_after_drops_and_resends_without_loss_or_duplicates() 
         ..ClientConfig::new(format!("ws://{}/v1/stream", proxy.addr), h.token.clone())
     });
     let stream = Uuid::new_v4();
-    let total = 60u64;
-    for seq in 0..total {
+    for (i, &seq) in order.iter().enumerate() {
         client.send(&chunk(stream, seq)).await.expect("send");
-        if seq == 15 || seq == 35 || seq == 50 {
+        if cut_after.contains(&i) {
             proxy.cut();
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let stats = client
-        .flush(Duration::from_secs(30))
-        .await
-        .expect("flushed");
-    eprintln!("client stats after drops: {stats:?}");
+    let stats = client.close(Duration::from_secs(30)).await.expect("closed");
+    eprintln!("client stats: {stats:?}");
+    let seqs = drain_eeg_seqs(&mut consumer, Duration::from_millis(500)).await;
+    (stats, seqs)
+}
+
+#[tokio::test]
+async fn client_reconnects_after_drops_and_resends_without_loss_or_duplicates() {
+    let total = 60u64;
+    let order: Vec<u64> = (0..total).collect();
+    let (stats, seqs) = stream_through_cuts(&order, &[15, 35, 50]).await;
     assert!(stats.reconnects >= 3, "{stats:?}");
     assert_eq!(stats.accepted + stats.duplicates, total, "{stats:?}");
-    assert_eq!(stats.rejected, 0);
-    let stats = client.close(Duration::from_secs(10)).await.expect("closed");
+    assert_eq!((stats.rejected, stats.late), (0, 0), "{stats:?}");
     assert_eq!(stats.gaps, 0, "resends keep the stream gapless: {stats:?}");
+    assert_eq!(seqs, order, "exactly once, in order");
+}
 
-    let seqs: Vec<u64> = drain_eeg(&mut consumer, Duration::from_millis(500))
-        .await
-        .iter()
-        .map(|c| c.seq)
-        .collect();
+#[tokio::test]
+async fn client_resends_interleaved_out_of_order_lose_nothing() {
+    let total = 60u64;
+    // Pairs swapped (1, 0, 3, 2, ...): every even seq reaches the gateway after its
+    // successor, and the cuts make the client resend them interleaved with new frames.
+    let order: Vec<u64> = (0..total).map(|i| i ^ 1).collect();
+    let (stats, mut seqs) = stream_through_cuts(&order, &[15, 34, 51]).await;
+    assert!(stats.reconnects >= 3, "{stats:?}");
+    assert_eq!(stats.accepted + stats.duplicates, total, "{stats:?}");
+    assert_eq!((stats.rejected, stats.conflicts), (0, 0), "{stats:?}");
+    assert!(stats.late >= 1, "even seqs come late: {stats:?}");
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..total).collect::<Vec<_>>(), "each exactly once");
+}
+
+#[tokio::test]
+async fn client_counts_conflicts_and_below_window_refusals_and_does_not_resend_them() {
+    let h = harness_with_seq_window(4).await;
+    let addr = serve(&h).await;
+    let mut consumer = eeg_consumer(&h.bus).await;
+    let client = IngestClient::start(ClientConfig::new(
+        format!("ws://{addr}/v1/stream"),
+        h.token.clone(),
+    ));
+    let stream = Uuid::new_v4();
+    for seq in 0..8 {
+        client.send(&chunk(stream, seq)).await.expect("send");
+    }
+    let mut changed = chunk(stream, 7);
+    changed.samples[0][0] += 1.0;
+    client.send(&changed).await.expect("send");
+    client.send(&chunk(stream, 1)).await.expect("send"); // tracked: 4..=7
+    client.send(&chunk(stream, 8)).await.expect("send");
+    let stats = client.close(Duration::from_secs(20)).await.expect("closed");
     assert_eq!(
-        seqs,
-        (0..total).collect::<Vec<_>>(),
-        "exactly once, in order"
+        (
+            stats.accepted,
+            stats.rejected,
+            stats.conflicts,
+            stats.below_window,
+            stats.reconnects
+        ),
+        (9, 2, 1, 1, 0),
+        "{stats:?}"
     );
+    let last = stats.last_rejection.expect("a refusal");
+    assert_eq!(last.status, 422, "{last:?}");
+    let seqs: Vec<u64> = drain_eeg_seqs(&mut consumer, Duration::from_millis(300)).await;
+    assert_eq!(seqs, (0..9).collect::<Vec<_>>());
 }
 
 #[tokio::test]

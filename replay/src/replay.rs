@@ -4,9 +4,10 @@
 //! as fast as the gateway acknowledges (`Speed::Max`, the client's in-flight window is the
 //! only brake).
 //!
-//! The [`ReplaySummary`] says what happened to every chunk: sent, acknowledged as accepted or
-//! duplicate, refused, dropped on purpose by the simulator (dropouts), or lost (no final
-//! reply before the timeout).
+//! The [`ReplaySummary`] says what happened to every chunk: sent, acknowledged as accepted
+//! (late or in order) or duplicate, refused (invalid, a conflicting resend, or below the
+//! gateway's window so that delivery is unknown), dropped on purpose by the simulator
+//! (dropouts), or lost (no final reply before the timeout).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,10 +107,18 @@ pub struct ReplaySummary {
     pub samples_sent: u64,
     /// Acknowledged as accepted.
     pub accepted: u64,
+    /// Of `accepted`, received by the gateway after a higher seq of their stream (still
+    /// produced; downstream counts them as late).
+    pub late: u64,
     /// Acknowledged as duplicates (resends after lost acks; produced once).
     pub duplicates: u64,
-    /// Refused by the gateway.
+    /// Refused by the gateway (not resent).
     pub rejected: u64,
+    /// Of `rejected`, resends whose content differed from the received chunk (409).
+    pub conflicts: u64,
+    /// Of `rejected`, seqs below the gateway's window: whether they were delivered is
+    /// unknown.
+    pub below_window: u64,
     /// Sent but without a final reply: lost.
     pub lost: u64,
     /// Acks that reported a seq gap (the gateway saw dropouts).
@@ -128,15 +137,18 @@ impl ReplaySummary {
     /// One readable line.
     pub fn line(&self) -> String {
         format!(
-            "{} devices, {:.1} s of signal each in {:.1} s: {} chunks sent ({} samples), {} accepted, {} duplicates, {} refused, {} lost; {} dropped on purpose, {} gaps reported, {} reconnects",
+            "{} devices, {:.1} s of signal each in {:.1} s: {} chunks sent ({} samples), {} accepted ({} late), {} duplicates, {} refused ({} conflicting resends, {} below the gateway's window: delivery unknown), {} lost; {} dropped on purpose, {} gaps reported, {} reconnects",
             self.devices,
             self.signal_s,
             self.elapsed_s,
             self.chunks_sent,
             self.samples_sent,
             self.accepted,
+            self.late,
             self.duplicates,
             self.rejected,
+            self.conflicts,
+            self.below_window,
             self.lost,
             self.chunks_dropped,
             self.gaps,
@@ -195,8 +207,11 @@ pub async fn replay(
         summary.chunks_sent += part.chunks_sent;
         summary.samples_sent += part.samples_sent;
         summary.accepted += part.accepted;
+        summary.late += part.late;
         summary.duplicates += part.duplicates;
         summary.rejected += part.rejected;
+        summary.conflicts += part.conflicts;
+        summary.below_window += part.below_window;
         summary.lost += part.lost;
         summary.gaps += part.gaps;
         summary.reconnects += part.reconnects;
@@ -262,8 +277,11 @@ async fn replay_device(
         }
     }
     part.accepted = stats.accepted;
+    part.late = stats.late;
     part.duplicates = stats.duplicates;
     part.rejected = stats.rejected;
+    part.conflicts = stats.conflicts;
+    part.below_window = stats.below_window;
     part.gaps = stats.gaps;
     part.reconnects = stats.reconnects;
     part.lost = part.chunks_sent.saturating_sub(stats.resolved());

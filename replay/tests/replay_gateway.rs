@@ -209,11 +209,15 @@ async fn replay_sample_edf_exactly(bus_config: BusConfig, mysql: Option<String>)
     assert_eq!(
         (
             summary.accepted,
+            summary.late,
             summary.duplicates,
             summary.rejected,
+            summary.conflicts,
+            summary.below_window,
             summary.lost
         ),
-        (400, 0, 0, 0)
+        (400, 0, 0, 0, 0, 0, 0),
+        "sent in order, acknowledged in order"
     );
     assert_eq!(summary.samples_sent, 5 * 25_600);
 

@@ -1,6 +1,8 @@
 //! Shared test fixtures: a gateway on the in-process bus with a SQLite device directory.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,6 +85,15 @@ pub async fn harness() -> Harness {
     harness_with(memory_bus(), true, test_ingest_config()).await
 }
 
+/// The default harness with a received-seq window of `seq_window`.
+pub async fn harness_with_seq_window(seq_window: usize) -> Harness {
+    let config = IngestConfig {
+        seq_window,
+        ..test_ingest_config()
+    };
+    harness_with(memory_bus(), true, config).await
+}
+
 pub fn memory_bus() -> BusConfig {
     BusConfig {
         url: format!("memory://{}", Uuid::new_v4()),
@@ -157,6 +168,15 @@ pub async fn drain_eeg(consumer: &mut Box<dyn BusConsumer>, quiet: Duration) -> 
         out.push(chunk);
     }
     out
+}
+
+/// The seqs of [`drain_eeg`], in topic order.
+pub async fn drain_eeg_seqs(consumer: &mut Box<dyn BusConsumer>, quiet: Duration) -> Vec<u64> {
+    drain_eeg(consumer, quiet)
+        .await
+        .iter()
+        .map(|c| c.seq)
+        .collect()
 }
 
 pub async fn eeg_consumer(bus: &Bus) -> Box<dyn BusConsumer> {
