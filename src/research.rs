@@ -181,10 +181,18 @@ pub async fn replay_command(config: &VigilConfig, args: ReplayArgs) -> anyhow::R
             println!("  error: {e}");
         }
     }
-    if summary.lost > 0 || !summary.errors.is_empty() {
+    // A conflicting resend or a chunk below the gateway's window was not stored: the replay
+    // did not deliver the recording, so it fails like a lost chunk.
+    if summary.lost > 0
+        || summary.conflicts > 0
+        || summary.below_window > 0
+        || !summary.errors.is_empty()
+    {
         bail!(
-            "{} chunks lost, {} device errors",
+            "{} chunks lost, {} conflicting resends, {} below the gateway's window, {} device errors",
             summary.lost,
+            summary.conflicts,
+            summary.below_window,
             summary.errors.len()
         );
     }
