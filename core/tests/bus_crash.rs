@@ -386,3 +386,83 @@ async fn static_instance_has_one_consumer_per_group() {
     again.close().await.expect("close");
     other.close().await.expect("close");
 }
+
+/// A member of a two-member group killed with SIGKILL and never restarted: the survivor
+/// must take over its partitions once its session expired. Fails on tansu 0.6.0, which keeps
+/// the dead member's assignment for good (docs/RELIABILITY.md); run it on demand with
+/// `--ignored` against another broker or a fixed tansu.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "tansu 0.6.0 never reassigns a dead member's partitions (docs/RELIABILITY.md)"]
+async fn survivor_takes_over_a_killed_members_partitions() {
+    let Some(config) = kafka_config() else {
+        return;
+    };
+    let logs = tempfile::Builder::new()
+        .prefix("vigil-bus-survivor.")
+        .tempdir()
+        .expect("log dir")
+        .keep();
+    let (bus, topic) = common::bus_with_topic(&config, PARTITIONS).await;
+    let group = format!("survivor-{}", Uuid::new_v4().simple());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let producer = keep_publishing(bus.clone(), topic.clone(), stop.clone());
+    let member = |name: &str| {
+        spawn_member(
+            &config,
+            &group,
+            &topic,
+            None,
+            0,
+            &logs.join(format!("{name}.log")),
+        )
+    };
+    let (mut survivor, mut doomed) = (member("survivor"), member("doomed"));
+    // Settled once both have received records.
+    let mut got = BTreeSet::new();
+    timeout(Duration::from_secs(60), async {
+        let (mut a, mut b) = (false, false);
+        while !(a && b) {
+            tokio::select! {
+                r = survivor.next() => if let Some(Report::Committed(pos)) = r {
+                    got.insert(pos);
+                    a = true;
+                },
+                r = doomed.next() => b |= matches!(r, Some(Report::Committed(_))),
+            }
+        }
+    })
+    .await
+    .expect("both members receive records within 60 s");
+    doomed.child.start_kill().expect("SIGKILL");
+    doomed.child.wait().await.expect("wait");
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let since_kill = bus.watermarks(&topic).await.expect("watermarks");
+    // Everything published from one second after the kill must reach the survivor.
+    let taken_over = timeout(SESSION_TIMEOUT + Duration::from_secs(30), async {
+        let mut pending: BTreeSet<i32> = since_kill.iter().map(|w| w.partition).collect();
+        while !pending.is_empty() {
+            if let Some(Report::Committed((p, o))) = survivor.next().await {
+                let start = since_kill.iter().find(|w| w.partition == p).map(|w| w.high);
+                if start.is_some_and(|high| o >= high) {
+                    pending.remove(&p);
+                }
+            }
+        }
+    })
+    .await;
+    stop.cancel();
+    let _ = producer.await;
+    eprintln!(
+        "survivor has every partition: {} after {:?} (logs in {})",
+        taken_over.is_ok(),
+        killed.elapsed(),
+        logs.display()
+    );
+    assert!(
+        taken_over.is_ok(),
+        "the survivor takes over every partition"
+    );
+    drop(survivor.child.stdin.take());
+    let _ = survivor.child.wait().await;
+}
