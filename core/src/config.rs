@@ -314,6 +314,13 @@ pub struct BusConfig {
     pub publish_timeout_ms: u64,
     /// memory:// only: records kept per partition before the oldest are dropped.
     pub memory_retention_records: usize,
+    /// Kafka only: when set, every consumer of this process joins its group as a static
+    /// member with this `group.instance.id`, so a restarted process takes its partitions
+    /// back at once instead of waiting for its dead predecessor's session to expire (on
+    /// tansu 0.6.0 it may otherwise never get them: docs/RELIABILITY.md). Unique per
+    /// process within a group and stable across restarts (e.g. `store-0`); empty =
+    /// dynamic membership.
+    pub instance_id: String,
     /// Extra librdkafka properties for every Kafka client (e.g. `security.protocol`).
     pub kafka: BTreeMap<String, String>,
 }
@@ -328,6 +335,7 @@ impl Default for BusConfig {
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             publish_timeout_ms: 30_000,
             memory_retention_records: 100_000,
+            instance_id: String::new(),
             kafka: BTreeMap::new(),
         }
     }

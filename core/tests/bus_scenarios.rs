@@ -4,13 +4,15 @@
 //! The Kafka run needs `VIGIL_TEST_KAFKA=host:port`. Without it the Kafka cases are skipped
 //! locally, and fail when `CI` is set, so CI can never pass without exercising the broker.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::timeout;
 use uuid::Uuid;
-use vigil_core::bus::{Bus, BusConsumer, BusError, BusMessage, Topic, TopicSpec};
+use vigil_core::bus::{Bus, BusConsumer, BusError, BusMessage, Topic};
 use vigil_core::codec::{self, DecodeLimits};
 use vigil_core::config::BusConfig;
 use vigil_core::record::{EegChunk, SignalUnit};
@@ -56,19 +58,7 @@ fn kafka_config() -> Option<BusConfig> {
 
 /// A fresh bus and one topic with `partitions` partitions.
 async fn setup(config: BusConfig, partitions: i32) -> (Bus, String) {
-    let bus = Bus::connect(&config).await.expect("connect");
-    let topic = format!(
-        "{}scenario.{}",
-        config.topic_prefix,
-        Uuid::new_v4().simple()
-    );
-    bus.create_topics(&[TopicSpec {
-        name: topic.clone(),
-        partitions,
-    }])
-    .await
-    .expect("create topic");
-    (bus, topic)
+    common::bus_with_topic(&config, partitions).await
 }
 
 fn group() -> String {

@@ -4,9 +4,13 @@
 //! after the delivery report. Consumer: `enable.auto.offset.store=false`, so only offsets of
 //! acknowledged records are stored, and librdkafka's auto-commit commits stored offsets
 //! periodically and when the consumer closes. Closing a consumer blocks while it leaves the
-//! group, so it runs on a blocking thread, never on the async runtime.
+//! group, so it runs on a blocking thread, never on the async runtime. With
+//! `bus.instance_id` consumers are static group members (`group.instance.id`); one process
+//! holds at most one live consumer per group then, since two members sharing an instance id
+//! fence each other on Kafka and silently share one member id on tansu.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,6 +37,47 @@ pub(super) struct KafkaBackend {
     common: ClientConfig,
     publish_timeout: Duration,
     replication_factor: i32,
+    /// `group.instance.id` of every consumer; empty = dynamic membership.
+    instance_id: String,
+    /// Groups with a live static consumer in this process.
+    static_groups: Arc<Mutex<HashSet<String>>>,
+}
+
+/// A group's claim on the instance id, released when its consumer goes away.
+struct StaticClaim {
+    group: String,
+    static_groups: Arc<Mutex<HashSet<String>>>,
+}
+
+impl StaticClaim {
+    fn take(backend: &KafkaBackend, group: &str) -> Result<Option<Self>, BusError> {
+        if backend.instance_id.is_empty() {
+            return Ok(None);
+        }
+        let mut held = backend
+            .static_groups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !held.insert(group.to_owned()) {
+            return Err(BusError::InstanceInUse {
+                group: group.to_owned(),
+                instance_id: backend.instance_id.clone(),
+            });
+        }
+        Ok(Some(Self {
+            group: group.to_owned(),
+            static_groups: backend.static_groups.clone(),
+        }))
+    }
+}
+
+impl Drop for StaticClaim {
+    fn drop(&mut self) {
+        self.static_groups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&self.group);
+    }
 }
 
 fn kafka_err(op: &'static str) -> impl FnOnce(KafkaError) -> BusError {
@@ -74,6 +119,8 @@ impl KafkaBackend {
             common,
             publish_timeout,
             replication_factor: config.replication_factor,
+            instance_id: config.instance_id.clone(),
+            static_groups: Arc::default(),
         })
     }
 }
@@ -151,6 +198,10 @@ impl BusBackend for KafkaBackend {
             .set("auto.offset.reset", "earliest")
             // Low fetch wait keeps end-to-end latency low (and tansu needs it, design.md s8).
             .set("fetch.wait.max.ms", "10");
+        let claim = StaticClaim::take(self, group)?;
+        if claim.is_some() {
+            cfg.set("group.instance.id", &self.instance_id);
+        }
         for (k, v) in self.common.config_map() {
             cfg.set(k, v);
         }
@@ -159,6 +210,7 @@ impl BusBackend for KafkaBackend {
         consumer.subscribe(&names).map_err(kafka_err("subscribe"))?;
         Ok(Box::new(KafkaConsumer {
             consumer: Some(Arc::new(consumer)),
+            claim,
         }))
     }
 
@@ -215,6 +267,8 @@ impl BusBackend for KafkaBackend {
 struct KafkaConsumer {
     /// `None` once closed.
     consumer: Option<Arc<StreamConsumer>>,
+    /// Held while the consumer lives (static membership only).
+    claim: Option<StaticClaim>,
 }
 
 impl KafkaConsumer {
@@ -309,10 +363,13 @@ impl BusConsumer for KafkaConsumer {
         let Some(consumer) = self.consumer.take() else {
             return Ok(());
         };
+        let claim = self.claim.take();
         let closing = tokio::task::spawn_blocking(move || {
             let committed = commit_stored(&consumer);
-            // Dropping the last handle leaves the group (rd_kafka_consumer_close).
+            // Dropping the last handle leaves the group (rd_kafka_consumer_close); a static
+            // member only stops heartbeating.
             drop(consumer);
+            drop(claim);
             committed
         });
         match tokio::time::timeout(CLOSE_TIMEOUT, closing).await {
@@ -330,7 +387,11 @@ impl Drop for KafkaConsumer {
         // Closing blocks until the group is left; never do that on an async worker thread.
         // Stored offsets are committed by librdkafka's close.
         if let Some(consumer) = self.consumer.take() {
-            std::thread::spawn(move || drop(consumer));
+            let claim = self.claim.take();
+            std::thread::spawn(move || {
+                drop(consumer);
+                drop(claim);
+            });
         }
     }
 }

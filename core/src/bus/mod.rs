@@ -129,6 +129,17 @@ pub enum BusError {
         /// Partition.
         partition: i32,
     },
+    /// A second consumer of one group in a process with `bus.instance_id` set: it would
+    /// share the first one's static membership.
+    #[error(
+        "group {group} already has a consumer in this process with instance id {instance_id:?}"
+    )]
+    InstanceInUse {
+        /// Group.
+        group: String,
+        /// The configured `bus.instance_id`.
+        instance_id: String,
+    },
     /// The bus was shut down.
     #[error("the bus is closed")]
     Closed,
@@ -162,6 +173,7 @@ impl BusError {
             BusError::RecordTooLarge { .. } => "too_large",
             BusError::UnknownTopic(_) => "unknown_topic",
             BusError::NotAssigned { .. } => "not_assigned",
+            BusError::InstanceInUse { .. } => "instance_in_use",
             BusError::Closed => "closed",
             BusError::Timeout { .. } => "timeout",
             BusError::Kafka { .. } => "kafka",

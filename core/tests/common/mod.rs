@@ -1,9 +1,12 @@
-//! proptest strategies producing valid records, shared by the codec and fuzz tests.
+//! Shared by the integration tests: proptest strategies producing valid records (codec and
+//! fuzz tests), and a bus with a fresh topic (bus tests).
 
 #![allow(dead_code)]
 
 use proptest::prelude::*;
 use uuid::Uuid;
+use vigil_core::bus::{Bus, TopicSpec};
+use vigil_core::config::BusConfig;
 use vigil_core::record::*;
 
 pub fn ident() -> impl Strategy<Value = String> {
@@ -262,4 +265,17 @@ pub fn eeg_trace() -> impl Strategy<Value = EegTrace> {
         channels: c.channels,
         samples: c.samples,
     })
+}
+
+/// A bus for `config` and a fresh topic with `partitions` partitions on it.
+pub async fn bus_with_topic(config: &BusConfig, partitions: i32) -> (Bus, String) {
+    let bus = Bus::connect(config).await.expect("connect");
+    let topic = format!("{}test.{}", config.topic_prefix, Uuid::new_v4().simple());
+    bus.create_topics(&[TopicSpec {
+        name: topic.clone(),
+        partitions,
+    }])
+    .await
+    .expect("create topic");
+    (bus, topic)
 }
