@@ -286,7 +286,7 @@ impl Default for InferenceConfig {
             max_gap_s: 30.0,
             mains_hz: 50,
             workers: 0,
-            batch_windows: 23,
+            batch_windows: 4,
             idle_evict_s: 60.0,
             listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
             alerts: AlertPolicy::default(),

@@ -16,6 +16,7 @@ use vigil_core::bus::Topic;
 use vigil_core::codec::{self, Record};
 use vigil_core::config::AlertPolicies;
 use vigil_core::record::{AlertEvent, EegChunk, HrBatch, ModelRef};
+use vigil_core::CancellationToken;
 
 use crate::alerts::PatientAlerts;
 use crate::display::Mains;
@@ -32,6 +33,9 @@ pub(crate) type AlertBook = Arc<Mutex<HashMap<String, PatientAlerts>>>;
 pub(crate) fn lock(book: &AlertBook) -> std::sync::MutexGuard<'_, HashMap<String, PatientAlerts>> {
     book.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// How long a stopping shard keeps finishing queued work.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Work for a shard.
 #[derive(Debug)]
@@ -152,12 +156,27 @@ impl Shard {
         }
     }
 
-    /// Runs until `inbox` closes, then completes the queued windows and returns.
+    /// Runs until `inbox` closes, then completes what it holds and returns. Once `shutdown`
+    /// is cancelled it keeps working for at most [`STOP_GRACE`], then stops after the current
+    /// batch: records not finished by then are not acknowledged and are redelivered after a
+    /// restart, so a stop never waits for a whole backlog.
     pub(crate) fn run(
         mut self,
         mut inbox: mpsc::Receiver<ShardInput>,
+        shutdown: CancellationToken,
     ) -> Result<(), InferenceError> {
+        let mut stopping: Option<Instant> = None;
         loop {
+            if shutdown.is_cancelled() {
+                let since = *stopping.get_or_insert_with(Instant::now);
+                if since.elapsed() >= STOP_GRACE {
+                    tracing::info!(
+                        queued_windows = self.queued_windows(),
+                        "stop grace over: unfinished records are left for redelivery"
+                    );
+                    return Ok(());
+                }
+            }
             let input = if self.pending.is_empty() {
                 match inbox.blocking_recv() {
                     Some(input) => Some(input),

@@ -93,6 +93,7 @@ impl Shards {
         config: &ShardConfig,
         book: &AlertBook,
         lanes: &Lanes,
+        shutdown: &CancellationToken,
     ) -> Result<Self, InferenceError> {
         let mut shards = Self {
             inboxes: Vec::new(),
@@ -101,9 +102,10 @@ impl Shards {
         for i in 0..n.max(1) {
             let (tx, rx) = mpsc::channel(SHARD_DEPTH);
             let shard = Shard::new(config.clone(), book.clone(), lanes.clone());
+            let shutdown = shutdown.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("vigil-shard-{i}"))
-                .spawn(move || shard.run(rx))
+                .spawn(move || shard.run(rx, shutdown))
                 .map_err(|e| InferenceError::Bus(format!("starting a shard thread: {e}")))?;
             shards.inboxes.push(tx);
             shards.threads.push(thread);
@@ -285,7 +287,7 @@ impl InferenceStage {
             batch_windows: self.batch_windows,
             idle_evict_s: self.idle_evict_s,
         };
-        let shards = Shards::start(workers, &config, &book, &lanes)?;
+        let shards = Shards::start(workers, &config, &book, &lanes, &shutdown)?;
         tracing::info!(
             workers,
             batch_windows = self.batch_windows,
@@ -328,7 +330,11 @@ impl InferenceStage {
                 route_eeg(&msg, &limits, ticket)
             };
             let sent = match routed {
-                Routed::Shard(patient_id, input) => shards.send(&patient_id, input).await,
+                // A full shard holds the dispatcher back (backpressure), but never a stop.
+                Routed::Shard(patient_id, input) => tokio::select! {
+                    _ = shutdown.cancelled() => break Ok(()),
+                    sent = shards.send(&patient_id, input) => sent,
+                },
                 Routed::DeadLetter(reason) => self.dead_letter(&lanes, &msg, &reason, ticket).await,
             };
             if let Err(err) = sent {
