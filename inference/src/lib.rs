@@ -21,6 +21,7 @@ pub mod alerts;
 pub mod display;
 pub mod heart_rate;
 pub mod model;
+pub mod runtime;
 pub mod spectrogram;
 pub mod stage;
 pub mod synthetic;
