@@ -13,7 +13,8 @@ pub(crate) struct ConvShape {
     pub cols: usize,
     /// Frequency rows after conv1.
     pub rows1: usize,
-    /// Columns of conv1's output buffer: `cols` plus conv2's zero padding on both sides.
+    /// Columns of conv1's output buffer: `cols` rounded up to whole Winograd tiles, plus
+    /// conv2's zero padding on both sides.
     pub padded: usize,
 }
 
@@ -23,7 +24,8 @@ impl ConvShape {
             bins,
             cols,
             rows1: bins + 1 - conv1.kh,
-            padded: cols + 2 * conv2.pad_w,
+            // Whole Winograd tiles, so every tile reads inside the buffer (extra columns zero).
+            padded: cols.div_ceil(super::winograd::M) * super::winograd::M + 2 * conv2.pad_w,
         }
     }
 
@@ -60,7 +62,7 @@ pub(crate) fn conv1(
 ) {
     // Input padded by conv1's and conv2's time padding, so every im2col row is one copy.
     let off = conv.pad_w + conv2_pad;
-    let wp = s.cols + 2 * off;
+    let wp = s.padded + conv.kw - 1;
     xp.clear();
     xp.resize(s.bins * wp, 0.0);
     for (dst, src) in xp.chunks_exact_mut(wp).zip(x.chunks_exact(s.cols)) {

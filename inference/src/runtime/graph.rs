@@ -40,6 +40,8 @@ pub(crate) struct Lstm {
     pub w: Vec<f32>,
     /// `R`: `[2][4 * hidden][hidden]`.
     pub r: Vec<f32>,
+    /// `R` transposed per direction, `[2][hidden][4 * hidden]`, for the few-sequence recurrence.
+    pub r_t: Vec<f32>,
     /// `Wb + Rb`: `[2][4 * hidden]`.
     pub bias: Vec<f32>,
 }
@@ -547,11 +549,18 @@ fn lstm_layer(
             (0..4 * hidden).map(move |j| row[j] + row[4 * hidden + j])
         })
         .collect();
+    let g4 = 4 * hidden;
+    let mut r_t = vec![0.0; r.floats.len()];
+    for (i, v) in r.floats.iter().enumerate() {
+        let (d, row, k) = (i / (g4 * hidden), (i / hidden) % g4, i % hidden);
+        r_t[(d * hidden + k) * g4 + row] = *v;
+    }
     Ok(Lstm {
         hidden,
         input,
         w: w.floats.clone(),
         r: r.floats.clone(),
+        r_t,
         bias,
     })
 }

@@ -10,6 +10,10 @@ use super::math::{sigmoid, tanh, tanh_into};
 /// efficient GEMM, small enough that the block stays in cache for the recurrence.
 const TIME_BLOCK: usize = 32;
 
+/// Up to this many sequences, the recurrence runs as vectorised row updates: a GEMM call per
+/// step repacks `R` each time, which costs more than it saves for so few rows.
+const FEW: usize = 4;
+
 /// Reusable buffers of one layer run.
 #[derive(Debug, Default)]
 pub(crate) struct LstmScratch {
@@ -76,18 +80,49 @@ fn direction(
                 let prev = if dir == 0 { t - 1 } else { t + 1 };
                 let start = prev * batch * 2 * h + dir * h;
                 let hp = &y[start..start + (batch - 1) * 2 * h + h];
-                let hp = View {
-                    data: hp,
-                    rows: batch,
-                    cols: h,
-                    row_stride: 2 * h,
-                    col_stride: 1,
-                };
-                gemm(g, g4, true, hp, r.t());
+                if batch <= FEW {
+                    let r_t = &layer.r_t[dir * h * g4..(dir + 1) * h * g4];
+                    recurrence_few(hp, h, r_t, g);
+                } else {
+                    let hp = View {
+                        data: hp,
+                        rows: batch,
+                        cols: h,
+                        row_stride: 2 * h,
+                        col_stride: 1,
+                    };
+                    gemm(g, g4, true, hp, r.t());
+                }
             }
             first = false;
             let out = &mut y[t * batch * 2 * h..(t + 1) * batch * 2 * h];
             cell_update(g, &mut s.cell, &mut s.tanh_cell, out, h, dir);
+        }
+    }
+}
+
+/// `gates[b] += h[b] R^T` for each sequence, `h[b]` at `hp[b * 2h..]`, with `R^T` row-major;
+/// four rows of `R^T` per pass so the gate row is loaded and stored a quarter as often.
+fn recurrence_few(hp: &[f32], h: usize, r_t: &[f32], gates: &mut [f32]) {
+    let g4 = 4 * h;
+    for (b, g) in gates.chunks_exact_mut(g4).enumerate() {
+        let hb = &hp[b * 2 * h..b * 2 * h + h];
+        let quads = h / 4;
+        for q in 0..quads {
+            let k = 4 * q;
+            let (h0, h1, h2, h3) = (hb[k], hb[k + 1], hb[k + 2], hb[k + 3]);
+            let rows = &r_t[k * g4..(k + 4) * g4];
+            let (r0, rest) = rows.split_at(g4);
+            let (r1, rest) = rest.split_at(g4);
+            let (r2, r3) = rest.split_at(g4);
+            for ((((gj, &a), &b1), &c), &d) in g.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
+                *gj += h0 * a + h1 * b1 + h2 * c + h3 * d;
+            }
+        }
+        for k in 4 * quads..h {
+            for (gj, &r) in g.iter_mut().zip(&r_t[k * g4..(k + 1) * g4]) {
+                *gj += hb[k] * r;
+            }
         }
     }
 }

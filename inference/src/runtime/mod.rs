@@ -17,6 +17,7 @@ mod gemm;
 mod graph;
 mod lstm;
 mod math;
+mod winograd;
 
 use std::cell::RefCell;
 use std::path::Path;
@@ -60,8 +61,10 @@ const MAX_CHUNK: usize = 32;
 #[derive(Debug)]
 pub struct NativeModel {
     s: Structure,
-    /// conv2 weight as one matrix per time tap.
+    /// conv2 weight as one matrix per time tap (any odd time kernel).
     conv2_taps: Vec<f32>,
+    /// conv2 weight transformed for Winograd F(4, 3), when the time kernel is 3 wide.
+    conv2_winograd: Option<Vec<f32>>,
 }
 
 /// Per-thread buffers, grown to the largest call seen and reused.
@@ -74,6 +77,7 @@ struct Scratch {
     seq_b: Vec<f32>,
     logits: Vec<f32>,
     lstm: LstmScratch,
+    winograd: winograd::WinogradScratch,
 }
 
 thread_local! {
@@ -93,7 +97,12 @@ impl NativeModel {
     pub fn from_proto(proto: &pb::ModelProto) -> Result<Self, UnsupportedModel> {
         let s = graph::recognise(proto)?;
         let conv2_taps = conv::conv2_taps(&s.conv2);
-        Ok(Self { s, conv2_taps })
+        let conv2_winograd = (s.conv2.kw == 3).then(|| winograd::transform_weights(&s.conv2));
+        Ok(Self {
+            s,
+            conv2_taps,
+            conv2_winograd,
+        })
     }
 
     /// Frequency rows each input column has.
@@ -154,14 +163,8 @@ impl NativeModel {
         SCRATCH.with_borrow_mut(|sc| {
             sc.conv1.resize(shape.a1_len(c1), 0.0);
             sc.seq_a.resize(n_cols * c2.out_ch, 0.0);
-            conv::conv2(
-                c2,
-                &self.conv2_taps,
-                shape,
-                &sc.conv1,
-                &mut sc.seq_a,
-                c2.out_ch,
-            );
+            let out = &mut sc.seq_a[..];
+            self.conv2(shape, &sc.conv1, out, c2.out_ch, &mut sc.winograd);
         });
     }
 
@@ -231,7 +234,24 @@ impl NativeModel {
                 &mut sc.conv1,
             );
             let out = &mut sc.seq_a[b * c2.out_ch..];
-            conv::conv2(c2, &self.conv2_taps, shape, &sc.conv1, out, stride);
+            self.conv2(shape, &sc.conv1, out, stride, &mut sc.winograd);
+        }
+    }
+
+    /// conv2 + ReLU of one window: Winograd when the time kernel is 3 wide, else one GEMM
+    /// per tap.
+    fn conv2(
+        &self,
+        shape: ConvShape,
+        a1: &[f32],
+        out: &mut [f32],
+        stride: usize,
+        wsc: &mut winograd::WinogradScratch,
+    ) {
+        let c2 = &self.s.conv2;
+        match &self.conv2_winograd {
+            Some(u) => winograd::conv2(c2, u, shape, a1, out, stride, wsc),
+            None => conv::conv2(c2, &self.conv2_taps, shape, a1, out, stride),
         }
     }
 
