@@ -37,8 +37,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 let manifest = ModelManifest::load(&config.models.manifest)?;
                 let entry = manifest.model(model.as_deref())?;
                 let path = entry.verify(&config.models.dir)?;
+                let loaded = SeizureModel::load_with(&path, config.inference.engine)?;
+                let engine = match loaded.native_refusal() {
+                    Some(why) => format!("{} (native runtime refused: {why})", loaded.engine()),
+                    None => loaded.engine().to_string(),
+                };
                 println!(
-                    "{}: {} verified (sha256 {})",
+                    "{}: {} verified (sha256 {}), engine {engine}",
                     entry.id,
                     path.display(),
                     entry.sha256
@@ -276,7 +281,8 @@ pub(crate) async fn load_model(
     let manifest = ModelManifest::load(&config.models.manifest)?;
     let entry = manifest.model(Some(&config.inference.model_id))?.clone();
     let path = entry.verify(&config.models.dir)?;
-    let model = tokio::task::spawn_blocking(move || SeizureModel::load(&path))
+    let engine = config.inference.engine;
+    let model = tokio::task::spawn_blocking(move || SeizureModel::load_with(&path, engine))
         .await
         .context("model loading task")??;
     Ok((

@@ -288,7 +288,7 @@ fn load_model(config: &VigilConfig) -> anyhow::Result<SeizureModel> {
     let path = entry
         .verify(&config.models.dir)
         .context("model weights (run `vigil models fetch`)")?;
-    Ok(SeizureModel::load(&path)?)
+    Ok(SeizureModel::load_with(&path, config.inference.engine)?)
 }
 
 /// `vigil eval`.

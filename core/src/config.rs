@@ -63,6 +63,9 @@ pub struct InferenceConfig {
     pub group: String,
     /// Model id from the manifest.
     pub model_id: String,
+    /// Which implementation runs the model: `native` (Vigil's runtime when it recognises the
+    /// model's structure, otherwise tract with a warning) or `tract`.
+    pub engine: ModelEngine,
     /// Model window in seconds (the model was designed for 300 s).
     pub window_s: f64,
     /// Step between windows in seconds: smaller = lower latency, more compute.
@@ -91,6 +94,27 @@ pub struct InferenceConfig {
     /// Per-patient overrides of `alerts`, keyed by patient id: only the keys given change,
     /// e.g. `[inference.patient_alerts."patient-7"]` with `tachy_above_bpm = 140` for a child.
     pub patient_alerts: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+/// Which implementation runs the seizure model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelEngine {
+    /// Vigil's native runtime for the recognised graph family (faster, same outputs); a model
+    /// it does not recognise falls back to tract.
+    #[default]
+    Native,
+    /// tract, the general ONNX interpreter.
+    Tract,
+}
+
+impl std::fmt::Display for ModelEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Native => "native",
+            Self::Tract => "tract",
+        })
+    }
 }
 
 /// Alert thresholds and timers (design.md section 5). The defaults are conservative starting
@@ -280,6 +304,7 @@ impl Default for InferenceConfig {
         Self {
             group: "vigil-inference".to_owned(),
             model_id: "brainmaze-seizure-modelA".to_owned(),
+            engine: ModelEngine::Native,
             window_s: 300.0,
             step_s: 20.0,
             discard_edges_s: 10.0,

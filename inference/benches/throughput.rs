@@ -2,13 +2,13 @@
 //! windows (300/20/10 s): channel-seconds processed per CPU-second, comparable with
 //! `scripts/reference/run bench` (the Python reference on the same signal and machine).
 //!
-//! Run: `cargo bench -p vigil-inference --bench throughput [-- SECONDS]` (needs the model).
-//! Prints one JSON line.
+//! Run: `cargo bench -p vigil-inference --bench throughput [-- SECONDS] [native|tract]`
+//! (needs the model). Prints one JSON line per engine (both unless one is named).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use vigil_inference::model::SeizureModel;
+use vigil_inference::model::{ModelEngine, SeizureModel};
 use vigil_inference::synthetic::SyntheticChannel;
 use vigil_inference::windowing::{ChannelStream, WindowParams};
 
@@ -30,20 +30,38 @@ fn cpu_seconds() -> f64 {
 }
 
 fn main() {
-    let seconds: f64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(3600.0);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let seconds: f64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(3600.0);
+    let named: Vec<ModelEngine> = args
+        .iter()
+        .filter_map(|a| match a.as_str() {
+            "native" => Some(ModelEngine::Native),
+            "tract" => Some(ModelEngine::Tract),
+            _ => None,
+        })
+        .collect();
+    let engines = if named.is_empty() {
+        vec![ModelEngine::Native, ModelEngine::Tract]
+    } else {
+        named
+    };
+    for engine in engines {
+        run(seconds, engine);
+    }
+}
+
+fn run(seconds: f64, engine: ModelEngine) {
     let fs = 256.0;
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/modelA_paper.onnx");
-    let model = SeizureModel::load(&path).expect("model (run `vigil models fetch`)");
+    let model = SeizureModel::load_with(&path, engine).expect("model (run `vigil models fetch`)");
+    assert_eq!(model.engine(), engine);
     let signal = SyntheticChannel {
         seed: 1,
         ..Default::default()
     }
     .generate(fs, seconds);
     // Warm-up: plan optimisation happens once per process, not per window.
-    model.plan(1, 599).expect("plan");
+    model.warm_up(1, 599).expect("warm-up");
 
     let (cpu0, wall0) = (cpu_seconds(), Instant::now());
     let mut stream = ChannelStream::new(fs, WindowParams::default()).expect("stream");
@@ -56,7 +74,7 @@ fn main() {
     let (cpu, wall) = (cpu_seconds() - cpu0, wall0.elapsed().as_secs_f64());
     assert_eq!(points, (seconds * 2.0) as usize);
     println!(
-        "{{\"impl\": \"vigil\", \"signal_s\": {seconds}, \"cpu_s\": {cpu:.3}, \"wall_s\": {wall:.3}, \"channel_s_per_cpu_s\": {:.1}}}",
+        "{{\"impl\": \"vigil-{engine}\", \"signal_s\": {seconds}, \"cpu_s\": {cpu:.3}, \"wall_s\": {wall:.3}, \"channel_s_per_cpu_s\": {:.1}}}",
         seconds / cpu
     );
 }

@@ -25,6 +25,7 @@ pub mod heart_rate;
 pub mod model;
 mod output;
 pub mod patient;
+pub mod runtime;
 mod shard;
 pub mod spectrogram;
 pub mod stage;
