@@ -164,6 +164,11 @@ impl PatientAlerts {
         self.open.values()
     }
 
+    /// A point counts as seizure: evaluated and at or above the on-threshold.
+    fn is_seizure(&self, p: f32) -> bool {
+        !p.is_nan() && p >= self.policy.on_threshold
+    }
+
     fn active(&self, kind: AlertKind) -> Option<Uuid> {
         self.open
             .values()
@@ -244,11 +249,7 @@ impl PatientAlerts {
             {
                 None => {
                     self.seizure_off = Run::default();
-                    let run = self.seizure_on.extend(
-                        t,
-                        step,
-                        !p.is_nan() && p >= self.policy.on_threshold,
-                    );
+                    let run = self.seizure_on.extend(t, step, self.is_seizure(p));
                     if let Some((onset, secs)) = run {
                         if secs >= self.policy.on_duration_s {
                             match self.early.take() {
@@ -284,8 +285,7 @@ impl PatientAlerts {
             }
 
             // Sustained burden over the last window of points.
-            self.burden
-                .push_back((t, !p.is_nan(), !p.is_nan() && p >= self.policy.on_threshold));
+            self.burden.push_back((t, !p.is_nan(), self.is_seizure(p)));
             while self
                 .burden
                 .front()
@@ -339,8 +339,7 @@ impl PatientAlerts {
         let mut run = self.seizure_on;
         for (i, &p) in values.iter().enumerate() {
             let t = start_ns + i as i64 * step_ns;
-            let qualifies = !p.is_nan() && p >= self.policy.on_threshold;
-            if let Some((onset, secs)) = run.extend(t, step_ns, qualifies) {
+            if let Some((onset, secs)) = run.extend(t, step_ns, self.is_seizure(p)) {
                 if secs >= self.policy.on_duration_s {
                     let evidence = AlertEvidence {
                         p: Some(p),

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use vigil_core::bus::{Bus, BusError, BusMessage, Topic};
+use vigil_core::codec::{self, Record};
 use vigil_core::CancellationToken;
 
 /// Identifies one input record until its outputs are delivered.
@@ -33,6 +34,18 @@ pub(crate) struct OutputBatch {
     pub records: Vec<(Topic, Vec<u8>)>,
     /// The input record these outputs complete, if any.
     pub ticket: Option<Ticket>,
+}
+
+/// Encodes an output record for a lane. A record that cannot be encoded (a bug, never the
+/// data's fault) is logged and skipped rather than holding the patient's lane.
+pub(crate) fn encode<R: Record>(topic: Topic, record: &R) -> Option<(Topic, Vec<u8>)> {
+    match codec::encode(record) {
+        Ok(bytes) => Some((topic, bytes)),
+        Err(err) => {
+            tracing::error!(%err, ?topic, "output record not encodable; skipped");
+            None
+        }
+    }
 }
 
 /// Senders to the publishing lanes; cheap to clone (shards and the dispatcher each hold one).

@@ -13,7 +13,6 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 use vigil_core::bus::Topic;
-use vigil_core::codec::{self, Record};
 use vigil_core::config::AlertPolicies;
 use vigil_core::record::{AlertEvent, EegChunk, HrBatch, ModelRef};
 use vigil_core::CancellationToken;
@@ -21,7 +20,7 @@ use vigil_core::CancellationToken;
 use crate::alerts::PatientAlerts;
 use crate::display::Mains;
 use crate::model::SeizureModel;
-use crate::output::{Lanes, OutputBatch, Ticket};
+use crate::output::{encode, Lanes, OutputBatch, Ticket};
 use crate::patient::PatientStream;
 use crate::windowing::{PushedChunk, WindowParams};
 use crate::InferenceError;
@@ -132,16 +131,6 @@ pub(crate) struct Shard {
     patients: HashMap<String, Patient>,
     heart: HashMap<String, (HeartStream, Instant)>,
     pending: VecDeque<PendingChunk>,
-}
-
-fn encode<R: Record>(topic: Topic, record: &R) -> Option<(Topic, Vec<u8>)> {
-    match codec::encode(record) {
-        Ok(bytes) => Some((topic, bytes)),
-        Err(err) => {
-            tracing::error!(%err, ?topic, "output record not encodable; skipped");
-            None
-        }
-    }
 }
 
 impl Shard {

@@ -39,7 +39,7 @@ use vigil_core::CancellationToken;
 use crate::alerts::{run_ticks, PatientAlerts, TokioClock};
 use crate::display::Mains;
 use crate::model::SeizureModel;
-use crate::output::{route, Lanes, OffsetTracker, OutputBatch, Ticket};
+use crate::output::{encode, route, Lanes, OffsetTracker, OutputBatch, Ticket};
 use crate::shard::{lock, AlertBook, Shard, ShardConfig, ShardInput};
 use crate::windowing::{model_sample_rate, WindowParams};
 use crate::InferenceError;
@@ -248,18 +248,13 @@ impl InferenceStage {
             tokio::spawn(async move {
                 while let Some(event) = tick_rx.recv().await {
                     tracing::info!(patient_id = %event.patient_id, kind = ?event.kind, transition = ?event.transition, "alert");
-                    match codec::encode(&event) {
-                        Ok(bytes) => {
-                            let batch = OutputBatch {
-                                patient_id: event.patient_id.clone(),
-                                records: vec![(Topic::Alerts, bytes)],
-                                ticket: None,
-                            };
-                            if !lanes.send(batch).await {
-                                break;
-                            }
-                        }
-                        Err(err) => tracing::error!(%err, "alert event not encodable"),
+                    let batch = OutputBatch {
+                        patient_id: event.patient_id.clone(),
+                        records: encode(Topic::Alerts, &event).into_iter().collect(),
+                        ticket: None,
+                    };
+                    if !lanes.send(batch).await {
+                        break;
                     }
                 }
             })
