@@ -1,6 +1,6 @@
 //! # vigil-bench
 //!
-//! The end-to-end load benchmark of Vigil (issue 7; targets in design.md section 10), run by
+//! The end-to-end load benchmark of Vigil (targets in docs/ARCHITECTURE.md "Targets"), run by
 //! hand, never in CI:
 //!
 //! ```sh
@@ -23,6 +23,10 @@
 //! This library holds the measurement arithmetic (unit-tested without services); the binary
 //! holds the orchestration.
 
+pub mod faults;
 pub mod histogram;
 pub mod lag;
+pub mod plot;
+pub mod probes;
 pub mod proc_stats;
+pub mod services;

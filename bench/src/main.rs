@@ -3,8 +3,7 @@
 //! processes, and takes about 15-25 minutes.
 
 mod load;
-mod probes;
-mod services;
+mod report;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,11 +12,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use serde::Serialize;
 use tokio::time::Instant;
 use vigil_bench::histogram::Histogram;
-use vigil_bench::lag::{judge, LagCriterion, LagSample, LagVerdict};
+use vigil_bench::lag::{judge, LagCriterion, LagSample};
+use vigil_bench::plot;
+use vigil_bench::probes;
 use vigil_bench::proc_stats::{self, ProcSample};
+use vigil_bench::services::{self, Service};
 use vigil_core::bus::{Bus, Topic};
 use vigil_core::config::BusConfig;
 use vigil_core::CancellationToken;
@@ -26,7 +27,7 @@ use vigil_replay::{Montage, PatientSimulator, Recording, SimulatorConfig};
 use vigil_storage::{Role, Store};
 
 use load::{Cohort, Observed, PatientSpec, RECORDS_PER_PATIENT_S};
-use services::Service;
+use report::{print_step, soak_chart, AlertLatency, ProcUsage, StepResult};
 
 /// End-to-end load benchmark of Vigil (manual; never run in CI).
 #[derive(Debug, Parser)]
@@ -93,6 +94,10 @@ struct Args {
     /// Keep the work directory (logs, config, broker data) and the database.
     #[arg(long)]
     keep: bool,
+    /// Draw the final phase's consumer lag and per-process memory over time into this SVG
+    /// (the soak chart of docs/RELIABILITY.md).
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 const WARMUP_S: f64 = 300.0;
@@ -100,50 +105,6 @@ const MODEL_STEP_S: f64 = 20.0;
 /// Bursts younger than this at the end are not counted: their alert is not due yet.
 const ALERT_HORIZON_S: f64 = 330.0;
 const SAMPLE_EVERY: Duration = Duration::from_secs(2);
-
-/// Per-process CPU and memory over a measuring period.
-#[derive(Debug, Clone, Serialize)]
-struct ProcUsage {
-    name: String,
-    /// CPU seconds per wall second (1.0 = one core).
-    cores: f64,
-    avg_rss_mib: f64,
-    peak_rss_mib: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct StepResult {
-    patients: usize,
-    phase: &'static str,
-    sustained: bool,
-    reasons: Vec<String>,
-    drain_s: f64,
-    measure_s: f64,
-    inference_lag: LagVerdict,
-    storage_lag: LagVerdict,
-    lag_samples: Vec<(f64, f64, f64)>,
-    trace_latency_p50_ms: Option<f64>,
-    trace_latency_p99_ms: Option<f64>,
-    trace_latency_p99_bucket_ms: Option<f64>,
-    trace_pushes: f64,
-    hr_latency_p50_ms: Option<f64>,
-    hr_latency_p99_ms: Option<f64>,
-    send_lateness_p99_s: Option<f64>,
-    processes: Vec<ProcUsage>,
-    vigil_cores_per_patient: f64,
-    vigil_rss_mib_per_patient: f64,
-    vigil_rss_mib_per_patient_marginal: f64,
-    loadavg: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct AlertLatency {
-    patient_id: String,
-    onset_ns: i64,
-    alert_ns: Option<i64>,
-    latency_s: Option<f64>,
-    patients_running: Option<usize>,
-}
 
 struct Bench {
     args: Args,
@@ -293,6 +254,7 @@ impl Bench {
         let mut rss_sum = vec![0f64; pids.len()];
         let mut rss_peak = vec![0u64; pids.len()];
         let mut rss_n = 0usize;
+        let mut rss_samples = Vec::new();
         let mut inference = Vec::new();
         let mut storage = Vec::new();
         let mut vigil_rss_sum = 0f64;
@@ -305,12 +267,16 @@ impl Bench {
                 }
                 Err(e) => eprintln!("lag sample failed: {e:#}"),
             }
+            let mut rss_now = Vec::new();
             for (k, (_, pid)) in pids.iter().enumerate() {
-                if let Some(p) = proc_stats::read(*pid, self.ticks_per_s) {
+                let sample = proc_stats::read(*pid, self.ticks_per_s);
+                if let Some(p) = sample {
                     rss_sum[k] += p.rss_bytes as f64;
                     rss_peak[k] = rss_peak[k].max(p.rss_bytes);
                 }
+                rss_now.push(sample.map_or(f64::NAN, |p| mib(p.rss_bytes as f64)));
             }
+            rss_samples.push((t_s, rss_now));
             vigil_rss_sum += self.vigil_rss() as f64;
             rss_n += 1;
             tokio::time::sleep(SAMPLE_EVERY).await;
@@ -369,6 +335,18 @@ impl Bench {
             ));
         }
         let vigil_rss_avg = vigil_rss_sum / rss_n.max(1) as f64;
+        let rss_growth_mib_per_min = pids
+            .iter()
+            .enumerate()
+            .map(|(k, (name, _))| {
+                let points: Vec<(f64, f64)> = rss_samples
+                    .iter()
+                    .map(|(t, v)| (*t, v[k]))
+                    .filter(|(_, v)| v.is_finite())
+                    .collect();
+                (name.clone(), plot::slope(&points).map(|s| s * 60.0))
+            })
+            .collect();
         Ok(StepResult {
             patients: n,
             phase,
@@ -394,43 +372,14 @@ impl Bench {
             hr_latency_p99_ms: quantile_ms(&hr, 0.99),
             send_lateness_p99_s,
             processes,
+            rss_samples,
+            rss_growth_mib_per_min,
             vigil_cores_per_patient: vigil_cores / n as f64,
             vigil_rss_mib_per_patient: mib(vigil_rss_avg) / n as f64,
             vigil_rss_mib_per_patient_marginal: mib(vigil_rss_avg - self.idle_rss as f64)
                 / n as f64,
             loadavg: loadavg(),
         })
-    }
-}
-
-fn print_step(s: &StepResult) {
-    let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
-    println!(
-        "{:>4} {:<7} {:<4} lag inf {:>6.0}->{:>6.0} sto {:>6.0}->{:>6.0} | trace p50 {:>6} p99 {:>6} ms | cpu {:.3} cores/pt | rss {:.1} MiB/pt (marginal {:.2}) | load {}{}",
-        s.patients,
-        s.phase,
-        if s.sustained { "ok" } else { "FAIL" },
-        s.inference_lag.at_third,
-        s.inference_lag.at_end,
-        s.storage_lag.at_third,
-        s.storage_lag.at_end,
-        fmt(s.trace_latency_p50_ms),
-        fmt(s.trace_latency_p99_ms),
-        s.vigil_cores_per_patient,
-        s.vigil_rss_mib_per_patient,
-        s.vigil_rss_mib_per_patient_marginal,
-        s.loadavg,
-        if s.reasons.is_empty() {
-            String::new()
-        } else {
-            format!(" | {}", s.reasons.join("; "))
-        }
-    );
-    for p in &s.processes {
-        println!(
-            "       {:<10} {:>5.2} cores  rss avg {:>7.1} MiB  peak {:>7.1} MiB",
-            p.name, p.cores, p.avg_rss_mib, p.peak_rss_mib
-        );
     }
 }
 
@@ -866,6 +815,11 @@ async fn ramp(bench: &Bench, bus: Bus) -> anyhow::Result<serde_json::Value> {
             .unwrap_or(f64::NAN);
         let step = bench.measure(n, "final", args.final_s, drain_s).await?;
         print_step(&step);
+        if let Some(path) = &args.plot {
+            std::fs::write(path, soak_chart(&step))
+                .with_context(|| format!("write {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
         final_step = Some(step);
     }
     live_stop.cancel();

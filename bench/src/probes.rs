@@ -54,6 +54,19 @@ impl LagProbe {
         })
     }
 
+    /// Records a topic holds now (high minus low watermark over its partitions; blocking).
+    pub fn topic_records(&self, topic: &str) -> anyhow::Result<u64> {
+        let mut n = 0;
+        for p in 0..self.partitions {
+            let (low, high) = self
+                .watermarks
+                .fetch_watermarks(topic, p, KAFKA_TIMEOUT)
+                .with_context(|| format!("watermarks of {topic}/{p}"))?;
+            n += u64::try_from(high - low).unwrap_or(0);
+        }
+        Ok(n)
+    }
+
     /// Current lag per group (blocking: call from a blocking thread).
     pub fn sample(&self) -> anyhow::Result<Vec<(String, f64)>> {
         let mut marks: HashMap<(String, i32), (i64, i64)> = HashMap::new();

@@ -33,9 +33,26 @@ impl Service {
         dir: &Path,
         addr: Option<String>,
     ) -> anyhow::Result<Service> {
-        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+        Self::spawn_with_env(name, program, args, &[], dir, addr)
+    }
+
+    /// [`Service::spawn`] with extra environment variables. A restarted service appends to
+    /// the same log.
+    pub fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        dir: &Path,
+        addr: Option<String>,
+    ) -> anyhow::Result<Service> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{name}.log")))?;
         let child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -79,6 +96,11 @@ impl Service {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// SIGKILL, as a crash or an OOM kill ends a process; waits for the exit.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
     }
 
     /// SIGTERM, then up to `grace` for a clean exit, then SIGKILL.
@@ -201,7 +223,7 @@ pub fn create_database(run: &str) -> anyhow::Result<(String, String)> {
     ))
 }
 
-/// Starts tansu on sqlite storage in `dir` (design.md section 8: never its memory engine).
+/// Starts tansu on sqlite storage in `dir` (never its memory engine: docs/ARCHITECTURE.md "Real components in tests").
 pub fn start_broker(tansu: &Path, dir: &Path, port: u16) -> anyhow::Result<Service> {
     let url = format!("tcp://127.0.0.1:{port}");
     Service::spawn(
