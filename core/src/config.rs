@@ -117,7 +117,7 @@ impl std::fmt::Display for ModelEngine {
     }
 }
 
-/// Alert thresholds and timers (design.md section 5). The defaults are conservative starting
+/// Alert thresholds and timers (docs/ALERTS.md). The defaults are conservative starting
 /// points, not clinically validated values: a care team sets them per patient.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -1,7 +1,7 @@
 //! # vigil-core
 //!
 //! What every Vigil stage shares, so that ingest, inference, storage and the dashboard agree
-//! on one contract (see `docs/ARCHITECTURE.md` and design.md):
+//! on one contract (see `docs/ARCHITECTURE.md`):
 //!
 //! - [`record`]: the records on the bus (`EegChunk`, `HrBatch`, `SeizureProbability`,
 //!   `AlertEvent`, `DeadLetter`) and their validation rules;

@@ -1,4 +1,4 @@
-//! The records every stage exchanges (design.md section 3), with their validation rules.
+//! The records every stage exchanges (docs/ARCHITECTURE.md "Records"), with their validation rules.
 //!
 //! A record is only ever built from untrusted bytes through [`crate::codec`], which runs
 //! [`Validate::validate`] before handing it out, so a stage can rely on the invariants listed

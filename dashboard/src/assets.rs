@@ -11,14 +11,8 @@ use crate::error::DashboardError;
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const APP_JS: &str = include_str!("../web/app.js");
 const APP_CSS: &str = include_str!("../web/app.css");
-const UPLOT_JS: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/web/node_modules/uplot/dist/uPlot.iife.min.js"
-));
-const UPLOT_CSS: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/web/node_modules/uplot/dist/uPlot.min.css"
-));
+const UPLOT_JS: &str = include_str!(concat!(env!("OUT_DIR"), "/uPlot.iife.min.js"));
+const UPLOT_CSS: &str = include_str!(concat!(env!("OUT_DIR"), "/uPlot.min.css"));
 
 /// Content-Security-Policy: scripts, styles and connections from this origin only, no
 /// inline script, no framing, no plugins.

@@ -3,7 +3,7 @@
 //! checks, assignments, the audit log and the history queries.
 //!
 //! One deliberate difference: the dashboard shows every role only the patients assigned to
-//! them (design.md section 7), while the store's `may_read` also lets researchers and admins
+//! them (docs/ARCHITECTURE.md "Storage and security contract"), while the store's `may_read` also lets researchers and admins
 //! read any patient through the history API.
 
 use async_trait::async_trait;

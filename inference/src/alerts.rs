@@ -1,4 +1,4 @@
-//! Alert semantics of design.md section 5, per patient, as a state machine whose every
+//! Alert semantics of docs/ARCHITECTURE.md "Alert contract", per patient, as a state machine whose every
 //! transition is an [`AlertEvent`] (the record on `vigil.alerts`).
 //!
 //! - **Seizure** (signal time): a run of consecutive points with aggregate p at or above

@@ -1,4 +1,4 @@
-//! The display filter for clinicians' EEG traces (design.md section 4): 0.5-70 Hz band-pass
+//! The display filter for clinicians' EEG traces (docs/ARCHITECTURE.md "Inference contract"): 0.5-70 Hz band-pass
 //! plus a mains notch (50 or 60 Hz), FFT-based, streaming.
 //!
 //! Method: a linear-phase FIR designed by frequency sampling. The ideal response

@@ -1,5 +1,5 @@
 //! Heart-rate analysis per patient: which observations are plausible, heart-rate variability
-//! (RMSSD) from RR intervals, and ictal-tachycardia rises (design.md section 5).
+//! (RMSSD) from RR intervals, and ictal-tachycardia rises (docs/ALERTS.md).
 //!
 //! - **Validity.** A bpm outside `[hr_valid_min_bpm, hr_valid_max_bpm]` is an artefact: it is
 //!   "not evaluated", never evidence of brady- or tachycardia.

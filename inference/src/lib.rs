@@ -1,14 +1,15 @@
 //! # vigil-inference
 //!
 //! Turns EEG samples into seizure probabilities with the reference semantics of
-//! `brainmaze-eeg-models` 0.1.0 (design.md section 4), computed as a stream:
+//! `brainmaze-eeg-models` 0.1.0 (docs/ARCHITECTURE.md "Inference contract"), computed as a
+//! stream:
 //!
 //! - [`spectrogram`]: the model input (1 s / 0.5 s hop power spectrogram, bins 0..99 Hz,
 //!   per-window per-bin z-score), with columns computed once and shared by overlapping windows;
 //! - [`model`]: the ONNX model on tract, plans optimised once per shape and shared;
 //! - [`windowing`]: overlapping windows, edge discard, NaN-aware max, validity mask, and which
 //!   points are final, incrementally per channel ([`windowing::ChannelStream`]);
-//! - [`alerts`]: the alert state machines of design.md section 5 (seizure, burden, signal loss,
+//! - [`alerts`]: the alert state machines of docs/ALERTS.md (seizure, burden, signal loss,
 //!   brady/tachycardia, acknowledgement and escalation), rebuilt from `vigil.alerts`;
 //! - [`heart_rate`]: plausibility, RMSSD and ictal-tachycardia rises from heart-rate samples;
 //! - [`stage`]: `vigil infer`, the consumer group on `vigil.eeg.raw` and `vigil.hr.raw`:

@@ -1,5 +1,6 @@
 //! The model's input: a one-sided power spectrogram with 1 s segments and a 0.5 s hop, bins
-//! 0..99 Hz, z-scored per frequency bin over each model window (design.md section 4).
+//! 0..99 Hz, z-scored per frequency bin over each model window (docs/ARCHITECTURE.md
+//! "Inference contract").
 //!
 //! Matches `scipy.signal.spectrogram(x, fs, nperseg=fs, noverlap=fs/2)` as the reference
 //! package calls it: periodic Tukey(0.25) window, per-segment mean removal (`detrend =

@@ -233,11 +233,6 @@ impl ChannelStream {
         })
     }
 
-    /// The window geometry.
-    pub fn geometry(&self) -> WindowGeometry {
-        self.geometry
-    }
-
     /// Appends samples (NaN = missing), runs every window that became complete, and returns
     /// the points that became final.
     pub fn push(

@@ -1,4 +1,4 @@
-//! Alert semantics (design.md section 5): hysteresis, NaN handling, burden, acknowledgement,
+//! Alert semantics (docs/ALERTS.md): hysteresis, NaN handling, burden, acknowledgement,
 //! escalation and signal loss with paused tokio time, and rebuild after a restart; early
 //! seizure alerting on provisional values is exact (docs/ALERTS.md).
 

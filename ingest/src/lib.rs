@@ -147,11 +147,6 @@ impl IngestState {
         &self.inner.bus
     }
 
-    /// Streams whose state is tracked.
-    pub fn tracked_streams(&self) -> usize {
-        self.inner.streams.len()
-    }
-
     /// Probes the bus once and records the result in the `bus` readiness check.
     pub async fn probe_bus(&self) -> bool {
         let timeout = self.inner.publish_timeout.min(Duration::from_secs(5));

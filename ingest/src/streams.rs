@@ -20,7 +20,7 @@
 //! each with a fixed ring of N content hashes and an N-bit received bitmap. After a gateway
 //! restart or an eviction a resend is not recognised here; it is produced again (as new or
 //! late) and dropped downstream, where storage and inference are idempotent on the
-//! `(stream_id, seq)` key (design.md section 3).
+//! `(stream_id, seq)` key (docs/ARCHITECTURE.md "Records").
 //!
 //! Each stream's state sits behind its own async mutex, held from the sequence check until
 //! the broker acknowledged the record: records of one stream are produced one at a time, and

@@ -9,7 +9,7 @@
 //! [`\x15duration`] `\x14` text `\x14` ... `\x00`; the first TAL of each record has no text
 //! and gives the record's onset (time keeping, needed for discontinuous `EDF+D` files).
 //!
-//! Why not the `edf-rs` crate (0.2.0, listed in design.md): read from its source, it is a
+//! Why not the `edf-rs` crate (0.2.0, the obvious choice): read from its source, it is a
 //! read/modify/write library whose header parser allocates the signal headers from the
 //! untrusted signal count before checking the file size, refuses EDF+ files whose patient
 //! field has fewer than four subfields (files in the wild break that convention), and

@@ -1,5 +1,5 @@
 //! Rational-rate resampling with an anti-aliasing filter, for rates the model does not accept
-//! (it needs an even whole number of Hz >= 200; design.md section 4).
+//! (it needs an even whole number of Hz >= 200; docs/ARCHITECTURE.md "Inference contract").
 //!
 //! Method (the same as `scipy.signal.resample_poly` with its defaults, so results can be
 //! checked against it): for a ratio `up/down` in lowest terms, upsample by `up` (zero

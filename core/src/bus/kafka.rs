@@ -196,7 +196,7 @@ impl BusBackend for KafkaBackend {
             .set("enable.auto.offset.store", "false")
             .set("auto.commit.interval.ms", "1000")
             .set("auto.offset.reset", "earliest")
-            // Low fetch wait keeps end-to-end latency low (and tansu needs it, design.md s8).
+            // Low fetch wait keeps end-to-end latency low (and tansu needs it: docs/ARCHITECTURE.md "Real components in tests").
             .set("fetch.wait.max.ms", "10");
         let claim = StaticClaim::take(self, group)?;
         if claim.is_some() {

@@ -25,7 +25,7 @@ use crate::codec::{self, Record};
 use crate::config::BusConfig;
 use crate::telemetry::events::{self, Emit};
 
-/// The logical topics of design.md section 2. Names on the broker carry the configured prefix.
+/// The logical topics of docs/ARCHITECTURE.md "Topics". Names on the broker carry the configured prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Topic {
     /// Raw EEG chunks from ingest.
