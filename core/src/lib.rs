@@ -3,6 +3,7 @@
 //! What every Vigil stage shares, so that ingest, inference, storage and the dashboard agree
 //! on one contract (see `docs/ARCHITECTURE.md`):
 //!
+//! - [`alert_book`]: the alert lifecycle as one fold of `vigil.alerts` events;
 //! - [`record`]: the records on the bus (`EegChunk`, `HrBatch`, `SeizureProbability`,
 //!   `AlertEvent`, `DeadLetter`) and their validation rules;
 //! - [`codec`]: one versioned binary wire format plus JSON for each record; decoders check
@@ -18,6 +19,7 @@
 //! - [`time`]: wall-clock helpers (UTC ns);
 //! - [`testenv`]: the skip-locally / fail-under-CI rule for tests that need real components.
 
+pub mod alert_book;
 pub mod bus;
 pub mod codec;
 pub mod config;

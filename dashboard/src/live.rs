@@ -14,7 +14,7 @@
 //! Alert events are also folded into each patient's open alerts (raised and not yet both
 //! resolved and acknowledged), which every snapshot carries whatever their age.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -24,6 +24,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+use vigil_core::alert_book::{AlertBook, OpenAlert};
 use vigil_core::record::{
     AlertEvent, AlertEvidence, AlertKind, AlertTransition, EegTrace, HrBatch, SeizureProbability,
 };
@@ -71,7 +72,8 @@ pub struct LiveItem {
     pub json: Utf8Bytes,
 }
 
-/// An alert as the screens show it: the fold of its events.
+/// An alert as the screens show it: [`OpenAlert`] (the one fold of its events) in the
+/// browser's units.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlertView {
     /// Alert id (acknowledge with it).
@@ -95,6 +97,23 @@ pub struct AlertView {
     /// The raw onset, ns (for the acknowledgement record).
     #[serde(skip)]
     pub onset_ns: i64,
+}
+
+impl From<&OpenAlert> for AlertView {
+    fn from(a: &OpenAlert) -> Self {
+        AlertView {
+            alert_id: a.alert_id,
+            kind: a.kind,
+            onset_ms: ns_to_ms(a.onset_ns),
+            raised_ms: ns_to_ms(a.raised_at_ns),
+            escalated: a.escalated,
+            acknowledged_by: a.acknowledged.as_ref().and_then(|(by, _)| by.clone()),
+            acknowledged_ms: a.acknowledged.as_ref().map(|(_, at)| ns_to_ms(*at)),
+            resolved_ms: a.resolved_at_ns.map(ns_to_ms),
+            evidence: a.evidence,
+            onset_ns: a.onset_ns,
+        }
+    }
 }
 
 /// A browser's queue and its overflow signal.
@@ -174,7 +193,7 @@ struct PatientLive {
     /// Latest probability and heart-rate update, kept past the window so a tile shows the
     /// last measured value (with its time) rather than nothing.
     latest: HashMap<ItemKind, Arc<LiveItem>>,
-    alerts: BTreeMap<Uuid, AlertView>,
+    alerts: AlertBook,
     acks_in_flight: HashSet<Uuid>,
     subscribers: Vec<ClientSink>,
 }
@@ -192,46 +211,10 @@ impl PatientLive {
     }
 
     fn fold_alert(&mut self, event: &AlertEvent) {
-        let at_ms = ns_to_ms(event.at_ns);
-        let has_evidence = event.evidence != AlertEvidence::default();
-        if event.transition == AlertTransition::Raised {
-            self.alerts.entry(event.alert_id).or_insert(AlertView {
-                alert_id: event.alert_id,
-                kind: event.kind,
-                onset_ms: ns_to_ms(event.onset_ns),
-                raised_ms: at_ms,
-                escalated: false,
-                acknowledged_by: None,
-                acknowledged_ms: None,
-                resolved_ms: None,
-                evidence: event.evidence,
-                onset_ns: event.onset_ns,
-            });
-            return;
-        }
         if event.transition == AlertTransition::Acknowledged {
             self.acks_in_flight.remove(&event.alert_id);
         }
-        let Some(alert) = self.alerts.get_mut(&event.alert_id) else {
-            return;
-        };
-        match event.transition {
-            AlertTransition::Acknowledged => {
-                if alert.acknowledged_by.is_none() {
-                    alert.acknowledged_by.clone_from(&event.by);
-                    alert.acknowledged_ms = Some(at_ms);
-                }
-            }
-            AlertTransition::Escalated => alert.escalated = true,
-            AlertTransition::Resolved => alert.resolved_ms = Some(at_ms),
-            AlertTransition::Raised => {}
-        }
-        if has_evidence {
-            alert.evidence = event.evidence;
-        }
-        if alert.acknowledged_by.is_some() && alert.resolved_ms.is_some() {
-            self.alerts.remove(&event.alert_id);
-        }
+        self.alerts.apply(event);
     }
 }
 
@@ -445,7 +428,7 @@ impl LiveHub {
         Snapshot {
             resumed,
             last_seq: live.next_seq,
-            open_alerts: live.alerts.values().cloned().collect(),
+            open_alerts: live.alerts.iter().map(AlertView::from).collect(),
             items,
         }
     }
@@ -467,7 +450,7 @@ impl LiveHub {
         lock(&self.patient(patient_id))
             .alerts
             .get(&alert_id)
-            .cloned()
+            .map(AlertView::from)
     }
 
     /// Reserves the acknowledgement of an open, unacknowledged alert; release it with
@@ -479,7 +462,7 @@ impl LiveHub {
         let alert = live
             .alerts
             .get(&alert_id)
-            .cloned()
+            .map(AlertView::from)
             .ok_or(AckRefusal::Unknown(alert_id))?;
         if let Some(by) = &alert.acknowledged_by {
             return Err(AckRefusal::AlreadyAcknowledged {

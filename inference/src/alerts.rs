@@ -27,7 +27,7 @@
 //!   while a heart-rate rise was seen since `ictal_baseline_s` before its onset carries the
 //!   rise (`baseline_bpm`, `hr_rise_bpm`, `bpm`) and the RMSSD in its evidence.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use uuid::Uuid;
 use vigil_core::record::{
@@ -41,24 +41,7 @@ const HR_RUN_GAP_NS: i64 = 5_000_000_000;
 
 pub use vigil_core::config::AlertPolicy;
 
-/// An alert that is raised and not yet both resolved and acknowledged.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OpenAlert {
-    /// Id shared by all its events.
-    pub alert_id: Uuid,
-    /// Condition.
-    pub kind: AlertKind,
-    /// Signal time the condition began.
-    pub onset_ns: i64,
-    /// Wall time it was raised (escalation timer start).
-    pub raised_at_ns: i64,
-    /// Acknowledged by a clinician.
-    pub acknowledged: bool,
-    /// Escalated already.
-    pub escalated: bool,
-    /// The condition has ended.
-    pub resolved: bool,
-}
+pub use vigil_core::alert_book::{AlertBook, OpenAlert};
 
 /// Why an acknowledgement was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -119,7 +102,7 @@ struct BandRuns {
 pub struct PatientAlerts {
     patient_id: String,
     policy: AlertPolicy,
-    open: BTreeMap<Uuid, OpenAlert>,
+    open: AlertBook,
     seizure_on: Run,
     seizure_off: Run,
     /// Points of the burden window: (t_ns, evaluated, seizure).
@@ -140,7 +123,7 @@ impl PatientAlerts {
         Self {
             patient_id: patient_id.to_owned(),
             policy,
-            open: BTreeMap::new(),
+            open: AlertBook::default(),
             seizure_on: Run::default(),
             seizure_off: Run::default(),
             burden: VecDeque::new(),
@@ -161,7 +144,7 @@ impl PatientAlerts {
 
     /// Alerts not yet both resolved and acknowledged.
     pub fn open(&self) -> impl Iterator<Item = &OpenAlert> {
-        self.open.values()
+        self.open.iter()
     }
 
     /// A point counts as seizure: evaluated and at or above the on-threshold.
@@ -171,8 +154,8 @@ impl PatientAlerts {
 
     fn active(&self, kind: AlertKind) -> Option<Uuid> {
         self.open
-            .values()
-            .find(|a| a.kind == kind && !a.resolved)
+            .iter()
+            .find(|a| a.kind == kind && !a.is_resolved())
             .map(|a| a.alert_id)
     }
 
@@ -202,28 +185,25 @@ impl PatientAlerts {
         now_ns: i64,
         evidence: AlertEvidence,
     ) -> AlertEvent {
-        let alert = OpenAlert {
+        let event = AlertEvent {
             alert_id: Uuid::new_v4(),
+            patient_id: self.patient_id.clone(),
             kind,
+            transition: AlertTransition::Raised,
             onset_ns,
-            raised_at_ns: now_ns,
-            acknowledged: false,
-            escalated: false,
-            resolved: false,
+            at_ns: now_ns,
+            by: None,
+            evidence,
         };
-        let event = self.event(&alert, AlertTransition::Raised, now_ns, evidence);
-        self.open.insert(alert.alert_id, alert);
+        self.open.apply(&event);
         event
     }
 
     fn resolve(&mut self, id: Uuid, now_ns: i64, evidence: AlertEvidence) -> Option<AlertEvent> {
-        let alert = self.open.get_mut(&id)?;
-        alert.resolved = true;
-        let alert = alert.clone();
-        if alert.acknowledged {
-            self.open.remove(&id);
-        }
-        Some(self.event(&alert, AlertTransition::Resolved, now_ns, evidence))
+        let alert = self.open.get(&id)?;
+        let event = self.event(alert, AlertTransition::Resolved, now_ns, evidence);
+        self.open.apply(&event);
+        Some(event)
     }
 
     /// Feeds finalized probabilities (signal time); returns the transitions they cause.
@@ -465,20 +445,20 @@ impl PatientAlerts {
         let due = (self.policy.escalate_after_s * 1e9) as i64;
         let overdue: Vec<Uuid> = self
             .open
-            .values()
-            .filter(|a| !a.acknowledged && !a.escalated && now_ns - a.raised_at_ns >= due)
+            .iter()
+            .filter(|a| !a.is_acknowledged() && !a.escalated && now_ns - a.raised_at_ns >= due)
             .map(|a| a.alert_id)
             .collect();
         for id in overdue {
-            if let Some(alert) = self.open.get_mut(&id) {
-                alert.escalated = true;
-                let alert = alert.clone();
-                events.push(self.event(
-                    &alert,
+            if let Some(alert) = self.open.get(&id) {
+                let event = self.event(
+                    alert,
                     AlertTransition::Escalated,
                     now_ns,
                     AlertEvidence::default(),
-                ));
+                );
+                self.open.apply(&event);
+                events.push(event);
             }
         }
         events
@@ -493,56 +473,26 @@ impl PatientAlerts {
     ) -> Result<AlertEvent, AckError> {
         let alert = self
             .open
-            .get_mut(&alert_id)
+            .get(&alert_id)
             .ok_or(AckError::Unknown(alert_id))?;
-        if alert.acknowledged {
+        if alert.is_acknowledged() {
             return Err(AckError::AlreadyAcknowledged(alert_id));
         }
-        alert.acknowledged = true;
-        let alert = alert.clone();
-        if alert.resolved {
-            self.open.remove(&alert_id);
-        }
         let mut event = self.event(
-            &alert,
+            alert,
             AlertTransition::Acknowledged,
             now_ns,
             AlertEvidence::default(),
         );
         event.by = Some(by.to_owned());
+        self.open.apply(&event);
         Ok(event)
     }
 
     /// Folds an event read back from `vigil.alerts` (restart recovery, or an acknowledgement
     /// produced by the dashboard).
     pub fn apply(&mut self, event: &AlertEvent) {
-        match event.transition {
-            AlertTransition::Raised => {
-                self.open.entry(event.alert_id).or_insert(OpenAlert {
-                    alert_id: event.alert_id,
-                    kind: event.kind,
-                    onset_ns: event.onset_ns,
-                    raised_at_ns: event.at_ns,
-                    acknowledged: false,
-                    escalated: false,
-                    resolved: false,
-                });
-            }
-            transition => {
-                let Some(alert) = self.open.get_mut(&event.alert_id) else {
-                    return;
-                };
-                match transition {
-                    AlertTransition::Acknowledged => alert.acknowledged = true,
-                    AlertTransition::Escalated => alert.escalated = true,
-                    AlertTransition::Resolved => alert.resolved = true,
-                    AlertTransition::Raised => {}
-                }
-                if alert.acknowledged && alert.resolved {
-                    self.open.remove(&event.alert_id);
-                }
-            }
-        }
+        self.open.apply(event);
     }
 }
 

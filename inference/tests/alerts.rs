@@ -90,7 +90,7 @@ fn not_evaluated_points_neither_raise_nor_resolve() {
     assert!(alerts
         .on_probability(&probs(30.0, &repeat(f32::NAN, 120.0)), T0)
         .is_empty());
-    assert_eq!(alerts.open().filter(|a| !a.resolved).count(), 1);
+    assert_eq!(alerts.open().filter(|a| !a.is_resolved()).count(), 1);
 }
 
 #[test]

@@ -14,9 +14,7 @@ use base64::Engine;
 use lru::LruCache;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use sqlx::mysql::MySqlPoolOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::{MySqlPool, SqlitePool};
+use vigil_db::{on_pool, DbError, DbPool};
 
 /// Prefix of every device token, so secret scanners and humans recognise one.
 pub const TOKEN_PREFIX: &str = "vigil_dt_";
@@ -118,6 +116,9 @@ pub enum DirectoryError {
     /// Database error.
     #[error("device database: {0}")]
     Database(#[from] sqlx::Error),
+    /// Applying the schema failed.
+    #[error("device database schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
     /// A stored channel list is not a JSON list of strings.
     #[error("device {device_id:?} has a corrupt channel list: {reason}")]
     CorruptRow {
@@ -126,6 +127,16 @@ pub enum DirectoryError {
         /// Parser message.
         reason: String,
     },
+}
+
+impl From<DbError> for DirectoryError {
+    fn from(err: DbError) -> Self {
+        match err {
+            DbError::BadUrl(url) => DirectoryError::BadUrl(url),
+            DbError::Database(e) => DirectoryError::Database(e),
+            DbError::Migrate(e) => DirectoryError::Migrate(e),
+        }
+    }
 }
 
 /// Where devices and their token hashes live.
@@ -140,34 +151,6 @@ pub trait DeviceDirectory: Send + Sync + 'static {
         &self,
         hash: &TokenHash,
     ) -> Result<Option<RegisteredDevice>, DirectoryError>;
-}
-
-/// Creates the `devices` table. Plain SQL valid on both SQLite and MariaDB/MySQL; times are
-/// UTC ns since the Unix epoch, like every Vigil timestamp.
-pub const DEVICES_DDL: &str = "CREATE TABLE IF NOT EXISTS devices (
-    device_id VARCHAR(64) NOT NULL PRIMARY KEY,
-    patient_id VARCHAR(64) NOT NULL,
-    token_sha256 CHAR(64) NOT NULL UNIQUE,
-    sample_rate_hz DOUBLE NULL,
-    channels TEXT NULL,
-    created_at BIGINT NOT NULL,
-    revoked_at BIGINT NULL
-)";
-
-#[derive(Debug, Clone)]
-enum Pool {
-    Sqlite(SqlitePool),
-    MySql(MySqlPool),
-}
-
-/// Runs the same query text on whichever pool is configured (both use `?` placeholders).
-macro_rules! on_pool {
-    ($pool:expr, |$p:ident| $body:expr) => {
-        match $pool {
-            Pool::Sqlite($p) => $body,
-            Pool::MySql($p) => $body,
-        }
-    };
 }
 
 #[derive(sqlx::FromRow)]
@@ -201,44 +184,23 @@ impl DeviceRow {
 /// [`DeviceDirectory`] on SQLite or MySQL/MariaDB, chosen by URL.
 #[derive(Debug, Clone)]
 pub struct SqlDeviceDirectory {
-    pool: Pool,
+    pool: DbPool,
 }
 
 impl SqlDeviceDirectory {
-    /// Connects to `sqlite://...` or `mysql://...` and creates the `devices` table if missing.
+    /// Connects to `sqlite://...` or `mysql://...` and applies the schema if it is missing
+    /// (the `devices` table is defined once, in `vigil-db`'s migrations).
     pub async fn connect(url: &str) -> Result<Self, DirectoryError> {
-        let pool = if url.starts_with("sqlite:") {
-            let options: SqliteConnectOptions = url.parse()?;
-            Pool::Sqlite(
-                SqlitePoolOptions::new()
-                    .max_connections(4)
-                    .connect_with(options)
-                    .await?,
-            )
-        } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
-            let url = url.replacen("mariadb:", "mysql:", 1);
-            Pool::MySql(
-                MySqlPoolOptions::new()
-                    .max_connections(8)
-                    .acquire_timeout(Duration::from_secs(5))
-                    .connect(&url)
-                    .await?,
-            )
-        } else {
-            return Err(DirectoryError::BadUrl(url.to_owned()));
+        let directory = Self {
+            pool: DbPool::connect(url).await?,
         };
-        let directory = Self { pool };
         directory.migrate().await?;
         Ok(directory)
     }
 
     /// Applies the schema (idempotent).
     pub async fn migrate(&self) -> Result<(), DirectoryError> {
-        on_pool!(&self.pool, |p| sqlx::query(DEVICES_DDL)
-            .execute(p)
-            .await
-            .map(|_| ()))?;
-        Ok(())
+        Ok(self.pool.migrate().await?)
     }
 
     /// Closes the pool.

@@ -7,6 +7,8 @@
 //! an opaque `cursor`: pass the previous page's `next_cursor` to continue; a walk returns
 //! every row exactly once. Errors are RFC 9457 `application/problem+json`.
 
+use std::future::Future;
+
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -18,13 +20,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use vigil_core::problem::Problem;
-use vigil_core::record::EegChunk;
+use vigil_core::record::{EegChunk, SeizureProbability};
 use vigil_core::telemetry::Readiness;
 
 use crate::error::StorageError;
 use crate::fhir;
 use crate::store::Store;
-use crate::types::{AuditEntry, HistoryQuery, PatientSummary, User};
+use crate::types::{AlertHistory, AuditEntry, HistoryQuery, HrSample, Page, PatientSummary, User};
 
 /// Default page size when a request gives no `limit`.
 pub const DEFAULT_LIMIT: u32 = 500;
@@ -259,6 +261,133 @@ fn params(
     Ok((patient_id, params))
 }
 
+/// One history endpoint: what its reads are audited as and which pages of the store it
+/// serves. Every endpoint authorizes, audits and pages the same way, in [`history`].
+trait History {
+    /// What a page holds.
+    type Item: Serialize;
+    /// The audit log's action.
+    const ACTION: &'static str;
+
+    /// One page of the store.
+    fn fetch(
+        store: &Store,
+        q: &HistoryQuery,
+    ) -> impl Future<Output = Result<Page<Self::Item>, StorageError>> + Send;
+
+    /// Checks the endpoint's own parameters; the audit detail.
+    fn detail(params: &RangeParams) -> Result<String, ApiError> {
+        Ok(params.describe())
+    }
+
+    /// The items as served.
+    fn shape(items: Vec<Self::Item>, _params: &RangeParams) -> Vec<Self::Item> {
+        items
+    }
+}
+
+/// Authorizes the caller for the patient, audits the read (before it runs, so a failing read
+/// is on record too) and serves one page.
+async fn history<H: History>(
+    state: ApiState,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<RangeParams>, QueryRejection>,
+) -> Result<Json<PageBody<H::Item>>, ApiError> {
+    let (patient_id, params) = params(path, query)?;
+    let detail = H::detail(&params)?;
+    state
+        .authorize_read(&headers, &patient_id, H::ACTION, detail)
+        .await?;
+    let page = H::fetch(
+        &state.store,
+        &params.query(&patient_id, state.max_page_items),
+    )
+    .await?;
+    Ok(Json(PageBody {
+        items: H::shape(page.items, &params),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+struct EegHistory;
+
+impl History for EegHistory {
+    type Item = EegChunk;
+    const ACTION: &'static str = "read_eeg";
+
+    fn fetch(
+        store: &Store,
+        q: &HistoryQuery,
+    ) -> impl Future<Output = Result<Page<EegChunk>, StorageError>> + Send {
+        store.eeg(q)
+    }
+
+    fn detail(params: &RangeParams) -> Result<String, ApiError> {
+        if let Some(rate) = params.max_rate_hz {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(ApiError::BadRequest(format!(
+                    "max_rate_hz must be positive, got {rate}"
+                )));
+            }
+        }
+        Ok(format!(
+            "{} max_rate_hz={:?}",
+            params.describe(),
+            params.max_rate_hz
+        ))
+    }
+
+    fn shape(items: Vec<EegChunk>, params: &RangeParams) -> Vec<EegChunk> {
+        match params.max_rate_hz {
+            Some(rate) => items.into_iter().map(|c| downsample(c, rate)).collect(),
+            None => items,
+        }
+    }
+}
+
+struct HrHistory;
+
+impl History for HrHistory {
+    type Item = HrSample;
+    const ACTION: &'static str = "read_hr";
+
+    fn fetch(
+        store: &Store,
+        q: &HistoryQuery,
+    ) -> impl Future<Output = Result<Page<HrSample>, StorageError>> + Send {
+        store.heart_rate(q)
+    }
+}
+
+struct ProbabilityHistory;
+
+impl History for ProbabilityHistory {
+    type Item = SeizureProbability;
+    const ACTION: &'static str = "read_probabilities";
+
+    fn fetch(
+        store: &Store,
+        q: &HistoryQuery,
+    ) -> impl Future<Output = Result<Page<SeizureProbability>, StorageError>> + Send {
+        store.probabilities(q)
+    }
+}
+
+struct AlertsHistory;
+
+impl History for AlertsHistory {
+    type Item = AlertHistory;
+    const ACTION: &'static str = "read_alerts";
+
+    fn fetch(
+        store: &Store,
+        q: &HistoryQuery,
+    ) -> impl Future<Output = Result<Page<AlertHistory>, StorageError>> + Send {
+        store.alerts(q)
+    }
+}
+
 /// Downsamples a chunk to at most `max_rate_hz` by NaN-aware block means of
 /// `k = ceil(rate / max_rate)` samples (a boxcar anti-alias filter: fine for overviews, not
 /// for analysis). A block with no finite sample stays NaN (missing).
@@ -345,34 +474,7 @@ pub async fn eeg(
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<RangeParams>, QueryRejection>,
 ) -> Result<Json<PageBody<EegChunk>>, ApiError> {
-    let (patient_id, params) = params(path, query)?;
-    if let Some(rate) = params.max_rate_hz {
-        if !(rate.is_finite() && rate > 0.0) {
-            return Err(ApiError::BadRequest(format!(
-                "max_rate_hz must be positive, got {rate}"
-            )));
-        }
-    }
-    let detail = format!("{} max_rate_hz={:?}", params.describe(), params.max_rate_hz);
-    state
-        .authorize_read(&headers, &patient_id, "read_eeg", detail)
-        .await?;
-    let page = state
-        .store
-        .eeg(&params.query(&patient_id, state.max_page_items))
-        .await?;
-    let items = match params.max_rate_hz {
-        Some(rate) => page
-            .items
-            .into_iter()
-            .map(|c| downsample(c, rate))
-            .collect(),
-        None => page.items,
-    };
-    Ok(Json(PageBody {
-        items,
-        next_cursor: page.next_cursor,
-    }))
+    history::<EegHistory>(state, headers, path, query).await
 }
 
 /// Heart-rate points in the range.
@@ -394,20 +496,8 @@ pub async fn heart_rate(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<RangeParams>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let (patient_id, params) = params(path, query)?;
-    state
-        .authorize_read(&headers, &patient_id, "read_hr", params.describe())
-        .await?;
-    let page = state
-        .store
-        .heart_rate(&params.query(&patient_id, state.max_page_items))
-        .await?;
-    Ok(Json(PageBody {
-        items: page.items,
-        next_cursor: page.next_cursor,
-    })
-    .into_response())
+) -> Result<Json<PageBody<HrSample>>, ApiError> {
+    history::<HrHistory>(state, headers, path, query).await
 }
 
 /// Seizure probabilities in the range, regrouped into records of contiguous 0.5 s points
@@ -430,25 +520,8 @@ pub async fn probabilities(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<RangeParams>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let (patient_id, params) = params(path, query)?;
-    state
-        .authorize_read(
-            &headers,
-            &patient_id,
-            "read_probabilities",
-            params.describe(),
-        )
-        .await?;
-    let page = state
-        .store
-        .probabilities(&params.query(&patient_id, state.max_page_items))
-        .await?;
-    Ok(Json(PageBody {
-        items: page.items,
-        next_cursor: page.next_cursor,
-    })
-    .into_response())
+) -> Result<Json<PageBody<SeizureProbability>>, ApiError> {
+    history::<ProbabilityHistory>(state, headers, path, query).await
 }
 
 /// Alerts active in the range, each with all its transitions.
@@ -470,20 +543,8 @@ pub async fn alerts(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<RangeParams>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let (patient_id, params) = params(path, query)?;
-    state
-        .authorize_read(&headers, &patient_id, "read_alerts", params.describe())
-        .await?;
-    let page = state
-        .store
-        .alerts(&params.query(&patient_id, state.max_page_items))
-        .await?;
-    Ok(Json(PageBody {
-        items: page.items,
-        next_cursor: page.next_cursor,
-    })
-    .into_response())
+) -> Result<Json<PageBody<AlertHistory>>, ApiError> {
+    history::<AlertsHistory>(state, headers, path, query).await
 }
 
 /// FHIR R4 export: heart rate (LOINC 8867-4) and seizure alerts as Observations in one

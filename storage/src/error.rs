@@ -60,6 +60,16 @@ pub enum StorageError {
     Task(String),
 }
 
+impl From<vigil_db::DbError> for StorageError {
+    fn from(err: vigil_db::DbError) -> Self {
+        match err {
+            vigil_db::DbError::BadUrl(url) => StorageError::BadUrl(url),
+            vigil_db::DbError::Database(e) => StorageError::Database(e),
+            vigil_db::DbError::Migrate(e) => StorageError::Migrate(e),
+        }
+    }
+}
+
 impl StorageError {
     /// True when retrying the same work later can succeed: the database is unreachable, a
     /// connection was lost or killed, the pool timed out, a lock wait or deadlock aborted the

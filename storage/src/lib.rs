@@ -4,7 +4,7 @@
 //! and `vigil.dlq` and makes every record durable, exactly once:
 //!
 //! - [`store`]: the [`Store`] over SQLite (embedded) or MySQL/MariaDB, chosen by URL, with the
-//!   schema as sqlx migrations (`migrations/<dialect>/`). Batches are multi-row inserts in one
+//!   schema as sqlx migrations (`db/migrations/<dialect>/`, in `vigil-db`). Batches are multi-row inserts in one
 //!   transaction, idempotent on each record's natural key.
 //! - [`consumer`]: the consumer-group stage. A record is acknowledged (its offset committed)
 //!   only after its transaction committed and its archive file is on disk; while the database
@@ -36,8 +36,9 @@ pub mod types;
 
 pub use error::StorageError;
 pub use server::{serve, ServeError};
-pub use store::{Dialect, Store};
+pub use store::Store;
 pub use types::{
     AlertHistory, ArchiveKind, ArchivePart, AuditEntry, AuditRecord, HistoryQuery, HrSample, Page,
     PatientSummary, Role, StoredDeadLetter, User, WriteBatch, WriteSummary, MAX_PAGE_ITEMS,
 };
+pub use vigil_db::Dialect;
