@@ -3,7 +3,7 @@
 //! What every Vigil stage shares, so that ingest, inference, storage and the dashboard agree
 //! on one contract (see `docs/ARCHITECTURE.md`):
 //!
-//! - [`alert_book`]: the alert lifecycle as one fold of `vigil.alerts` events;
+//! - [`open_alerts`]: the alert lifecycle as one fold of `vigil.alerts` events;
 //! - [`record`]: the records on the bus (`EegChunk`, `HrBatch`, `SeizureProbability`,
 //!   `AlertEvent`, `DeadLetter`) and their validation rules;
 //! - [`codec`]: one versioned binary wire format plus JSON for each record; decoders check
@@ -19,12 +19,12 @@
 //! - [`time`]: wall-clock helpers (UTC ns);
 //! - [`testenv`]: the skip-locally / fail-under-CI rule for tests that need real components.
 
-pub mod alert_book;
 pub mod bus;
 pub mod codec;
 pub mod config;
 pub mod datasets;
 pub mod model;
+pub mod open_alerts;
 pub mod problem;
 pub mod record;
 pub mod serde_fields;

@@ -24,7 +24,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use vigil_core::alert_book::{AlertBook, OpenAlert};
+use vigil_core::open_alerts::{OpenAlert, OpenAlerts};
 use vigil_core::record::{
     AlertEvent, AlertEvidence, AlertKind, AlertTransition, EegTrace, HrBatch, SeizureProbability,
 };
@@ -193,7 +193,7 @@ struct PatientLive {
     /// Latest probability and heart-rate update, kept past the window so a tile shows the
     /// last measured value (with its time) rather than nothing.
     latest: HashMap<ItemKind, Arc<LiveItem>>,
-    alerts: AlertBook,
+    alerts: OpenAlerts,
     acks_in_flight: HashSet<Uuid>,
     subscribers: Vec<ClientSink>,
 }

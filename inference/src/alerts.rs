@@ -41,7 +41,7 @@ const HR_RUN_GAP_NS: i64 = 5_000_000_000;
 
 pub use vigil_core::config::AlertPolicy;
 
-pub use vigil_core::alert_book::{AlertBook, OpenAlert};
+pub use vigil_core::open_alerts::{OpenAlert, OpenAlerts};
 
 /// Why an acknowledgement was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,7 +102,7 @@ struct BandRuns {
 pub struct PatientAlerts {
     patient_id: String,
     policy: AlertPolicy,
-    open: AlertBook,
+    open: OpenAlerts,
     seizure_on: Run,
     seizure_off: Run,
     /// Points of the burden window: (t_ns, evaluated, seizure).
@@ -123,7 +123,7 @@ impl PatientAlerts {
         Self {
             patient_id: patient_id.to_owned(),
             policy,
-            open: AlertBook::default(),
+            open: OpenAlerts::default(),
             seizure_on: Run::default(),
             seizure_off: Run::default(),
             burden: VecDeque::new(),

@@ -154,86 +154,21 @@ enum Routed {
 impl InferenceStage {
     /// Consumes until `shutdown`, then leaves the group after committing.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), InferenceError> {
-        // Alert state first: fold the whole alerts topic (a fresh group reads from the
-        // beginning) before touching EEG, so a restart neither re-raises nor forgets an alert.
+        // Alert state first: fold the whole alerts topic before touching EEG, so a restart
+        // neither re-raises nor forgets an alert.
         let book: AlertBook = AlertBook::default();
-        let alerts_topic = self.bus.topic(Topic::Alerts);
-        let bus_err = |e: vigil_core::bus::BusError| InferenceError::Bus(e.to_string());
-        // Everything written before now must be folded: read up to the end offsets taken
-        // before subscribing (the reader's own group starts from the oldest record).
-        let mut pending: HashMap<i32, i64> = self
-            .bus
-            .watermarks(&alerts_topic)
-            .await
-            .map_err(bus_err)?
-            .into_iter()
-            .filter(|w| w.high > w.low)
-            .map(|w| (w.partition, w.high))
-            .collect();
-        let mut alert_feed = self
-            .bus
-            .subscribe(
-                &format!("{}-alerts-{}", self.group, uuid::Uuid::new_v4().simple()),
-                &[alerts_topic],
-            )
-            .await
-            .map_err(bus_err)?;
-        let mut replayed = 0usize;
-        while !pending.is_empty() {
-            let msg = tokio::select! {
-                _ = shutdown.cancelled() => {
-                    close(alert_feed).await;
-                    return Ok(());
-                }
-                msg = tokio::time::timeout(ALERT_REBUILD_TIMEOUT, alert_feed.recv()) => msg,
-            };
-            let msg = match msg {
-                Ok(Ok(msg)) => msg,
-                Ok(Err(err)) => {
-                    tracing::warn!(%err, "alerts feed during rebuild; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-                Err(_) => {
-                    close(alert_feed).await;
-                    return Err(InferenceError::Bus(format!(
-                        "alert state rebuild: no record for {ALERT_REBUILD_TIMEOUT:?} with partitions {pending:?} still short of their end offsets"
-                    )));
-                }
-            };
-            apply_alert(&book, &self.alert_policies, &msg);
-            replayed += 1;
-            if pending
-                .get(&msg.partition)
-                .is_some_and(|end| msg.offset + 1 >= *end)
-            {
-                pending.remove(&msg.partition);
-            }
-        }
-        tracing::info!(replayed, "alert state rebuilt from the alerts topic");
-        let follower = {
-            let (book, policies, shutdown) =
-                (book.clone(), self.alert_policies.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                loop {
-                    let msg = tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        msg = alert_feed.recv() => msg,
-                    };
-                    match msg {
-                        Ok(msg) => apply_alert(&book, &policies, &msg),
-                        Err(err) => {
-                            tracing::warn!(%err, "alerts feed");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                }
-                close(alert_feed).await;
-            })
+        let Some(alert_feed) = self.rebuild_alerts(&book, &shutdown).await? else {
+            return Ok(());
         };
+        let follower = tokio::spawn(follow_alerts(
+            alert_feed,
+            book.clone(),
+            self.alert_policies.clone(),
+            shutdown.clone(),
+        ));
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Ticket>();
         let (lanes, lane_tasks) = Lanes::spawn(&self.bus, LANES, done_tx, &shutdown);
-        let (tick_tx, mut tick_rx) = tokio::sync::mpsc::channel::<AlertEvent>(256);
+        let (tick_tx, tick_rx) = mpsc::channel::<AlertEvent>(256);
         let ticks = tokio::spawn(run_ticks(
             book.clone(),
             TokioClock::system(),
@@ -241,25 +176,7 @@ impl InferenceStage {
             tick_tx,
             shutdown.clone(),
         ));
-        // Timer-driven alerts (signal loss, escalation) go through the lanes, which retry
-        // until the broker holds them: the state already says they happened.
-        let timed = {
-            let lanes = lanes.clone();
-            tokio::spawn(async move {
-                while let Some(event) = tick_rx.recv().await {
-                    tracing::info!(patient_id = %event.patient_id, kind = ?event.kind, transition = ?event.transition, "alert");
-                    let batch = OutputBatch {
-                        patient_id: event.patient_id.clone(),
-                        records: encode(Topic::Alerts, &event).into_iter().collect(),
-                        ticket: None,
-                    };
-                    if !lanes.send(batch).await {
-                        break;
-                    }
-                }
-            })
-        };
-
+        let timed = tokio::spawn(publish_timed_alerts(tick_rx, lanes.clone()));
         let (eeg_topic, hr_topic) = (self.bus.topic(Topic::EegRaw), self.bus.topic(Topic::HrRaw));
         let mut consumer = self
             .bus
@@ -351,6 +268,69 @@ impl InferenceStage {
         result.and(stopped)
     }
 
+    /// Folds the whole alerts topic into `book`: everything written before now, i.e. up to
+    /// the end offsets taken before subscribing (the reader's own fresh group starts from the
+    /// oldest record). Returns the feed, positioned to follow new events, or None on shutdown.
+    async fn rebuild_alerts(
+        &self,
+        book: &AlertBook,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Box<dyn BusConsumer>>, InferenceError> {
+        let alerts_topic = self.bus.topic(Topic::Alerts);
+        let bus_err = |e: vigil_core::bus::BusError| InferenceError::Bus(e.to_string());
+        let mut pending: HashMap<i32, i64> = self
+            .bus
+            .watermarks(&alerts_topic)
+            .await
+            .map_err(bus_err)?
+            .into_iter()
+            .filter(|w| w.high > w.low)
+            .map(|w| (w.partition, w.high))
+            .collect();
+        let mut alert_feed = self
+            .bus
+            .subscribe(
+                &format!("{}-alerts-{}", self.group, uuid::Uuid::new_v4().simple()),
+                &[alerts_topic],
+            )
+            .await
+            .map_err(bus_err)?;
+        let mut replayed = 0usize;
+        while !pending.is_empty() {
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => {
+                    close(alert_feed).await;
+                    return Ok(None);
+                }
+                msg = tokio::time::timeout(ALERT_REBUILD_TIMEOUT, alert_feed.recv()) => msg,
+            };
+            let msg = match msg {
+                Ok(Ok(msg)) => msg,
+                Ok(Err(err)) => {
+                    tracing::warn!(%err, "alerts feed during rebuild; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                Err(_) => {
+                    close(alert_feed).await;
+                    return Err(InferenceError::Bus(format!(
+                        "alert state rebuild: no record for {ALERT_REBUILD_TIMEOUT:?} with partitions {pending:?} still short of their end offsets"
+                    )));
+                }
+            };
+            apply_alert(book, &self.alert_policies, &msg);
+            replayed += 1;
+            if pending
+                .get(&msg.partition)
+                .is_some_and(|end| msg.offset + 1 >= *end)
+            {
+                pending.remove(&msg.partition);
+            }
+        }
+        tracing::info!(replayed, "alert state rebuilt from the alerts topic");
+        Ok(Some(alert_feed))
+    }
+
     async fn dead_letter(
         &self,
         lanes: &Lanes,
@@ -427,6 +407,46 @@ fn ack_done(tracker: &mut OffsetTracker, consumer: &mut dyn BusConsumer, ticket:
 
 /// Folds one record of the alerts topic into the book (events of every producer: this stage,
 /// other instances, and clinicians' acknowledgements from the dashboard).
+/// Folds new alert events (clinicians' acknowledgements, other instances' transitions) into
+/// `book` until shutdown, then closes the feed.
+async fn follow_alerts(
+    mut alert_feed: Box<dyn BusConsumer>,
+    book: AlertBook,
+    policies: AlertPolicies,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            msg = alert_feed.recv() => msg,
+        };
+        match msg {
+            Ok(msg) => apply_alert(&book, &policies, &msg),
+            Err(err) => {
+                tracing::warn!(%err, "alerts feed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    close(alert_feed).await;
+}
+
+/// Timer-driven alerts (signal loss, escalation) go through the lanes, which retry until the
+/// broker holds them: the state already says they happened.
+async fn publish_timed_alerts(mut tick_rx: mpsc::Receiver<AlertEvent>, lanes: Lanes) {
+    while let Some(event) = tick_rx.recv().await {
+        tracing::info!(patient_id = %event.patient_id, kind = ?event.kind, transition = ?event.transition, "alert");
+        let batch = OutputBatch {
+            patient_id: event.patient_id.clone(),
+            records: encode(Topic::Alerts, &event).into_iter().collect(),
+            ticket: None,
+        };
+        if !lanes.send(batch).await {
+            break;
+        }
+    }
+}
+
 fn apply_alert(book: &AlertBook, policies: &AlertPolicies, msg: &BusMessage) {
     match codec::decode::<AlertEvent>(&msg.payload, &DecodeLimits::default()) {
         Ok(event) => {

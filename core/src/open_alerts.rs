@@ -49,11 +49,11 @@ impl OpenAlert {
 
 /// The open alerts of one patient (or of any set of events folded together).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct AlertBook {
+pub struct OpenAlerts {
     open: BTreeMap<Uuid, OpenAlert>,
 }
 
-impl AlertBook {
+impl OpenAlerts {
     /// Folds one event into the book.
     pub fn apply(&mut self, event: &AlertEvent) {
         if event.transition == AlertTransition::Raised {
@@ -135,7 +135,7 @@ mod tests {
             [AlertTransition::Acknowledged, AlertTransition::Resolved],
             [AlertTransition::Resolved, AlertTransition::Acknowledged],
         ] {
-            let mut book = AlertBook::default();
+            let mut book = OpenAlerts::default();
             book.apply(&event(1, AlertTransition::Raised, 10));
             book.apply(&event(1, order[0], 20));
             let open = book.get(&Uuid::from_u128(1)).expect("still open");
@@ -152,7 +152,7 @@ mod tests {
 
     #[test]
     fn first_raise_and_first_acknowledgement_win_and_unknown_alerts_are_ignored() {
-        let mut book = AlertBook::default();
+        let mut book = OpenAlerts::default();
         book.apply(&event(2, AlertTransition::Escalated, 1));
         assert!(
             book.is_empty(),
