@@ -140,22 +140,7 @@ struct Addresses {
 /// `vigil demo`.
 pub async fn run(mut config: VigilConfig) -> anyhow::Result<()> {
     vigil_core::telemetry::init(&config.telemetry);
-    if !config.bus.url.starts_with("memory://") {
-        tracing::info!(url = %config.bus.url, "demo runs on the embedded bus; ignoring bus.url");
-        config.bus.url = "memory://demo".into();
-    }
-    // Each simulated device sends one EEG frame per second of signal and one heart-rate
-    // frame per two: at k x real time that is 1.5 k frames/s, above the per-device limit
-    // meant for real-time devices once k > 13.
-    let frames_per_s = 1.5 * config.demo.speed + 5.0;
-    config.ingest.rate_limit_per_s = config.ingest.rate_limit_per_s.max(frames_per_s);
-    config.ingest.rate_limit_burst = config
-        .ingest
-        .rate_limit_burst
-        .max((2.0 * frames_per_s).ceil() as u32);
-    // The simulated devices' times are simulation time (k x faster than the wall clock): keep
-    // them, or the gateway's clock correction would squeeze the heart rate onto receipt times.
-    config.ingest.correct_device_clock = false;
+    adapt_to_simulation(&mut config);
     let shutdown = vigil_core::shutdown::on_signals();
 
     let origin = PackageOrigin::Pip {
@@ -179,83 +164,15 @@ pub async fn run(mut config: VigilConfig) -> anyhow::Result<()> {
     let store = vigil_storage::Store::connect(&sqlite("vigil.db")).await?;
     let directory = SqlDeviceDirectory::connect(&sqlite("devices.db")).await?;
 
-    let mut patients = Vec::new();
-    for p in 0..config.demo.patients {
-        let (patient_id, device_id) = patient_ids(p);
-        let simulator = PatientSimulator::new(
-            &recording,
-            &SimulatorConfig {
-                repeat: (LOOP_S / recording.duration_s().max(1.0)).ceil() as usize,
-                bursts: patient_bursts(p),
-                ..SimulatorConfig::default()
-            },
-        )
-        .with_context(|| format!("prepare {}", recording_path.display()))?;
-        let token = directory
-            .register(&NewDevice {
-                device_id: device_id.clone(),
-                patient_id: patient_id.clone(),
-                sample_rate_hz: Some(simulator.rate_hz()),
-                channels: Some(simulator.channels().to_vec()),
-            })
-            .await?;
-        patients.push((
-            patient_id,
-            device_id,
-            token.expose().to_owned(),
-            Arc::new(simulator),
-        ));
-    }
-    // A device for the person running the demo, so their own records do not disturb the
-    // simulated patients' streams.
-    let your_token = directory
-        .register(&NewDevice {
-            device_id: "your-headset".into(),
-            patient_id: "your-patient".into(),
-            sample_rate_hz: None,
-            channels: None,
-        })
-        .await?;
-    let password = vigil_storage::auth::new_password();
-    let clinician = store
-        .create_user(DEMO_USER, &password, vigil_storage::Role::Clinician)
-        .await?;
-    for (patient_id, ..) in &patients {
-        store.assign(clinician.id, patient_id).await?;
-    }
-    store.assign(clinician.id, "your-patient").await?;
-    let api_token = store.create_api_token(clinician.id).await?;
+    let Enrolled {
+        patients,
+        your_token,
+        password,
+        api_token,
+    } = enroll(&config, &recording, &recording_path, &directory, &store).await?;
 
-    // Ingest gateway.
-    let gateway = IngestState::new(
-        bus.clone(),
-        Arc::new(directory),
-        &config.ingest,
-        Duration::from_millis(config.bus.publish_timeout_ms),
-    );
-    let readiness = gateway.readiness().clone();
-    readiness.set(
-        "model",
-        true,
-        format!("{} sha256 {}", model_ref.id, model_ref.sha256),
-    );
-    gateway.probe_bus().await;
-    let probe = gateway.spawn_bus_probe(Duration::from_secs(1), shutdown.clone());
-    let listener = tokio::net::TcpListener::bind(config.demo.listen)
-        .await
-        .with_context(|| format!("bind {}", config.demo.listen))?;
-    let ingest_addr = listener.local_addr()?;
-    // The gateway stops after the simulated devices have closed, so their last frames are
-    // acknowledged instead of timing out.
-    let gateway_stop = CancellationToken::new();
-    let gateway_server = {
-        let stop = gateway_stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, vigil_ingest::app(gateway))
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        })
-    };
+    let gateway = start_gateway(&config, &bus, directory, &model_ref, &shutdown).await?;
+    let ingest_addr = gateway.addr;
 
     // Storage: consumer, history API, retention.
     config.storage.archive_dir = scratch.path().join("archive");
@@ -300,11 +217,17 @@ pub async fn run(mut config: VigilConfig) -> anyhow::Result<()> {
         &recording_path,
         &password,
         &api_token,
-        your_token.expose(),
+        &your_token,
         &model_ref.id,
     );
 
-    let stage = inference_stage(&config, bus.clone(), model, model_ref, readiness)?;
+    let stage = inference_stage(
+        &config,
+        bus.clone(),
+        model,
+        model_ref,
+        gateway.readiness.clone(),
+    )?;
     let stage = tokio::spawn(stage.run(shutdown.clone()));
     let feeders = feed_patients(
         format!("ws://{ingest_addr}/v1/stream"),
@@ -317,19 +240,165 @@ pub async fn run(mut config: VigilConfig) -> anyhow::Result<()> {
     for feeder in feeders {
         feeder.await.context("demo feeder")?;
     }
-    gateway_stop.cancel();
+    gateway.stop.cancel();
     printer.await.context("demo printer")??;
     stage.await.context("inference stage")??;
     storage.wait().await?;
     dashboard.wait().await?;
-    gateway_server
+    gateway
+        .server
         .await
         .context("gateway")?
         .context("gateway server")?;
-    probe.abort();
+    gateway.probe.abort();
     store.close().await;
     tracing::info!("demo stopped");
     Ok(())
+}
+
+/// The demo's ingest gateway, serving until `stop` (after the simulated devices closed, so
+/// their last frames are acknowledged instead of timing out).
+struct Gateway {
+    addr: std::net::SocketAddr,
+    readiness: vigil_core::telemetry::Readiness,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    probe: tokio::task::JoinHandle<()>,
+}
+
+async fn start_gateway(
+    config: &VigilConfig,
+    bus: &Bus,
+    directory: SqlDeviceDirectory,
+    model_ref: &vigil_core::record::ModelRef,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Gateway> {
+    let gateway = IngestState::new(
+        bus.clone(),
+        Arc::new(directory),
+        &config.ingest,
+        Duration::from_millis(config.bus.publish_timeout_ms),
+    );
+    let readiness = gateway.readiness().clone();
+    readiness.set(
+        "model",
+        true,
+        format!("{} sha256 {}", model_ref.id, model_ref.sha256),
+    );
+    gateway.probe_bus().await;
+    let probe = gateway.spawn_bus_probe(Duration::from_secs(1), shutdown.clone());
+    let listener = tokio::net::TcpListener::bind(config.demo.listen)
+        .await
+        .with_context(|| format!("bind {}", config.demo.listen))?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let server = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, vigil_ingest::app(gateway))
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        })
+    };
+    Ok(Gateway {
+        addr,
+        readiness,
+        stop,
+        server,
+        probe,
+    })
+}
+
+/// Simulated patients (id, device id, token, simulator) and the people of the demo.
+struct Enrolled {
+    patients: Vec<(String, String, String, Arc<PatientSimulator>)>,
+    your_token: String,
+    password: String,
+    api_token: String,
+}
+
+/// Registers a device per simulated patient and one for the person running the demo, and a
+/// clinician assigned to all of them.
+async fn enroll(
+    config: &VigilConfig,
+    recording: &Recording,
+    recording_path: &Path,
+    directory: &SqlDeviceDirectory,
+    store: &vigil_storage::Store,
+) -> anyhow::Result<Enrolled> {
+    let mut patients = Vec::new();
+    for p in 0..config.demo.patients {
+        let (patient_id, device_id) = patient_ids(p);
+        let simulator = PatientSimulator::new(
+            recording,
+            &SimulatorConfig {
+                repeat: (LOOP_S / recording.duration_s().max(1.0)).ceil() as usize,
+                bursts: patient_bursts(p),
+                ..SimulatorConfig::default()
+            },
+        )
+        .with_context(|| format!("prepare {}", recording_path.display()))?;
+        let token = directory
+            .register(&NewDevice {
+                device_id: device_id.clone(),
+                patient_id: patient_id.clone(),
+                sample_rate_hz: Some(simulator.rate_hz()),
+                channels: Some(simulator.channels().to_vec()),
+            })
+            .await?;
+        patients.push((
+            patient_id,
+            device_id,
+            token.expose().to_owned(),
+            Arc::new(simulator),
+        ));
+    }
+    // A device for the person running the demo, so their own records do not disturb the
+    // simulated patients' streams.
+    let your_token = directory
+        .register(&NewDevice {
+            device_id: "your-headset".into(),
+            patient_id: "your-patient".into(),
+            sample_rate_hz: None,
+            channels: None,
+        })
+        .await?;
+    let password = vigil_storage::auth::new_password();
+    let clinician = store
+        .create_user(DEMO_USER, &password, vigil_storage::Role::Clinician)
+        .await?;
+    for (patient_id, ..) in &patients {
+        store.assign(clinician.id, patient_id).await?;
+    }
+    store.assign(clinician.id, "your-patient").await?;
+    let api_token = store.create_api_token(clinician.id).await?;
+    Ok(Enrolled {
+        patients,
+        your_token: your_token.expose().to_owned(),
+        password,
+        api_token,
+    })
+}
+
+/// Simulated devices run k x faster than real time, with simulated clocks: the gateway's
+/// limits and clock correction are meant for real devices.
+fn adapt_to_simulation(config: &mut VigilConfig) {
+    if !config.bus.url.starts_with("memory://") {
+        tracing::info!(url = %config.bus.url, "demo runs on the embedded bus; ignoring bus.url");
+        config.bus.url = "memory://demo".into();
+    }
+    // Each simulated device sends one EEG frame per second of signal and one heart-rate
+    // frame per two: at k x real time that is 1.5 k frames/s, above the per-device limit
+    // meant for real-time devices once k > 13.
+    let frames_per_s = 1.5 * config.demo.speed + 5.0;
+    config.ingest.rate_limit_per_s = config.ingest.rate_limit_per_s.max(frames_per_s);
+    config.ingest.rate_limit_burst = config
+        .ingest
+        .rate_limit_burst
+        .max((2.0 * frames_per_s).ceil() as u32);
+    // The simulated devices' times are simulation time (k x faster than the wall clock): keep
+    // them, or the gateway's clock correction would squeeze the heart rate onto receipt times.
+    config.ingest.correct_device_clock = false;
 }
 
 fn print_banner(
