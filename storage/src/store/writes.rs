@@ -37,6 +37,181 @@ fn statement_groups<T>(rows: &[T], bytes: impl Fn(&T) -> usize) -> Vec<&[T]> {
     groups
 }
 
+/// Inserts a batch's signals in `$tx`: patients, EEG chunks, heart-rate points, seizure
+/// probabilities.
+macro_rules! insert_signals {
+    ($tx:ident, $prepared:expr, $dialect:expr, $ignore_id:expr, $now:expr) => {{
+        let (prepared, dialect, ignore_id, now) = ($prepared, $dialect, &$ignore_id, $now);
+        insert_rows!(
+            $tx,
+            "INSERT INTO patients (patient_id, created_ns) ",
+            &prepared.patients,
+            |_| 0,
+            dialect.ignore_duplicates("patient_id"),
+            |b, r| {
+                b.push_bind(r.as_str()).push_bind(now);
+            }
+        );
+        insert_rows!(
+            $tx,
+            "INSERT INTO eeg_chunks (patient_id, device_id, stream_id, seq, start_ns, \
+             end_ns, received_ns, sample_rate_hz, channels, n_samples, blob_format, \
+             samples, archive_part, stored_ns) ",
+            &prepared.eeg,
+            |r: &EegRowIn| r.blob.len(),
+            ignore_id,
+            |b, r| {
+                b.push_bind(r.patient_id.as_str())
+                    .push_bind(r.device_id.as_str())
+                    .push_bind(r.stream_id.as_str())
+                    .push_bind(r.seq)
+                    .push_bind(r.start_ns)
+                    .push_bind(r.end_ns)
+                    .push_bind(r.received_ns)
+                    .push_bind(r.sample_rate_hz)
+                    .push_bind(r.channels.as_str())
+                    .push_bind(r.n_samples)
+                    .push_bind(EEG_BLOB_FORMAT)
+                    .push_bind(r.blob.as_slice())
+                    .push_bind(r.archive_part.as_deref())
+                    .push_bind(now);
+            }
+        );
+        insert_rows!(
+            $tx,
+            "INSERT INTO hr_points (patient_id, device_id, stream_id, seq, idx, t_ns, bpm, \
+             rr_ms, source, archive_part, stored_ns) ",
+            &prepared.hr,
+            |_| 0,
+            ignore_id,
+            |b, r| {
+                b.push_bind(r.patient_id.as_str())
+                    .push_bind(r.device_id.as_str())
+                    .push_bind(r.stream_id.as_str())
+                    .push_bind(r.seq)
+                    .push_bind(r.idx)
+                    .push_bind(r.t_ns)
+                    .push_bind(r.bpm)
+                    .push_bind(r.rr_ms)
+                    .push_bind(r.source)
+                    .push_bind(r.archive_part.as_deref())
+                    .push_bind(now);
+            }
+        );
+        insert_rows!(
+            $tx,
+            "INSERT INTO seizure_prob (patient_id, t_ns, step_ns, p, channels, channel_p, \
+             model_id, model_sha256, emitted_ns, archive_part, stored_ns) ",
+            &prepared.prob,
+            |r: &ProbRowIn| r.channel_p.len() + r.channels.len(),
+            ignore_id,
+            |b, r| {
+                b.push_bind(r.patient_id.as_str())
+                    .push_bind(r.t_ns)
+                    .push_bind(r.step_ns)
+                    .push_bind(r.p)
+                    .push_bind(r.channels.as_str())
+                    .push_bind(r.channel_p.as_str())
+                    .push_bind(r.model_id.as_str())
+                    .push_bind(r.model_sha256.as_str())
+                    .push_bind(r.emitted_ns)
+                    .push_bind(r.archive_part.as_deref())
+                    .push_bind(now);
+            }
+        );
+    }};
+}
+
+/// Inserts a batch's alert transitions (summary row and event), dead letters and the
+/// archive parts it planned in `$tx`.
+macro_rules! insert_events {
+    ($tx:ident, $batch:expr, $prepared:expr, $alert_rows:expr, $dialect:expr, $ignore_id:expr, $now:expr) => {{
+        let (batch, prepared, alert_rows, dialect, ignore_id, now) =
+            ($batch, $prepared, &$alert_rows, $dialect, &$ignore_id, $now);
+        insert_rows!(
+            $tx,
+            "INSERT INTO alerts (alert_id, patient_id, kind, onset_ns, first_at_ns, \
+             last_at_ns, state) ",
+            alert_rows,
+            |_| 0,
+            dialect.alert_upsert_suffix(),
+            |b, e| {
+                b.push_bind(e.alert_id.to_string())
+                    .push_bind(e.patient_id.as_str())
+                    .push_bind(enum_str(&e.kind))
+                    .push_bind(e.onset_ns)
+                    .push_bind(e.at_ns)
+                    .push_bind(e.at_ns)
+                    .push_bind(enum_str(&e.transition));
+            }
+        );
+        insert_rows!(
+            $tx,
+            "INSERT INTO alert_events (alert_id, patient_id, kind, transition, onset_ns, \
+             at_ns, by_user, p, burden, bpm, baseline_bpm, hr_rise_bpm, rmssd_ms, \
+             stored_ns) ",
+            alert_rows,
+            |_| 0,
+            ignore_id,
+            |b, e| {
+                b.push_bind(e.alert_id.to_string())
+                    .push_bind(e.patient_id.as_str())
+                    .push_bind(enum_str(&e.kind))
+                    .push_bind(enum_str(&e.transition))
+                    .push_bind(e.onset_ns)
+                    .push_bind(e.at_ns)
+                    .push_bind(e.by.as_deref())
+                    .push_bind(e.evidence.p)
+                    .push_bind(e.evidence.burden)
+                    .push_bind(e.evidence.bpm)
+                    .push_bind(e.evidence.baseline_bpm)
+                    .push_bind(e.evidence.hr_rise_bpm)
+                    .push_bind(e.evidence.rmssd_ms)
+                    .push_bind(now);
+            }
+        );
+        insert_rows!(
+            $tx,
+            "INSERT INTO dead_letters (dlq_topic, dlq_partition, dlq_offset, stage, \
+             source_topic, source_partition, source_offset, record_key, payload, \
+             truncated, reason, at_ns, stored_ns) ",
+            &batch.dead_letters,
+            |d: &crate::types::StoredDeadLetter| d.letter.payload.len(),
+            ignore_id,
+            |b, d| {
+                let l: &DeadLetter = &d.letter;
+                b.push_bind(d.dlq_topic.as_str())
+                    .push_bind(d.dlq_partition)
+                    .push_bind(d.dlq_offset)
+                    .push_bind(l.stage.as_str())
+                    .push_bind(l.source_topic.as_str())
+                    .push_bind(l.partition)
+                    .push_bind(l.offset)
+                    .push_bind(l.key.as_slice())
+                    .push_bind(l.payload.as_slice())
+                    .push_bind(i32::from(l.truncated))
+                    .push_bind(l.reason.as_str())
+                    .push_bind(l.at_ns)
+                    .push_bind(now);
+            }
+        );
+        insert_rows!(
+            $tx,
+            "INSERT INTO archive_parts (part_id, kind, patient_id, utc_day, created_ns) ",
+            &prepared.parts,
+            |_| 0,
+            dialect.ignore_duplicates("part_id"),
+            |b, part| {
+                b.push_bind(part.part_id.as_str())
+                    .push_bind(part.kind.as_str())
+                    .push_bind(part.patient_id.as_str())
+                    .push_bind(part.day.as_str())
+                    .push_bind(now);
+            }
+        );
+    }};
+}
+
 /// Everything a batch inserts, computed before the transaction opens.
 #[derive(Default)]
 struct PreparedBatch {
@@ -185,164 +360,8 @@ impl Store {
         let alert_rows: Vec<&AlertEvent> = batch.alerts.iter().collect();
         on_pool!(&self.pool, |p| {
             let mut tx = p.begin().await?;
-            insert_rows!(
-                tx,
-                "INSERT INTO patients (patient_id, created_ns) ",
-                &prepared.patients,
-                |_| 0,
-                dialect.ignore_duplicates("patient_id"),
-                |b, r| {
-                    b.push_bind(r.as_str()).push_bind(now);
-                }
-            );
-            insert_rows!(
-                tx,
-                "INSERT INTO eeg_chunks (patient_id, device_id, stream_id, seq, start_ns, \
-                 end_ns, received_ns, sample_rate_hz, channels, n_samples, blob_format, \
-                 samples, archive_part, stored_ns) ",
-                &prepared.eeg,
-                |r: &EegRowIn| r.blob.len(),
-                &ignore_id,
-                |b, r| {
-                    b.push_bind(r.patient_id.as_str())
-                        .push_bind(r.device_id.as_str())
-                        .push_bind(r.stream_id.as_str())
-                        .push_bind(r.seq)
-                        .push_bind(r.start_ns)
-                        .push_bind(r.end_ns)
-                        .push_bind(r.received_ns)
-                        .push_bind(r.sample_rate_hz)
-                        .push_bind(r.channels.as_str())
-                        .push_bind(r.n_samples)
-                        .push_bind(EEG_BLOB_FORMAT)
-                        .push_bind(r.blob.as_slice())
-                        .push_bind(r.archive_part.as_deref())
-                        .push_bind(now);
-                }
-            );
-            insert_rows!(
-                tx,
-                "INSERT INTO hr_points (patient_id, device_id, stream_id, seq, idx, t_ns, bpm, \
-                 rr_ms, source, archive_part, stored_ns) ",
-                &prepared.hr,
-                |_| 0,
-                &ignore_id,
-                |b, r| {
-                    b.push_bind(r.patient_id.as_str())
-                        .push_bind(r.device_id.as_str())
-                        .push_bind(r.stream_id.as_str())
-                        .push_bind(r.seq)
-                        .push_bind(r.idx)
-                        .push_bind(r.t_ns)
-                        .push_bind(r.bpm)
-                        .push_bind(r.rr_ms)
-                        .push_bind(r.source)
-                        .push_bind(r.archive_part.as_deref())
-                        .push_bind(now);
-                }
-            );
-            insert_rows!(
-                tx,
-                "INSERT INTO seizure_prob (patient_id, t_ns, step_ns, p, channels, channel_p, \
-                 model_id, model_sha256, emitted_ns, archive_part, stored_ns) ",
-                &prepared.prob,
-                |r: &ProbRowIn| r.channel_p.len() + r.channels.len(),
-                &ignore_id,
-                |b, r| {
-                    b.push_bind(r.patient_id.as_str())
-                        .push_bind(r.t_ns)
-                        .push_bind(r.step_ns)
-                        .push_bind(r.p)
-                        .push_bind(r.channels.as_str())
-                        .push_bind(r.channel_p.as_str())
-                        .push_bind(r.model_id.as_str())
-                        .push_bind(r.model_sha256.as_str())
-                        .push_bind(r.emitted_ns)
-                        .push_bind(r.archive_part.as_deref())
-                        .push_bind(now);
-                }
-            );
-            insert_rows!(
-                tx,
-                "INSERT INTO alerts (alert_id, patient_id, kind, onset_ns, first_at_ns, \
-                 last_at_ns, state) ",
-                &alert_rows,
-                |_| 0,
-                dialect.alert_upsert_suffix(),
-                |b, e| {
-                    b.push_bind(e.alert_id.to_string())
-                        .push_bind(e.patient_id.as_str())
-                        .push_bind(enum_str(&e.kind))
-                        .push_bind(e.onset_ns)
-                        .push_bind(e.at_ns)
-                        .push_bind(e.at_ns)
-                        .push_bind(enum_str(&e.transition));
-                }
-            );
-            insert_rows!(
-                tx,
-                "INSERT INTO alert_events (alert_id, patient_id, kind, transition, onset_ns, \
-                 at_ns, by_user, p, burden, bpm, baseline_bpm, hr_rise_bpm, rmssd_ms, \
-                 stored_ns) ",
-                &alert_rows,
-                |_| 0,
-                &ignore_id,
-                |b, e| {
-                    b.push_bind(e.alert_id.to_string())
-                        .push_bind(e.patient_id.as_str())
-                        .push_bind(enum_str(&e.kind))
-                        .push_bind(enum_str(&e.transition))
-                        .push_bind(e.onset_ns)
-                        .push_bind(e.at_ns)
-                        .push_bind(e.by.as_deref())
-                        .push_bind(e.evidence.p)
-                        .push_bind(e.evidence.burden)
-                        .push_bind(e.evidence.bpm)
-                        .push_bind(e.evidence.baseline_bpm)
-                        .push_bind(e.evidence.hr_rise_bpm)
-                        .push_bind(e.evidence.rmssd_ms)
-                        .push_bind(now);
-                }
-            );
-            insert_rows!(
-                tx,
-                "INSERT INTO dead_letters (dlq_topic, dlq_partition, dlq_offset, stage, \
-                 source_topic, source_partition, source_offset, record_key, payload, \
-                 truncated, reason, at_ns, stored_ns) ",
-                &batch.dead_letters,
-                |d: &crate::types::StoredDeadLetter| d.letter.payload.len(),
-                &ignore_id,
-                |b, d| {
-                    let l: &DeadLetter = &d.letter;
-                    b.push_bind(d.dlq_topic.as_str())
-                        .push_bind(d.dlq_partition)
-                        .push_bind(d.dlq_offset)
-                        .push_bind(l.stage.as_str())
-                        .push_bind(l.source_topic.as_str())
-                        .push_bind(l.partition)
-                        .push_bind(l.offset)
-                        .push_bind(l.key.as_slice())
-                        .push_bind(l.payload.as_slice())
-                        .push_bind(i32::from(l.truncated))
-                        .push_bind(l.reason.as_str())
-                        .push_bind(l.at_ns)
-                        .push_bind(now);
-                }
-            );
-            insert_rows!(
-                tx,
-                "INSERT INTO archive_parts (part_id, kind, patient_id, utc_day, created_ns) ",
-                &prepared.parts,
-                |_| 0,
-                dialect.ignore_duplicates("part_id"),
-                |b, part| {
-                    b.push_bind(part.part_id.as_str())
-                        .push_bind(part.kind.as_str())
-                        .push_bind(part.patient_id.as_str())
-                        .push_bind(part.day.as_str())
-                        .push_bind(now);
-                }
-            );
+            insert_signals!(tx, prepared, dialect, ignore_id, now);
+            insert_events!(tx, batch, prepared, alert_rows, dialect, ignore_id, now);
             tx.commit().await?;
         });
         Ok(())
