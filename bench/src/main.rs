@@ -3,10 +3,10 @@
 //! processes, and takes about 15-25 minutes.
 
 mod load;
+mod ramp;
 mod report;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,13 +21,11 @@ use vigil_bench::proc_stats::{self, ProcSample};
 use vigil_bench::services::{self, Service};
 use vigil_core::bus::{Bus, Topic};
 use vigil_core::config::BusConfig;
-use vigil_core::CancellationToken;
 use vigil_ingest::{DeviceDirectory, NewDevice, SqlDeviceDirectory};
-use vigil_replay::{Montage, PatientSimulator, Recording, SimulatorConfig};
 use vigil_storage::{Role, Store};
 
-use load::{Cohort, Observed, PatientSpec, RECORDS_PER_PATIENT_S};
-use report::{print_step, soak_chart, AlertLatency, ProcUsage, StepResult};
+use load::{Observed, PatientSpec, RECORDS_PER_PATIENT_S};
+use report::{ProcUsage, StepResult};
 
 /// End-to-end load benchmark of Vigil (manual; never run in CI).
 #[derive(Debug, Parser)]
@@ -634,7 +632,7 @@ async fn run_bench(
         idle_rss: 0,
     };
     bench.idle_rss = bench.vigil_rss();
-    let outcome = ramp(&bench, bus).await;
+    let outcome = ramp::ramp(&bench, bus).await;
     // Stop the stages cleanly whatever happened.
     for s in std::mem::take(&mut bench.stages).into_iter().rev() {
         s.stop(Duration::from_secs(30)).await;
@@ -648,257 +646,4 @@ async fn run_bench(
         .with_context(|| format!("write {}", bench.args.out.display()))?;
     eprintln!("wrote {}", bench.args.out.display());
     Ok(bench.args.keep)
-}
-
-async fn ramp(bench: &Bench, bus: Bus) -> anyhow::Result<serde_json::Value> {
-    let args = &bench.args;
-    // The replay simulator over a real recording: first `channels` signals, resampled, the
-    // recording repeated to 10 min so a burst recurs every 10 min of signal.
-    let path = if args.recording.is_file() || args.recording.is_absolute() {
-        args.recording.clone()
-    } else {
-        vigil_core::datasets::data_dir().join(&args.recording)
-    };
-    let recording = Recording::open(&path)
-        .with_context(|| format!("read {} (run scripts/fetch-data)", path.display()))?;
-    let labels: Vec<String> = recording
-        .signals
-        .iter()
-        .map(|s| s.header.label.clone())
-        .filter(|l| !l.contains("Annotations"))
-        .take(args.channels)
-        .collect();
-    if labels.len() < args.channels {
-        bail!(
-            "{} has {} signals, {} wanted",
-            path.display(),
-            labels.len(),
-            args.channels
-        );
-    }
-    let burst_from = WARMUP_S + args.burst_after_s;
-    let repeat = (600.0 / recording.duration_s()).ceil().max(1.0) as usize;
-    let sim = Arc::new(PatientSimulator::new(
-        &recording,
-        &SimulatorConfig {
-            montage: Montage::Select(labels),
-            rate_hz: Some(args.rate_hz),
-            repeat,
-            bursts: vec![(burst_from, burst_from + args.burst_s)],
-            ..SimulatorConfig::default()
-        },
-    )?);
-    eprintln!(
-        "simulated patient: {} ch @ {} Hz, {:.0} s of signal looped, burst at {burst_from} s",
-        sim.channels().len(),
-        sim.rate_hz(),
-        sim.duration_s()
-    );
-
-    let stop = CancellationToken::new();
-    let running = Arc::new(AtomicUsize::new(0));
-    let alerts = probes::watch_alerts(
-        bus,
-        format!("vigil-loadbench-{}", bench.run),
-        running.clone(),
-        stop.clone(),
-    )
-    .await?;
-    let cookie = probes::login(
-        &bench.dashboard_addr,
-        &bench.clinician.1,
-        &bench.clinician.2,
-    )
-    .await?;
-    let stream_url = format!("ws://{}/v1/stream", bench.ingest_addr);
-    let mut cohorts: Vec<Cohort> = Vec::new();
-    // (patient, onset UTC ns) of every burst in a real-time phase.
-    let mut onsets: Vec<(String, i64)> = Vec::new();
-    let mut steps = Vec::new();
-    let mut live_stop = CancellationToken::new();
-    let mut best: Option<usize> = None;
-    let mut last_n = 0;
-    for &n in &args.patients {
-        if n <= last_n {
-            continue;
-        }
-        eprintln!("--- {n} patients: warming up {} new", n - last_n);
-        let specs = bench.add_patients(last_n, n).await?;
-        let cohort = Cohort::start(
-            sim.clone(),
-            specs,
-            &stream_url,
-            WARMUP_S,
-            args.warmup_speed,
-            bench.observed.clone(),
-        );
-        let mut warmed = cohort.warmed.clone();
-        let size = cohort.patients.len();
-        let warm_limit = Duration::from_secs_f64(WARMUP_S / args.warmup_speed * 4.0 + 120.0);
-        if tokio::time::timeout(warm_limit, warmed.wait_for(|w| *w >= size))
-            .await
-            .is_err()
-        {
-            eprintln!("warm-up of {n} patients did not finish in {warm_limit:?}");
-        }
-        cohorts.push(cohort);
-        last_n = n;
-        running.store(n, Ordering::SeqCst);
-        let limit = n as f64 * RECORDS_PER_PATIENT_S * 2.0;
-        let drain_s = match bench.drain(limit).await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("{n} patients: {e:#}");
-                steps.push(serde_json::json!({"patients": n, "sustained": false, "reasons": [format!("{e:#}")]}));
-                break;
-            }
-        };
-        // Release the new cohort into real time.
-        if let Some(c) = cohorts.last() {
-            let t1 = Instant::now();
-            let t1_ns = vigil_core::time::now_ns();
-            c.go.send_replace(Some((t1, t1_ns)));
-            for p in &c.patients {
-                for onset_s in load::burst_onsets_s(&sim, p.offset_s, 8.0 * 3600.0) {
-                    if onset_s > WARMUP_S {
-                        onsets.push((
-                            p.patient_id.clone(),
-                            t1_ns + ((onset_s - WARMUP_S) * 1e9) as i64,
-                        ));
-                    }
-                }
-            }
-        }
-        live_stop.cancel();
-        live_stop = stop.child_token();
-        let patients: Vec<String> = cohorts
-            .iter()
-            .flat_map(|c| c.patients.iter().map(|p| p.patient_id.clone()))
-            .collect();
-        probes::live_view(&bench.dashboard_addr, &cookie, &patients, live_stop.clone()).await?;
-        // Let the new streams and the new socket settle before measuring.
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let step = bench.measure(n, "ramp", args.measure_s, drain_s).await?;
-        print_step(&step);
-        let ok = step.sustained;
-        steps.push(serde_json::to_value(&step)?);
-        if !ok {
-            break;
-        }
-        best = Some(n);
-    }
-
-    // Final phase: back to the largest sustained load, measured longer; the bursts' alerts
-    // (about 300 s after onset by the model's design) arrive here.
-    let mut final_step = None;
-    if let (Some(n), true) = (best, args.final_s > 0.0) {
-        while cohorts.iter().map(|c| c.patients.len()).sum::<usize>() > n {
-            if let Some(c) = cohorts.pop() {
-                let gone: Vec<String> = c.patients.iter().map(|p| p.patient_id.clone()).collect();
-                onsets.retain(|(p, _)| !gone.contains(p));
-                c.finish().await;
-            }
-        }
-        running.store(n, Ordering::SeqCst);
-        eprintln!("--- final: {n} patients for {} s", args.final_s);
-        let live: Vec<String> = cohorts
-            .iter()
-            .flat_map(|c| c.patients.iter().map(|p| p.patient_id.clone()))
-            .collect();
-        live_stop.cancel();
-        live_stop = stop.child_token();
-        probes::live_view(&bench.dashboard_addr, &cookie, &live, live_stop.clone()).await?;
-        // Dropped cohorts leave a backlog and signal-loss alerts; let that settle.
-        let drain_s = bench
-            .drain(n as f64 * RECORDS_PER_PATIENT_S * 2.0)
-            .await
-            .unwrap_or(f64::NAN);
-        let step = bench.measure(n, "final", args.final_s, drain_s).await?;
-        print_step(&step);
-        if let Some(path) = &args.plot {
-            std::fs::write(path, soak_chart(&step))
-                .with_context(|| format!("write {}", path.display()))?;
-            eprintln!("wrote {}", path.display());
-        }
-        final_step = Some(step);
-    }
-    live_stop.cancel();
-    let mut device_results = Vec::new();
-    for c in cohorts {
-        device_results.extend(c.finish().await);
-    }
-    // Give the last alerts a moment to be read.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.cancel();
-
-    let now = vigil_core::time::now_ns();
-    let seen = alerts.lock().map(|a| a.clone()).unwrap_or_default();
-    let mut latencies = Vec::new();
-    // Only bursts old enough to have been alerted by now: final points lag ~270 s by design.
-    let horizon_ns = (ALERT_HORIZON_S * 1e9) as i64;
-    for (patient, onset_ns) in onsets.iter().filter(|(_, t)| *t < now - horizon_ns) {
-        let alert = seen
-            .iter()
-            .filter(|a| &a.patient_id == patient && a.at_ns >= *onset_ns)
-            .min_by_key(|a| a.at_ns);
-        latencies.push(AlertLatency {
-            patient_id: patient.clone(),
-            onset_ns: *onset_ns,
-            alert_ns: alert.map(|a| a.at_ns),
-            latency_s: alert.map(|a| (a.at_ns - onset_ns) as f64 / 1e9),
-            patients_running: alert.map(|a| a.patients_running),
-        });
-    }
-    let mut measured: Vec<f64> = latencies.iter().filter_map(|l| l.latency_s).collect();
-    measured.sort_by(f64::total_cmp);
-    let median = (!measured.is_empty()).then(|| measured[measured.len() / 2]);
-    println!(
-        "onset -> alert: {} of {} bursts (older than {ALERT_HORIZON_S} s at the end) alerted, median {} s (min {}, max {})",
-        measured.len(),
-        latencies.len(),
-        median.map_or("-".into(), |m| format!("{m:.1}")),
-        measured.first().map_or("-".into(), |m| format!("{m:.1}")),
-        measured.last().map_or("-".into(), |m| format!("{m:.1}")),
-    );
-    let refused: u64 = device_results.iter().map(|r| r.rejected).sum();
-    let errors: Vec<&String> = device_results.iter().flat_map(|r| &r.errors).collect();
-    println!(
-        "largest sustained: {} patients; devices: {} EEG chunks, {} HR batches sent, {} refused, {} errors",
-        best.map_or("none".into(), |n| n.to_string()),
-        device_results.iter().map(|r| r.eeg_sent).sum::<u64>(),
-        device_results.iter().map(|r| r.hr_sent).sum::<u64>(),
-        refused,
-        errors.len()
-    );
-    Ok(serde_json::json!({
-        "run": bench.run,
-        "machine": {
-            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-            "loadavg_end": loadavg(),
-        },
-        "settings": {
-            "recording": path,
-            "channels": sim.channels(),
-            "rate_hz": sim.rate_hz(),
-            "measure_s": args.measure_s,
-            "warmup_s": WARMUP_S,
-            "warmup_speed": args.warmup_speed,
-            "burst_after_s": args.burst_after_s,
-            "burst_s": args.burst_s,
-            "records_per_patient_s": RECORDS_PER_PATIENT_S,
-        },
-        "largest_sustained_patients": best,
-        "steps": steps,
-        "final": final_step,
-        "onset_to_alert": {
-            "median_s": median,
-            "alerted": measured.len(),
-            "bursts": latencies.len(),
-            "each": latencies,
-        },
-        "devices": {
-            "refused": refused,
-            "errors": errors,
-        },
-    }))
 }
