@@ -102,7 +102,9 @@ fn synthetic(kind: &str, fs: usize, seconds: usize) -> Vec<Vec<f32>> {
 fn read_edf(path: &Path, seconds: usize) -> (Vec<String>, usize, Vec<Vec<f32>>) {
     let bytes = std::fs::read(path).expect("read edf");
     let field = |from: usize, len: usize| -> String {
-        String::from_utf8_lossy(&bytes[from..from + len]).trim().to_string()
+        String::from_utf8_lossy(&bytes[from..from + len])
+            .trim()
+            .to_string()
     };
     let num = |from: usize, len: usize| -> f64 { field(from, len).parse().expect("number") };
     let header = num(184, 8) as usize;
@@ -114,9 +116,13 @@ fn read_edf(path: &Path, seconds: usize) -> (Vec<String>, usize, Vec<Vec<f32>>) 
     let pmax: Vec<f64> = (0..ns).map(|i| num(256 + ns * 112 + 8 * i, 8)).collect();
     let dmin: Vec<f64> = (0..ns).map(|i| num(256 + ns * 120 + 8 * i, 8)).collect();
     let dmax: Vec<f64> = (0..ns).map(|i| num(256 + ns * 128 + 8 * i, 8)).collect();
-    let spr: Vec<usize> = (0..ns).map(|i| num(256 + ns * 216 + 8 * i, 8) as usize).collect();
+    let spr: Vec<usize> = (0..ns)
+        .map(|i| num(256 + ns * 216 + 8 * i, 8) as usize)
+        .collect();
     let record_len: usize = spr.iter().sum::<usize>() * 2;
-    let keep: Vec<usize> = (0..ns).filter(|&i| labels[i] != "EDF Annotations").collect();
+    let keep: Vec<usize> = (0..ns)
+        .filter(|&i| labels[i] != "EDF Annotations")
+        .collect();
     let fs = (spr[keep[0]] as f64 / duration).round() as usize;
     let n = (fs * seconds).min(records * spr[keep[0]]);
     let rows = keep
@@ -166,9 +172,14 @@ fn labels_of(case: &Value) -> Vec<String> {
 }
 
 /// Runs the engine over `rows` in chunks of the given sizes (cycled).
-fn run(labels: &[String], fs: usize, rows: &[Vec<f32>], chunks: &[usize]) -> (Montage, Vec<TrendPoint>) {
-    let mut engine = TrendEngine::new(labels, fs as f64, 0, TrendParams::default(), None)
-        .expect("engine");
+fn run(
+    labels: &[String],
+    fs: usize,
+    rows: &[Vec<f32>],
+    chunks: &[usize],
+) -> (Montage, Vec<TrendPoint>) {
+    let mut engine =
+        TrendEngine::new(labels, fs as f64, 0, TrendParams::default(), None).expect("engine");
     let n = rows[0].len();
     let mut out = Vec::new();
     let (mut at, mut k) = (0, 0);
@@ -217,7 +228,11 @@ fn side<'a>(points: &'a [TrendPoint], name: &str) -> Vec<&'a SideTrend> {
 fn compare(name: &str, case: &Value, montage: &Montage, points: &[TrendPoint]) -> [f64; 5] {
     let kind = serde_json::to_value(montage.kind).expect("kind");
     assert_eq!(kind, case["montage"], "{name}: montage");
-    let names: Vec<&str> = montage.derivations.iter().map(|d| d.name.as_str()).collect();
+    let names: Vec<&str> = montage
+        .derivations
+        .iter()
+        .map(|d| d.name.as_str())
+        .collect();
     let want: Vec<&str> = case["derivations"]
         .as_array()
         .expect("derivations")
@@ -227,7 +242,11 @@ fn compare(name: &str, case: &Value, montage: &Montage, points: &[TrendPoint]) -
     if montage.kind != MontageKind::ChannelGroups {
         assert_eq!(names, want, "{name}: derivations");
     }
-    assert_eq!(points.len() as u64, case["points"].as_u64().expect("points"), "{name}");
+    assert_eq!(
+        points.len() as u64,
+        case["points"].as_u64().expect("points"),
+        "{name}"
+    );
     for (k, p) in points.iter().enumerate() {
         assert_eq!(p.start_ns, k as i64 * 2_000_000_000);
     }
@@ -240,14 +259,30 @@ fn compare(name: &str, case: &Value, montage: &Montage, points: &[TrendPoint]) -
     let rust = points.iter().flat_map(|p| p.asymmetry);
     worst[1] = max_diff(&format!("{name} asymmetry"), rust, &arr(&case["asymmetry"]));
     let rust = points.iter().map(|p| p.asymmetry_index);
-    worst[2] = max_diff(&format!("{name} index"), rust, &arr(&case["asymmetry_index"]));
+    worst[2] = max_diff(
+        &format!("{name} index"),
+        rust,
+        &arr(&case["asymmetry_index"]),
+    );
     for s in ["left", "right", "global"] {
         let sides = side(points, s);
         let g = &case[s];
-        let lo = max_diff(&format!("{name} {s} aeeg min"), sides.iter().map(|t| t.aeeg_min_uv), &arr(&g["aeeg_min_uv"]));
-        let hi = max_diff(&format!("{name} {s} aeeg max"), sides.iter().map(|t| t.aeeg_max_uv), &arr(&g["aeeg_max_uv"]));
+        let lo = max_diff(
+            &format!("{name} {s} aeeg min"),
+            sides.iter().map(|t| t.aeeg_min_uv),
+            &arr(&g["aeeg_min_uv"]),
+        );
+        let hi = max_diff(
+            &format!("{name} {s} aeeg max"),
+            sides.iter().map(|t| t.aeeg_max_uv),
+            &arr(&g["aeeg_max_uv"]),
+        );
         worst[3] = worst[3].max(lo).max(hi);
-        let bsr = max_diff(&format!("{name} {s} bsr"), sides.iter().map(|t| t.bsr_percent), &arr(&g["bsr_percent"]));
+        let bsr = max_diff(
+            &format!("{name} {s} bsr"),
+            sides.iter().map(|t| t.bsr_percent),
+            &arr(&g["bsr_percent"]),
+        );
         worst[4] = worst[4].max(bsr);
     }
     worst
@@ -257,7 +292,11 @@ fn compare(name: &str, case: &Value, montage: &Montage, points: &[TrendPoint]) -
 fn trends_match_the_numpy_scipy_reference() {
     let g = golden();
     let params: TrendParams = serde_json::from_value(g["params"].clone()).expect("params");
-    assert_eq!(params, TrendParams::default(), "golden made with the default parameters");
+    assert_eq!(
+        params,
+        TrendParams::default(),
+        "golden made with the default parameters"
+    );
     let mut worst = [0.0f64; 5];
     let mut compared = 0;
     for (name, case) in g["cases"].as_object().expect("cases") {
@@ -281,9 +320,18 @@ fn trends_match_the_numpy_scipy_reference() {
         compared += 1;
     }
     assert!(compared >= 3, "synthetic cases always compared");
-    let tol = [TOL_CSA_DB, TOL_ASYMMETRY, TOL_INDEX, TOL_AEEG_UV, TOL_BSR_PERCENT];
+    let tol = [
+        TOL_CSA_DB,
+        TOL_ASYMMETRY,
+        TOL_INDEX,
+        TOL_AEEG_UV,
+        TOL_BSR_PERCENT,
+    ];
     for (i, (w, t)) in worst.iter().zip(tol).enumerate() {
-        assert!(*w <= t, "quantity {i}: worst difference {w} over tolerance {t}");
+        assert!(
+            *w <= t,
+            "quantity {i}: worst difference {w} over tolerance {t}"
+        );
     }
 }
 
@@ -305,7 +353,10 @@ fn burst_suppression_ratio_is_near_the_known_ratio() {
     let rows = synthetic("burst_suppression", 256, 90);
     let (_, points) = run(&chb_labels(), 256, &rows, &[256]);
     for p in &points[..29] {
-        assert!(p.global.bsr_percent.is_nan(), "no ratio before 60 s of signal");
+        assert!(
+            p.global.bsr_percent.is_nan(),
+            "no ratio before 60 s of signal"
+        );
     }
     for p in &points[29..] {
         for s in [p.left, p.right, p.global] {
@@ -318,12 +369,23 @@ fn burst_suppression_ratio_is_near_the_known_ratio() {
 fn lateralised_rhythm_gives_positive_asymmetry_at_its_frequency() {
     let rows = synthetic("lateralised", 256, 40);
     let (_, points) = run(&chb_labels(), 256, &rows, &[512]);
-    let valid: Vec<&TrendPoint> = points.iter().filter(|p| p.asymmetry_index.is_finite()).collect();
-    assert_eq!(valid.len(), points.len() - 1, "only the gap's point is not evaluated");
+    let valid: Vec<&TrendPoint> = points
+        .iter()
+        .filter(|p| p.asymmetry_index.is_finite())
+        .collect();
+    assert_eq!(
+        valid.len(),
+        points.len() - 1,
+        "only the gap's point is not evaluated"
+    );
     for p in &valid {
         assert!(p.asymmetry[9] > 0.99, "10 Hz bin: {}", p.asymmetry[9]);
         // Expected index: sine power / (sine power + 2 x noise power over 1-18 Hz) ~ 0.965.
-        assert!(p.asymmetry_index > 0.9 && p.asymmetry_index < 1.0, "{}", p.asymmetry_index);
+        assert!(
+            p.asymmetry_index > 0.9 && p.asymmetry_index < 1.0,
+            "{}",
+            p.asymmetry_index
+        );
     }
     // Far from 10 Hz both sides carry the same noise: the mean asymmetry is near 0. (The 1 s
     // Tukey(0.25) segment leaks the rhythm's power over about 4-16 Hz, so nearer bins lean
@@ -333,8 +395,12 @@ fn lateralised_rhythm_gives_positive_asymmetry_at_its_frequency() {
         assert!(mean.abs() < 0.1, "bin {}: mean asymmetry {mean}", bin + 1);
     }
     // The left hemisphere's aEEG carries the rhythm.
-    assert!(points[10..].iter().all(|p| !p.left.aeeg_min_uv.is_finite()
-        || p.left.aeeg_min_uv > 5.0 * p.right.aeeg_max_uv));
+    assert!(
+        points[10..]
+            .iter()
+            .all(|p| !p.left.aeeg_min_uv.is_finite()
+                || p.left.aeeg_min_uv > 5.0 * p.right.aeeg_max_uv)
+    );
 }
 
 #[test]
@@ -356,7 +422,10 @@ fn aeeg_margins_rise_with_a_2_to_15_hz_ramp() {
         assert!(w[1].0 > w[0].0 && w[1].1 > w[0].1, "{w:?}");
     }
     let (first, last) = (blocks[0], blocks[blocks.len() - 1]);
-    assert!(last.1 / first.1 > 4.0, "upper margin rises with the amplitude: {first:?} {last:?}");
+    assert!(
+        last.1 / first.1 > 4.0,
+        "upper margin rises with the amplitude: {first:?} {last:?}"
+    );
     for p in &points[2..] {
         assert!(p.left.aeeg_min_uv > 0.0 && p.left.aeeg_min_uv <= p.left.aeeg_max_uv);
     }
@@ -396,7 +465,8 @@ fn chunk_size_does_not_change_the_output() {
         assert_eq!(bits(&pieces), bits(&whole), "chunks {chunks:?}");
     }
     // An empty chunk is accepted and changes nothing.
-    let mut engine = TrendEngine::new(&labels, 256.0, 0, TrendParams::default(), None).expect("engine");
+    let mut engine =
+        TrendEngine::new(&labels, 256.0, 0, TrendParams::default(), None).expect("engine");
     let empty: Vec<Vec<f32>> = vec![Vec::new(); 16];
     let mut out = Vec::new();
     engine.push(&empty, &mut out).expect("empty chunk");
@@ -407,11 +477,18 @@ fn chunk_size_does_not_change_the_output() {
 fn missing_samples_give_nan_never_zero() {
     let rows = synthetic("lateralised", 256, 40);
     let (montage, points) = run(&chb_labels(), 256, &rows, &[300]);
-    let lp = montage.regions.iter().position(|(n, _)| n == "left parasagittal").expect("region");
+    let lp = montage
+        .regions
+        .iter()
+        .position(|(n, _)| n == "left parasagittal")
+        .expect("region");
     // F3-C3 misses 20-21 s: point 10 ([20, 22) s) of its region and of the asymmetry.
     assert!(points[10].csa_db[lp].iter().all(|v| v.is_nan()));
     assert!(points[10].asymmetry.iter().all(|v| v.is_nan()) && points[10].asymmetry_index.is_nan());
-    assert!(points[10].csa_db[0].iter().all(|v| v.is_finite()), "other regions evaluated");
+    assert!(
+        points[10].csa_db[0].iter().all(|v| v.is_finite()),
+        "other regions evaluated"
+    );
     assert!(points[9].csa_db[lp].iter().all(|v| v.is_finite()));
     assert!(points[11].csa_db[lp].iter().all(|v| v.is_finite()));
     // aEEG of the left side restarts: NaN from 20 s until 4 s of warm-up after 21 s.
@@ -428,7 +505,9 @@ fn missing_samples_give_nan_never_zero() {
         let sides = [p.left, p.right, p.global];
         assert!(p.csa_db.iter().flatten().all(|v| v.is_nan()));
         assert!(p.asymmetry.iter().all(|v| v.is_nan()) && p.asymmetry_index.is_nan());
-        assert!(sides.iter().all(|s| s.aeeg_min_uv.is_nan() && s.aeeg_max_uv.is_nan() && s.bsr_percent.is_nan()));
+        assert!(sides
+            .iter()
+            .all(|s| s.aeeg_min_uv.is_nan() && s.aeeg_max_uv.is_nan() && s.bsr_percent.is_nan()));
     }
 }
 
@@ -436,11 +515,18 @@ fn missing_samples_give_nan_never_zero() {
 fn bad_input_is_an_error_not_a_panic() {
     let labels = chb_labels();
     for fs in [0.0, 99.0, 255.0, 256.5, f64::NAN, f64::INFINITY] {
-        assert!(TrendEngine::new(&labels, fs, 0, TrendParams::default(), None).is_err(), "{fs}");
+        assert!(
+            TrendEngine::new(&labels, fs, 0, TrendParams::default(), None).is_err(),
+            "{fs}"
+        );
     }
-    let params = TrendParams { aeeg_lowpass_hz: 1.0, ..TrendParams::default() };
+    let params = TrendParams {
+        aeeg_lowpass_hz: 1.0,
+        ..TrendParams::default()
+    };
     assert!(TrendEngine::new(&labels, 256.0, 0, params, None).is_err());
-    let mut engine = TrendEngine::new(&labels, 256.0, 0, TrendParams::default(), None).expect("engine");
+    let mut engine =
+        TrendEngine::new(&labels, 256.0, 0, TrendParams::default(), None).expect("engine");
     let mut out = Vec::new();
     assert!(engine.push(&vec![vec![0.0f32; 10]; 15], &mut out).is_err());
     let mut ragged = vec![vec![0.0f32; 10]; 16];
@@ -467,28 +553,50 @@ fn region_names(m: &Montage) -> Vec<Vec<String>> {
 fn chb_mit_labels_map_to_the_double_banana() {
     // chb08's channel list: the chains, midline, extra temporal links, a repeated T8-P8.
     let mut labels = chb_labels();
-    labels.extend(strings(&["FZ-CZ", "CZ-PZ", "P7-T7", "T7-FT9", "FT9-FT10", "FT10-T8", "T8-P8"]));
+    labels.extend(strings(&[
+        "FZ-CZ", "CZ-PZ", "P7-T7", "T7-FT9", "FT9-FT10", "FT10-T8", "T8-P8",
+    ]));
     let m = Montage::resolve(&labels, None);
     assert_eq!(m.kind, MontageKind::DoubleBanana);
     assert_eq!(m.derivations.len(), 16);
     assert_eq!(region_names(&m)[0], ["Fp1-F7", "F7-T7", "T7-P7", "P7-O1"]);
     assert_eq!(region_names(&m)[3], ["Fp2-F8", "F8-T8", "T8-P8", "P8-O2"]);
-    assert!(m.derivations.iter().all(|d| d.minus.is_none() && d.homolog.is_some()));
+    assert!(m
+        .derivations
+        .iter()
+        .all(|d| d.minus.is_none() && d.homolog.is_some()));
     assert_eq!(m.derivations[14].plus, 14, "first T8-P8 used");
     // Decorations: EEG prefix, case, CHB-MIT's -0 suffix, old temporal names, reversed links.
-    let m = Montage::resolve(&strings(&["EEG Fp1-F7", "f7-t3-0", "T5-T3", "P7-O1", "ECG"]), None);
+    let m = Montage::resolve(
+        &strings(&["EEG Fp1-F7", "f7-t3-0", "T5-T3", "P7-O1", "ECG"]),
+        None,
+    );
     assert_eq!(m.kind, MontageKind::DoubleBanana);
     assert_eq!(region_names(&m)[0], ["Fp1-F7", "F7-T7", "T7-P7", "P7-O1"]);
     assert_eq!(m.derivations[2].plus, 2);
     assert!(region_names(&m)[1].is_empty());
-    assert!(m.side_members(vigil_inference::trends::Side::Left).is_empty(), "no homologs");
+    assert!(
+        m.side_members(vigil_inference::trends::Side::Left)
+            .is_empty(),
+        "no homologs"
+    );
 }
 
 #[test]
 fn referential_labels_are_rereferenced() {
     let labels = strings(&[
-        "EEG Fp1-Ref", "EEG F7-REF", "T3-A1", "T5-LE", "O1", "Fp2.", "F8..", "T4", "T6", "O2",
-        "Cz", "EKG",
+        "EEG Fp1-Ref",
+        "EEG F7-REF",
+        "T3-A1",
+        "T5-LE",
+        "O1",
+        "Fp2.",
+        "F8..",
+        "T4",
+        "T6",
+        "O2",
+        "Cz",
+        "EKG",
     ]);
     let m = Montage::resolve(&labels, None);
     assert_eq!(m.kind, MontageKind::ReferentialToBipolar);
@@ -502,7 +610,12 @@ fn referential_labels_are_rereferenced() {
     let common: Vec<f32> = (0..n).map(|i| (i as f32 * 0.3).sin() * 50.0).collect();
     let rows = vec![common; labels.len()];
     let (_, points) = run(&labels, 256, &rows, &[256]);
-    assert!(points.iter().all(|p| p.csa_db[0].iter().all(|v| v.is_nan())), "zero power is not evaluated");
+    assert!(
+        points
+            .iter()
+            .all(|p| p.csa_db[0].iter().all(|v| v.is_nan())),
+        "zero power is not evaluated"
+    );
 }
 
 #[test]
@@ -513,20 +626,32 @@ fn other_labels_use_the_configured_map_or_one_group() {
     assert_eq!(m.regions.len(), 1);
     assert_eq!(m.regions[0].0, "all");
     assert_eq!(m.regions[0].1, [0, 1, 2, 3]);
-    assert!(m.derivations.iter().all(|d| d.side.is_none()), "ch1 is not a 10-20 electrode");
+    assert!(
+        m.derivations.iter().all(|d| d.side.is_none()),
+        "ch1 is not a 10-20 electrode"
+    );
     let mut map = BTreeMap::new();
     map.insert("left temporal".to_string(), strings(&["CH1", "ch2"]));
     map.insert("right temporal".to_string(), strings(&["ch3", "missing"]));
     map.insert("vertex".to_string(), strings(&["ch4"]));
     let m = Montage::resolve(&labels, Some(&map));
     assert_eq!(m.kind, MontageKind::Configured);
-    assert_eq!(region_names(&m), [vec!["ch1", "ch2"], vec!["ch3"], vec!["ch4"]]);
+    assert_eq!(
+        region_names(&m),
+        [vec!["ch1", "ch2"], vec!["ch3"], vec!["ch4"]]
+    );
     use vigil_inference::trends::Side;
-    assert_eq!((m.hemisphere(Side::Left), m.hemisphere(Side::Right)), (vec![0, 1], vec![2]));
+    assert_eq!(
+        (m.hemisphere(Side::Left), m.hemisphere(Side::Right)),
+        (vec![0, 1], vec![2])
+    );
     // A map naming no present label falls back to channel groups.
     let mut other = BTreeMap::new();
     other.insert("left".to_string(), strings(&["X"]));
-    assert_eq!(Montage::resolve(&labels, Some(&other)).kind, MontageKind::ChannelGroups);
+    assert_eq!(
+        Montage::resolve(&labels, Some(&other)).kind,
+        MontageKind::ChannelGroups
+    );
     // 10-20 names outside the chains still know their side.
     let m = Montage::resolve(&strings(&["Fz", "C3x", "Cp5", "Cp6"]), None);
     let sides: Vec<_> = m.derivations.iter().map(|d| d.side).collect();

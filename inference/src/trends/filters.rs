@@ -85,7 +85,11 @@ pub fn weighting(f_lo: f64, f_hi: f64, fs: f64) -> Biquad {
     let g = ((wp * wp + wp * wp) / (wp * wp + wz * wz)).sqrt();
     let c = 2.0 * fs;
     let a0 = c + wp;
-    Biquad::new([g * (c + wz) / a0, g * (wz - c) / a0, 0.0], (wp - c) / a0, 0.0)
+    Biquad::new(
+        [g * (c + wz) / a0, g * (wz - c) / a0, 0.0],
+        (wp - c) / a0,
+        0.0,
+    )
 }
 
 /// A cascade of sections whose output is valid only `warmup` samples after the start or after

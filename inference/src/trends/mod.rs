@@ -143,9 +143,7 @@ impl TrendEngine {
         params: TrendParams,
         regions: Option<&RegionMap>,
     ) -> Result<Self, TrendError> {
-        if !(fs.is_finite() && fs >= 100.0 && fs <= 65_536.0 && fs.fract() == 0.0)
-            || (fs as usize) % 2 != 0
-        {
+        if !((100.0..=65_536.0).contains(&fs) && fs.fract() == 0.0) || (fs as usize) % 2 != 0 {
             return Err(TrendError::SampleRate(fs));
         }
         params.validate(fs)?;
@@ -186,7 +184,10 @@ impl TrendEngine {
             side(montage.hemisphere(Side::Right)),
             side(all),
         ];
-        let asym = [montage.side_members(Side::Left), montage.side_members(Side::Right)];
+        let asym = [
+            montage.side_members(Side::Left),
+            montage.side_members(Side::Right),
+        ];
         let k = montage.derivations.len();
         Ok(Self {
             fs: n,
@@ -340,7 +341,8 @@ impl TrendEngine {
             match (mean_power(&self.asym[0]), mean_power(&self.asym[1])) {
                 (Some(l), Some(r)) => {
                     let per_bin = std::array::from_fn(|b| ratio(l[b], r[b]));
-                    let band = self.params.asymmetry_index_lo_hz - 1..self.params.asymmetry_index_hi_hz;
+                    let band =
+                        self.params.asymmetry_index_lo_hz - 1..self.params.asymmetry_index_hi_hz;
                     let index = ratio(l[band.clone()].iter().sum(), r[band].iter().sum());
                     (per_bin, index)
                 }

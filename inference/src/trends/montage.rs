@@ -109,7 +109,10 @@ fn parts(label: &str) -> Vec<String> {
         l = &l[4..];
     }
     let mut p: Vec<String> = l.split('-').map(canonical).collect();
-    if p.len() > 1 && p.last().is_some_and(|s| s.chars().all(|c| c.is_ascii_digit())) {
+    if p.len() > 1
+        && p.last()
+            .is_some_and(|s| s.chars().all(|c| c.is_ascii_digit()))
+    {
         p.pop();
     }
     p
@@ -157,7 +160,10 @@ fn electrode_side(e: &str) -> Option<Side> {
 /// Hemisphere of a label: every electrode it names must be on the same side.
 pub fn label_side(label: &str) -> Option<Side> {
     let p = parts(label);
-    let electrodes: Vec<&String> = p.iter().filter(|e| !REFERENCES.contains(&e.as_str())).collect();
+    let electrodes: Vec<&String> = p
+        .iter()
+        .filter(|e| !REFERENCES.contains(&e.as_str()))
+        .collect();
     let first = electrode_side(electrodes.first()?)?;
     electrodes
         .iter()
@@ -197,9 +203,9 @@ fn banana(
     if derivations.is_empty() {
         return None;
     }
-    for c in 0..4 {
-        for l in 0..4 {
-            if let (Some(d), Some(h)) = (slot[c][l], slot[3 - c][l]) {
+    for (c, links) in slot.iter().enumerate() {
+        for (l, link) in links.iter().enumerate() {
+            if let (Some(d), Some(h)) = (*link, slot[3 - c][l]) {
                 derivations[d].homolog = Some(h);
             }
         }

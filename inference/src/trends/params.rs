@@ -73,7 +73,9 @@ impl TrendParams {
             && self.aeeg_highpass_hz < self.aeeg_lowpass_hz
             && corner(self.aeeg_envelope_hz))
         {
-            return bad("aEEG corners must satisfy 0 < high-pass < low-pass < fs/2, 0 < envelope < fs/2");
+            return bad(
+                "aEEG corners must satisfy 0 < high-pass < low-pass < fs/2, 0 < envelope < fs/2",
+            );
         }
         if !(corner(self.bsr_highpass_hz)
             && corner(self.bsr_lowpass_hz)
@@ -81,17 +83,17 @@ impl TrendParams {
         {
             return bad("burst-suppression corners must satisfy 0 < high-pass < low-pass < fs/2");
         }
-        if !(self.warmup_s.is_finite() && self.warmup_s >= 0.0 && self.warmup_s <= 60.0) {
+        if !(0.0..=60.0).contains(&self.warmup_s) {
             return bad("warmup_s must be in [0, 60]");
         }
         let min_run = self.bsr_min_duration_s * fs;
-        if !(self.bsr_threshold_uv.is_finite() && self.bsr_threshold_uv > 0.0)
-            || !(min_run.is_finite() && min_run >= 1.0)
-            || !(self.bsr_window_s.is_finite()
-                && self.bsr_window_s >= self.bsr_min_duration_s
-                && self.bsr_window_s <= 3600.0)
-            || !(0.0..=1.0).contains(&self.bsr_min_valid_fraction)
-        {
+        let ok = self.bsr_threshold_uv.is_finite()
+            && self.bsr_threshold_uv > 0.0
+            && min_run.is_finite()
+            && min_run >= 1.0
+            && (self.bsr_min_duration_s..=3600.0).contains(&self.bsr_window_s)
+            && (0.0..=1.0).contains(&self.bsr_min_valid_fraction);
+        if !ok {
             return bad("burst suppression needs threshold > 0, 1 sample <= min duration <= window <= 3600 s, valid fraction in [0, 1]");
         }
         Ok(())

@@ -107,7 +107,9 @@ mod tests {
     #[test]
     fn short_runs_do_not_count_and_long_runs_count_whole() {
         let mut s = Suppression::new(10, 3, 1);
-        for b in [true, true, false, true, true, true, true, false, false, false] {
+        for b in [
+            true, true, false, true, true, true, true, false, false, false,
+        ] {
             s.push(Some(b));
         }
         assert_eq!(s.percent(), 40.0);
@@ -120,7 +122,14 @@ mod tests {
     #[test]
     fn missing_samples_break_runs_and_leave_the_denominator() {
         let mut s = Suppression::new(6, 2, 4);
-        for b in [Some(true), None, Some(true), Some(true), Some(false), Some(false)] {
+        for b in [
+            Some(true),
+            None,
+            Some(true),
+            Some(true),
+            Some(false),
+            Some(false),
+        ] {
             s.push(b);
         }
         assert_eq!(s.percent(), 40.0);
