@@ -11,6 +11,8 @@
 //!   points are final, incrementally per channel ([`windowing::ChannelStream`]);
 //! - [`alerts`]: the alert state machines of docs/ALERTS.md (seizure, burden, signal loss,
 //!   brady/tachycardia, acknowledgement and escalation), rebuilt from `vigil.alerts`;
+//! - [`trends`]: per-patient qEEG trends for review over hours (regional CSA, asymmetry,
+//!   aEEG, burst suppression), one point per 2 s (docs/TRENDS.md);
 //! - [`heart_rate`]: plausibility, RMSSD and ictal-tachycardia rises from heart-rate samples;
 //! - [`stage`]: `vigil infer`, the consumer group on `vigil.eeg.raw` and `vigil.hr.raw`:
 //!   a dispatcher, shards that own patients and batch the model ([`patient`]), and
@@ -31,6 +33,7 @@ mod shard;
 pub mod spectrogram;
 pub mod stage;
 pub mod synthetic;
+pub mod trends;
 pub mod windowing;
 
 /// Inference failures.
