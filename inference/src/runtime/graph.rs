@@ -38,10 +38,9 @@ pub(crate) struct Lstm {
     pub input: usize,
     /// `W`: `[2][4 * hidden][input]`.
     pub w: Vec<f32>,
-    /// `R`: `[2][4 * hidden][hidden]`.
-    pub r: Vec<f32>,
-    /// `R` transposed per direction, `[2][hidden][4 * hidden]`, for the few-sequence recurrence.
-    pub r_t: Vec<f32>,
+    /// `R` per direction, transposed and blocked by `simd::pack_recurrent`
+    /// (`4 * hidden * hidden` values per direction).
+    pub r_packed: Vec<f32>,
     /// `Wb + Rb`: `[2][4 * hidden]`.
     pub bias: Vec<f32>,
 }
@@ -555,12 +554,15 @@ fn lstm_layer(
         let (d, row, k) = (i / (g4 * hidden), (i / hidden) % g4, i % hidden);
         r_t[(d * hidden + k) * g4 + row] = *v;
     }
+    let r_packed = r_t
+        .chunks_exact(g4 * hidden)
+        .flat_map(|r_t| super::simd::pack_recurrent(r_t, hidden))
+        .collect();
     Ok(Lstm {
         hidden,
         input,
         w: w.floats.clone(),
-        r: r.floats.clone(),
-        r_t,
+        r_packed,
         bias,
     })
 }

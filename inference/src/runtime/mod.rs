@@ -17,6 +17,7 @@ mod gemm;
 mod graph;
 mod lstm;
 mod math;
+mod simd;
 mod winograd;
 
 use std::cell::RefCell;
@@ -78,6 +79,8 @@ struct Scratch {
     logits: Vec<f32>,
     lstm: LstmScratch,
     winograd: winograd::WinogradScratch,
+    /// conv1's output in column order, for the per-tap conv2.
+    plain: Vec<f32>,
 }
 
 thread_local! {
@@ -164,7 +167,7 @@ impl NativeModel {
             sc.conv1.resize(shape.a1_len(c1), 0.0);
             sc.seq_a.resize(n_cols * c2.out_ch, 0.0);
             let out = &mut sc.seq_a[..];
-            self.conv2(shape, &sc.conv1, out, c2.out_ch, &mut sc.winograd);
+            self.conv2(shape, &sc.conv1, out, c2.out_ch, &mut sc.winograd, &mut sc.plain);
         });
     }
 
@@ -234,7 +237,7 @@ impl NativeModel {
                 &mut sc.conv1,
             );
             let out = &mut sc.seq_a[b * c2.out_ch..];
-            self.conv2(shape, &sc.conv1, out, stride, &mut sc.winograd);
+            self.conv2(shape, &sc.conv1, out, stride, &mut sc.winograd, &mut sc.plain);
         }
     }
 
@@ -247,11 +250,12 @@ impl NativeModel {
         out: &mut [f32],
         stride: usize,
         wsc: &mut winograd::WinogradScratch,
+        plain: &mut Vec<f32>,
     ) {
         let c2 = &self.s.conv2;
         match &self.conv2_winograd {
             Some(u) => winograd::conv2(c2, u, shape, a1, out, stride, wsc),
-            None => conv::conv2(c2, &self.conv2_taps, shape, a1, out, stride),
+            None => conv::conv2(c2, &self.conv2_taps, shape, a1, out, stride, plain),
         }
     }
 
