@@ -115,7 +115,10 @@ pub(crate) fn conv1(
     // conv2's zero padding, and the columns past `padded` that fill the last runs.
     for row in a1.chunks_exact_mut(s.row_len()) {
         for (r, run) in row.chunks_exact_mut(s.phase).enumerate() {
-            let hi = (conv2_pad + s.cols).saturating_sub(r).div_ceil(4).min(s.phase);
+            let hi = (conv2_pad + s.cols)
+                .saturating_sub(r)
+                .div_ceil(4)
+                .min(s.phase);
             let lo = conv2_pad.saturating_sub(r).div_ceil(4).min(hi);
             run[..lo].fill(0.0);
             run[hi..].fill(0.0);
@@ -144,7 +147,10 @@ pub(crate) fn conv2(
 ) {
     let k = conv.in_ch * conv.kh;
     plain.resize(k * s.padded, 0.0);
-    for (src, dst) in a1.chunks_exact(s.row_len()).zip(plain.chunks_exact_mut(s.padded)) {
+    for (src, dst) in a1
+        .chunks_exact(s.row_len())
+        .zip(plain.chunks_exact_mut(s.padded))
+    {
         unphase(s, src, dst);
     }
     let len = (s.cols - 1) * row_stride + conv.out_ch;

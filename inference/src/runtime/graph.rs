@@ -36,8 +36,9 @@ pub(crate) struct Conv {
 pub(crate) struct Lstm {
     pub hidden: usize,
     pub input: usize,
-    /// `W`: `[2][4 * hidden][input]`.
-    pub w: Vec<f32>,
+    /// `W` per direction, transposed and blocked by `simd::pack_recurrent`
+    /// (`4 * hidden * input` values per direction).
+    pub w_packed: Vec<f32>,
     /// `R` per direction, transposed and blocked by `simd::pack_recurrent`
     /// (`4 * hidden * hidden` values per direction).
     pub r_packed: Vec<f32>,
@@ -558,10 +559,19 @@ fn lstm_layer(
         .chunks_exact(g4 * hidden)
         .flat_map(|r_t| super::simd::pack_recurrent(r_t, hidden))
         .collect();
+    let mut w_t = vec![0.0; w.floats.len()];
+    for (i, v) in w.floats.iter().enumerate() {
+        let (d, row, k) = (i / (g4 * input), (i / input) % g4, i % input);
+        w_t[(d * input + k) * g4 + row] = *v;
+    }
+    let w_packed = w_t
+        .chunks_exact(g4 * input)
+        .flat_map(|w_t| super::simd::pack_recurrent(w_t, input))
+        .collect();
     Ok(Lstm {
         hidden,
         input,
-        w: w.floats.clone(),
+        w_packed,
         r_packed,
         bias,
     })

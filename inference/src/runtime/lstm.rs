@@ -1,14 +1,12 @@
 //! Bidirectional LSTM layer in ONNX semantics (gates i, o, f, c; zero initial state; output
 //! `[time][batch][fwd h | bwd h]`), batched across all sequences of a call.
 
-use super::gemm::{gemm, View};
-
 use super::graph::Lstm;
 use super::simd::{self, Level};
 
-/// Rows (time steps x sequences) whose input projections are computed by one GEMM: enough
-/// for an efficient GEMM (32-row calls ran at half the rate), few enough that the block's
-/// gates (`ROWS * 4 * hidden` floats) stay in L2 for the recurrence.
+/// Rows (time steps x sequences) whose input projections are computed together: enough to keep
+/// the register-blocked kernel busy (32-row GEMM calls ran at half the rate), few enough that
+/// the block's gates (`ROWS * 4 * hidden` floats) stay in L2 for the recurrence.
 const ROWS: usize = 512;
 
 /// Reusable buffers of one layer run.
@@ -43,10 +41,10 @@ fn direction(
 ) {
     let (h, inp) = (layer.hidden, layer.input);
     let g4 = 4 * h;
-    let w = View::rows(&layer.w[dir * g4 * inp..(dir + 1) * g4 * inp], g4, inp);
+    let w = &layer.w_packed[dir * g4 * inp..(dir + 1) * g4 * inp];
     let bias = &layer.bias[dir * g4..(dir + 1) * g4];
     let level = Level::detect();
-    // Even blocks: a short last block would run its GEMM at a poor rate.
+    // Even blocks: a short last block would run at a poor rate.
     let block = steps.div_ceil((steps * batch).div_ceil(ROWS).max(1));
     s.cell.clear();
     s.cell.resize(batch * h, 0.0);
@@ -61,12 +59,12 @@ fn direction(
             (steps.saturating_sub((blk + 1) * block), steps - blk * block)
         };
         let rows = (t1 - t0) * batch;
-        let xin = View::rows(&x[t0 * batch * inp..t1 * batch * inp], rows, inp);
+        let xin = &x[t0 * batch * inp..t1 * batch * inp];
         let gates = &mut s.gates[..rows * g4];
         for row in gates.chunks_exact_mut(g4) {
             row.copy_from_slice(bias);
         }
-        gemm(gates, g4, true, xin, w.t());
+        simd::recurrence(level, xin, inp, inp, w, gates);
         for k in 0..t1 - t0 {
             let t = if dir == 0 { t0 + k } else { t1 - 1 - k };
             let g = &mut s.gates[(t - t0) * batch * g4..(t - t0 + 1) * batch * g4];

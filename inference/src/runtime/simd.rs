@@ -30,8 +30,7 @@ impl Level {
         *LEVEL.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]
             {
-                let avx2 =
-                    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+                let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
                 if avx2 && is_x86_feature_detected!("avx512f") {
                     return Level::Avx512;
                 }
@@ -218,7 +217,11 @@ fn lstm_cell_body<F: MulAdd>(
     out: &mut [f32],
     stride: usize,
 ) {
-    for (b, (g, c)) in gates.chunks_exact_mut(4 * h).zip(cell.chunks_exact_mut(h)).enumerate() {
+    for (b, (g, c)) in gates
+        .chunks_exact_mut(4 * h)
+        .zip(cell.chunks_exact_mut(h))
+        .enumerate()
+    {
         let (sig, cand) = g.split_at_mut(3 * h);
         for x in sig.iter_mut() {
             *x = 1.0 / (1.0 + exp::<F>(-*x));
@@ -257,7 +260,13 @@ fn exp<F: MulAdd>(x: f32) -> f32 {
     let n = t - ROUND;
     let r = F::mul_add(-n, LN2_LO, F::mul_add(-n, LN2_HI, x));
     let mut p = 1.987_569_1e-4_f32;
-    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5e-1] {
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        5e-1,
+    ] {
         p = F::mul_add(p, r, c);
     }
     let y = F::mul_add(p, r * r, r + 1.0);
@@ -280,7 +289,10 @@ mod tests {
     }
 
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     #[test]

@@ -108,7 +108,10 @@ pub(crate) fn input_body<F: simd::MulAdd>(
     plane: usize,
 ) {
     let (p0, p1) = (&row[..tiles + 1], &row[phase..phase + tiles + 1]);
-    let (p2, p3) = (&row[2 * phase..2 * phase + tiles], &row[3 * phase..3 * phase + tiles]);
+    let (p2, p3) = (
+        &row[2 * phase..2 * phase + tiles],
+        &row[3 * phase..3 * phase + tiles],
+    );
     let (d4, d5) = (&p0[1..], &p1[1..]);
     let (v0, rest) = v.split_at_mut(plane);
     let (v1, rest) = rest.split_at_mut(plane);
