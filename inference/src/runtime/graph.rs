@@ -36,12 +36,12 @@ pub(crate) struct Conv {
 pub(crate) struct Lstm {
     pub hidden: usize,
     pub input: usize,
-    /// `W`: `[2][4 * hidden][input]`.
-    pub w: Vec<f32>,
-    /// `R`: `[2][4 * hidden][hidden]`.
-    pub r: Vec<f32>,
-    /// `R` transposed per direction, `[2][hidden][4 * hidden]`, for the few-sequence recurrence.
-    pub r_t: Vec<f32>,
+    /// `W` per direction, transposed and blocked by `simd::pack_recurrent`
+    /// (`4 * hidden * input` values per direction).
+    pub w_packed: Vec<f32>,
+    /// `R` per direction, transposed and blocked by `simd::pack_recurrent`
+    /// (`4 * hidden * hidden` values per direction).
+    pub r_packed: Vec<f32>,
     /// `Wb + Rb`: `[2][4 * hidden]`.
     pub bias: Vec<f32>,
 }
@@ -555,12 +555,24 @@ fn lstm_layer(
         let (d, row, k) = (i / (g4 * hidden), (i / hidden) % g4, i % hidden);
         r_t[(d * hidden + k) * g4 + row] = *v;
     }
+    let r_packed = r_t
+        .chunks_exact(g4 * hidden)
+        .flat_map(|r_t| super::simd::pack_recurrent(r_t, hidden))
+        .collect();
+    let mut w_t = vec![0.0; w.floats.len()];
+    for (i, v) in w.floats.iter().enumerate() {
+        let (d, row, k) = (i / (g4 * input), (i / input) % g4, i % input);
+        w_t[(d * input + k) * g4 + row] = *v;
+    }
+    let w_packed = w_t
+        .chunks_exact(g4 * input)
+        .flat_map(|w_t| super::simd::pack_recurrent(w_t, input))
+        .collect();
     Ok(Lstm {
         hidden,
         input,
-        w: w.floats.clone(),
-        r: r.floats.clone(),
-        r_t,
+        w_packed,
+        r_packed,
         bias,
     })
 }

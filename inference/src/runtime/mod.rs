@@ -3,11 +3,12 @@
 //!
 //! The graph is read from the ONNX protobuf and checked node by node ([`graph`]); a model that
 //! is not of this family is refused with [`UnsupportedModel`], and
-//! [`crate::model::SeizureModel`] then serves it with tract. The heavy work is GEMMs through
-//! ndarray (matrixmultiply picks AVX/FMA kernels at run time): conv1 as im2col + GEMM, conv2
-//! as one GEMM per time tap over the shifted conv1 output, each LSTM direction's input
-//! projection as one GEMM per block of time steps, and the recurrence as one small GEMM per
-//! step across every sequence of the call.
+//! [`crate::model::SeizureModel`] then serves it with tract. The convolutions are GEMMs through
+//! ndarray (matrixmultiply picks AVX/FMA kernels at run time): conv1 as im2col + GEMM, conv2 in
+//! Winograd F(4, 3) (one GEMM per tap for other time kernels). The LSTM (each direction's input
+//! projection per block of time steps, and the recurrence across every sequence of the call)
+//! and the element-wise loops run in [`simd`]'s register-blocked kernels, compiled for AVX-512,
+//! AVX2 + FMA and the baseline and chosen at run time.
 //!
 //! Buffers live in a per-thread scratch reused across calls, so steady-state calls allocate
 //! only their result.
@@ -17,6 +18,7 @@ mod gemm;
 mod graph;
 mod lstm;
 mod math;
+mod simd;
 mod winograd;
 
 use std::cell::RefCell;
@@ -78,6 +80,8 @@ struct Scratch {
     logits: Vec<f32>,
     lstm: LstmScratch,
     winograd: winograd::WinogradScratch,
+    /// conv1's output in column order, for the per-tap conv2.
+    plain: Vec<f32>,
 }
 
 thread_local! {
@@ -164,7 +168,14 @@ impl NativeModel {
             sc.conv1.resize(shape.a1_len(c1), 0.0);
             sc.seq_a.resize(n_cols * c2.out_ch, 0.0);
             let out = &mut sc.seq_a[..];
-            self.conv2(shape, &sc.conv1, out, c2.out_ch, &mut sc.winograd);
+            self.conv2(
+                shape,
+                &sc.conv1,
+                out,
+                c2.out_ch,
+                &mut sc.winograd,
+                &mut sc.plain,
+            );
         });
     }
 
@@ -234,7 +245,14 @@ impl NativeModel {
                 &mut sc.conv1,
             );
             let out = &mut sc.seq_a[b * c2.out_ch..];
-            self.conv2(shape, &sc.conv1, out, stride, &mut sc.winograd);
+            self.conv2(
+                shape,
+                &sc.conv1,
+                out,
+                stride,
+                &mut sc.winograd,
+                &mut sc.plain,
+            );
         }
     }
 
@@ -247,11 +265,12 @@ impl NativeModel {
         out: &mut [f32],
         stride: usize,
         wsc: &mut winograd::WinogradScratch,
+        plain: &mut Vec<f32>,
     ) {
         let c2 = &self.s.conv2;
         match &self.conv2_winograd {
             Some(u) => winograd::conv2(c2, u, shape, a1, out, stride, wsc),
-            None => conv::conv2(c2, &self.conv2_taps, shape, a1, out, stride),
+            None => conv::conv2(c2, &self.conv2_taps, shape, a1, out, stride, plain),
         }
     }
 

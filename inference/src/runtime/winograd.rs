@@ -6,11 +6,15 @@
 use super::conv::ConvShape;
 use super::gemm::{gemm, View};
 use super::graph::Conv;
+use super::simd;
 
 /// Outputs per tile.
 pub(crate) const M: usize = 4;
 /// Inputs per tile (`M + 3 - 1`).
 const ALPHA: usize = 6;
+
+/// Input rows transformed per block: about 1 MB of transformed tiles for a 300 s window.
+const K_BLOCK: usize = 256;
 
 /// `G g` for each `[out][in * kh]` 3-tap kernel: `[ALPHA][in * kh][out]`.
 pub(crate) fn transform_weights(conv: &Conv) -> Vec<f32> {
@@ -51,8 +55,8 @@ pub(crate) struct WinogradScratch {
     m: Vec<f32>,
 }
 
-/// conv2 + ReLU of one window (conv1's output `a1`, `[in * kh][padded]`, with at least
-/// `tiles * 4 + 2` columns) into `out` rows `row_stride` apart, as `conv::conv2`.
+/// conv2 + ReLU of one window (conv1's output `a1`, `[in * kh]` phase-split rows of
+/// [`ConvShape`]) into `out` rows `row_stride` apart, as `conv::conv2`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv2(
     conv: &Conv,
@@ -65,36 +69,66 @@ pub(crate) fn conv2(
 ) {
     let k = conv.in_ch * conv.kh;
     let tiles = s.cols.div_ceil(M);
-    // B^T d for every input row and tile: V is [ALPHA][k][tiles].
-    sc.v.resize(ALPHA * k * tiles, 0.0);
-    let plane = k * tiles;
-    for (row, src) in a1.chunks_exact(s.padded).take(k).enumerate() {
-        for j in 0..tiles {
-            let d = &src[j * M..j * M + ALPHA];
-            let at = row * tiles + j;
-            sc.v[at] = 4.0 * d[0] - 5.0 * d[2] + d[4];
-            sc.v[plane + at] = -4.0 * (d[1] + d[2]) + d[3] + d[4];
-            sc.v[2 * plane + at] = 4.0 * (d[1] - d[2]) - d[3] + d[4];
-            sc.v[3 * plane + at] = 2.0 * (d[3] - d[1]) - d[2] + d[4];
-            sc.v[4 * plane + at] = 2.0 * (d[1] - d[3]) - d[2] + d[4];
-            sc.v[5 * plane + at] = 4.0 * d[1] - 5.0 * d[3] + d[5];
-        }
-    }
-    // One GEMM per transformed point: M[xi] ([tiles][out]) = V[xi]^T U[xi].
     let o = conv.out_ch;
     sc.m.resize(ALPHA * tiles * o, 0.0);
-    for xi in 0..ALPHA {
-        let v = View::rows(&sc.v[xi * plane..(xi + 1) * plane], k, tiles);
-        let w = View::rows(&u[xi * k * o..(xi + 1) * k * o], k, o);
-        gemm(
-            &mut sc.m[xi * tiles * o..(xi + 1) * tiles * o],
-            o,
-            false,
-            v.t(),
-            w,
-        );
+    let level = simd::Level::detect();
+    // Input rows in blocks whose transform (V, [ALPHA][rows][tiles]) stays in L2 for its six
+    // GEMMs, instead of transforming all rows first and streaming V back from memory.
+    let blocks = k.div_ceil(K_BLOCK);
+    let rows_per = k.div_ceil(blocks);
+    sc.v.resize(ALPHA * rows_per * tiles, 0.0);
+    let a1 = &a1[..k * s.row_len()];
+    for (blk, rows) in a1.chunks(rows_per * s.row_len()).enumerate() {
+        let r0 = blk * rows_per;
+        let n = rows.len() / s.row_len();
+        let plane = n * tiles;
+        for (row, src) in rows.chunks_exact(s.row_len()).enumerate() {
+            simd::winograd_input(level, src, s.phase, tiles, &mut sc.v[row * tiles..], plane);
+        }
+        // One GEMM per transformed point: M[xi] ([tiles][out]) (+)= V[xi]^T U[xi].
+        for xi in 0..ALPHA {
+            let v = View::rows(&sc.v[xi * plane..(xi + 1) * plane], n, tiles);
+            let w = View::rows(&u[(xi * k + r0) * o..(xi * k + r0 + n) * o], n, o);
+            let m = &mut sc.m[xi * tiles * o..(xi + 1) * tiles * o];
+            gemm(m, o, blk > 0, v.t(), w);
+        }
     }
     output_transform(&sc.m, tiles, o, s.cols, &conv.bias, out, row_stride);
+}
+
+/// `B^T d` for the `tiles` tiles of one phase-split row (`phase` values per run), into
+/// `v[xi * plane + j]`. Tile `j` reads columns `4j..4j + 6`, i.e. runs 0-3 at `j` and runs
+/// 0-1 at `j + 1`.
+#[inline(always)]
+pub(crate) fn input_body<F: simd::MulAdd>(
+    row: &[f32],
+    phase: usize,
+    tiles: usize,
+    v: &mut [f32],
+    plane: usize,
+) {
+    let (p0, p1) = (&row[..tiles + 1], &row[phase..phase + tiles + 1]);
+    let (p2, p3) = (
+        &row[2 * phase..2 * phase + tiles],
+        &row[3 * phase..3 * phase + tiles],
+    );
+    let (d4, d5) = (&p0[1..], &p1[1..]);
+    let (v0, rest) = v.split_at_mut(plane);
+    let (v1, rest) = rest.split_at_mut(plane);
+    let (v2, rest) = rest.split_at_mut(plane);
+    let (v3, rest) = rest.split_at_mut(plane);
+    let (v4, v5) = rest.split_at_mut(plane);
+    let (v0, v1, v2) = (&mut v0[..tiles], &mut v1[..tiles], &mut v2[..tiles]);
+    let (v3, v4, v5) = (&mut v3[..tiles], &mut v4[..tiles], &mut v5[..tiles]);
+    for j in 0..tiles {
+        let (d0, d1, d2, d3) = (p0[j], p1[j], p2[j], p3[j]);
+        v0[j] = F::mul_add(4.0, d0, F::mul_add(-5.0, d2, d4[j]));
+        v1[j] = F::mul_add(-4.0, d1 + d2, d3 + d4[j]);
+        v2[j] = F::mul_add(4.0, d1 - d2, d4[j] - d3);
+        v3[j] = F::mul_add(2.0, d3 - d1, d4[j] - d2);
+        v4[j] = F::mul_add(2.0, d1 - d3, d4[j] - d2);
+        v5[j] = F::mul_add(4.0, d1, F::mul_add(-5.0, d3, d5[j]));
+    }
 }
 
 /// `A^T m` per tile and channel, then bias and ReLU, into the time-major output.
@@ -160,9 +194,10 @@ mod tests {
             };
             let s = ConvShape::new(kh, cols, &conv1, &conv);
             let k = in_ch * kh;
-            let mut a1 = vec![0.0; k * s.padded];
-            for row in a1.chunks_exact_mut(s.padded) {
-                row[1..=cols].iter_mut().for_each(|v| *v = rnd() * 3.0);
+            // conv1's output layout: phase-split rows, padding columns zero.
+            let mut a1 = vec![0.0; k * s.row_len()];
+            for row in a1.chunks_exact_mut(s.row_len()) {
+                (1..=cols).for_each(|c| row[s.at(c)] = rnd() * 3.0);
             }
             let mut want = vec![0.0; cols * out_ch];
             super::super::conv::conv2(
@@ -172,6 +207,7 @@ mod tests {
                 &a1,
                 &mut want,
                 out_ch,
+                &mut Vec::new(),
             );
             let mut got = vec![0.0; cols * out_ch];
             let u = transform_weights(&conv);
