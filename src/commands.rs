@@ -323,6 +323,7 @@ pub(crate) fn inference_stage(
         } else {
             Mains::Hz50
         },
+        trends: c.trends.clone(),
     })
 }
 

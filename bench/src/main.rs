@@ -96,6 +96,24 @@ struct Args {
     /// (the soak chart of docs/RELIABILITY.md).
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Before the ramp, measure this many seconds with no device connected: the CPU every
+    /// process spends idle (docs/RELIABILITY.md "Idle broker load"); 0 = skip.
+    #[arg(long, default_value_t = 0.0)]
+    idle_s: f64,
+    /// Only the idle measurement, no ramp.
+    #[arg(long)]
+    idle_only: bool,
+}
+
+/// The idle phase (`--idle-s`): CPU and memory of every process with no device connected.
+async fn measure_idle(bench: &Bench) -> anyhow::Result<Option<StepResult>> {
+    if bench.args.idle_s <= 0.0 {
+        return Ok(None);
+    }
+    eprintln!("--- idle: {} s with no device connected", bench.args.idle_s);
+    let step = bench.measure(0, "idle", bench.args.idle_s, 0.0).await?;
+    report::print_step(&step);
+    Ok(Some(step))
 }
 
 const WARMUP_S: f64 = 300.0;
@@ -103,6 +121,17 @@ const MODEL_STEP_S: f64 = 20.0;
 /// Bursts younger than this at the end are not counted: their alert is not due yet.
 const ALERT_HORIZON_S: f64 = 330.0;
 const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+
+/// What [`Bench::sample`] collected over a measuring period.
+struct Sampled {
+    inference: Vec<LagSample>,
+    storage: Vec<LagSample>,
+    rss_sum: Vec<f64>,
+    rss_peak: Vec<u64>,
+    rss_n: usize,
+    rss_samples: Vec<(f64, Vec<f64>)>,
+    vigil_rss_sum: f64,
+}
 
 struct Bench {
     args: Args,
@@ -234,21 +263,8 @@ impl Bench {
         }
     }
 
-    /// Measures `period_s` of steady load at `n` patients.
-    async fn measure(
-        &self,
-        n: usize,
-        phase: &'static str,
-        period_s: f64,
-        drain_s: f64,
-    ) -> anyhow::Result<StepResult> {
-        let pids = self.monitored();
-        let (trace0, hr0) = self.dashboard_metrics().await;
-        let start = Instant::now();
-        let first: Vec<Option<ProcSample>> = pids
-            .iter()
-            .map(|(_, pid)| proc_stats::read(*pid, self.ticks_per_s))
-            .collect();
+    /// Samples lag and memory every [`SAMPLE_EVERY`] from `start` until `period_s` passed.
+    async fn sample(&self, pids: &[(String, u32)], start: Instant, period_s: f64) -> Sampled {
         let mut rss_sum = vec![0f64; pids.len()];
         let mut rss_peak = vec![0u64; pids.len()];
         let mut rss_n = 0usize;
@@ -279,6 +295,60 @@ impl Bench {
             rss_n += 1;
             tokio::time::sleep(SAMPLE_EVERY).await;
         }
+        Sampled {
+            inference,
+            storage,
+            rss_sum,
+            rss_peak,
+            rss_n,
+            rss_samples,
+            vigil_rss_sum,
+        }
+    }
+
+    /// p99 of how late devices sent their chunks within the last `elapsed` seconds.
+    fn send_lateness_p99(&self, elapsed: f64) -> Option<f64> {
+        let window_start = Instant::now() - Duration::from_secs_f64(elapsed);
+        let mut lateness: Vec<f64> = self
+            .observed
+            .lateness
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .filter(|(t, _)| *t >= window_start)
+                    .map(|(_, s)| *s)
+                    .collect()
+            })
+            .unwrap_or_default();
+        lateness.sort_by(f64::total_cmp);
+        (!lateness.is_empty()).then(|| lateness[((lateness.len() - 1) as f64 * 0.99) as usize])
+    }
+
+    /// Measures `period_s` of steady load at `n` patients.
+    async fn measure(
+        &self,
+        n: usize,
+        phase: &'static str,
+        period_s: f64,
+        drain_s: f64,
+    ) -> anyhow::Result<StepResult> {
+        let pids = self.monitored();
+        let (trace0, hr0) = self.dashboard_metrics().await;
+        let start = Instant::now();
+        let first: Vec<Option<ProcSample>> = pids
+            .iter()
+            .map(|(_, pid)| proc_stats::read(*pid, self.ticks_per_s))
+            .collect();
+        let sampled = self.sample(&pids, start, period_s).await;
+        let Sampled {
+            inference,
+            storage,
+            rss_sum,
+            rss_peak,
+            rss_n,
+            rss_samples,
+            vigil_rss_sum,
+        } = sampled;
         let elapsed = start.elapsed().as_secs_f64();
         let (trace1, hr1) = self.dashboard_metrics().await;
         let trace = trace1.map(|h| h.since(trace0.as_ref()));
@@ -305,21 +375,7 @@ impl Bench {
         let criterion = LagCriterion::from_seconds(rate, 3.0, MODEL_STEP_S);
         let inference_lag = judge(&inference, elapsed, MODEL_STEP_S, criterion);
         let storage_lag = judge(&storage, elapsed, MODEL_STEP_S, criterion);
-        let window_start = Instant::now() - Duration::from_secs_f64(elapsed);
-        let mut lateness: Vec<f64> = self
-            .observed
-            .lateness
-            .lock()
-            .map(|l| {
-                l.iter()
-                    .filter(|(t, _)| *t >= window_start)
-                    .map(|(_, s)| *s)
-                    .collect()
-            })
-            .unwrap_or_default();
-        lateness.sort_by(f64::total_cmp);
-        let send_lateness_p99_s =
-            (!lateness.is_empty()).then(|| lateness[((lateness.len() - 1) as f64 * 0.99) as usize]);
+        let send_lateness_p99_s = self.send_lateness_p99(elapsed);
         let mut reasons = Vec::new();
         for (name, v) in [("inference", &inference_lag), ("storage", &storage_lag)] {
             if let Some(r) = &v.reason {
@@ -510,6 +566,62 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Starts the selected stages, each once it is ready; on failure stops those started.
+async fn start_stages(
+    args: &Args,
+    vigil: &Path,
+    config_arg: &str,
+    work: &Path,
+    values: &ConfigValues,
+) -> anyhow::Result<Vec<Service>> {
+    let mut stages = Vec::new();
+    for (name, sub, addr) in [
+        ("ingest", "ingest", &values.ingest),
+        ("infer", "infer", &values.infer),
+        ("store", "store", &values.store),
+        ("dashboard", "dashboard", &values.dashboard),
+    ] {
+        if !args.stages.iter().any(|s| s == name) {
+            continue;
+        }
+        let mut s = Service::spawn(
+            name,
+            vigil,
+            &["--config", config_arg, sub],
+            work,
+            Some(addr.clone()),
+        )?;
+        if let Err(e) = s.wait_ready(Duration::from_secs(120), true).await {
+            s.stop(Duration::from_secs(5)).await;
+            for s in stages {
+                Service::stop(s, Duration::from_secs(10)).await;
+            }
+            return Err(e);
+        }
+        eprintln!("{name} ready on {addr}");
+        stages.push(s);
+    }
+    Ok(stages)
+}
+
+/// The consumer groups whose lag the bench follows: inference, and storage when it runs.
+fn lag_groups(bus: &Bus, stages: &[String]) -> Vec<(&'static str, Vec<String>)> {
+    let mut groups = vec![(
+        "vigil-inference",
+        vec![bus.topic(Topic::EegRaw), bus.topic(Topic::HrRaw)],
+    )];
+    if stages.iter().any(|s| s == "store") {
+        groups.push((
+            "vigil-storage",
+            vigil_storage::consumer::CONSUMED_TOPICS
+                .iter()
+                .map(|t| bus.topic(*t))
+                .collect(),
+        ));
+    }
+    groups
+}
+
 async fn run_bench(
     args: Args,
     run: String,
@@ -556,34 +668,7 @@ async fn run_bench(
         .create_user(&username, &password, Role::Clinician)
         .await?;
 
-    // Stages.
-    let mut stages = Vec::new();
-    for (name, sub, addr) in [
-        ("ingest", "ingest", &values.ingest),
-        ("infer", "infer", &values.infer),
-        ("store", "store", &values.store),
-        ("dashboard", "dashboard", &values.dashboard),
-    ] {
-        if !args.stages.iter().any(|s| s == name) {
-            continue;
-        }
-        let mut s = Service::spawn(
-            name,
-            &vigil,
-            &["--config", &config_arg, sub],
-            &work,
-            Some(addr.clone()),
-        )?;
-        if let Err(e) = s.wait_ready(Duration::from_secs(120), true).await {
-            s.stop(Duration::from_secs(5)).await;
-            for s in stages {
-                Service::stop(s, Duration::from_secs(10)).await;
-            }
-            return Err(e);
-        }
-        eprintln!("{name} ready on {addr}");
-        stages.push(s);
-    }
+    let stages = start_stages(&args, &vigil, &config_arg, &work, &values).await?;
     let mut extra_pids = Vec::new();
     if let Some(pid) = infra.first().and_then(Service::pid) {
         extra_pids.push(("broker".to_owned(), pid));
@@ -598,23 +683,7 @@ async fn run_bench(
     };
     let bus = Bus::connect(&bus_config).await?;
     let partitions = bus_config.partitions;
-    let topic = |t: Topic| bus.topic(t);
-    let mut groups = vec![(
-        "vigil-inference",
-        vec![topic(Topic::EegRaw), topic(Topic::HrRaw)],
-    )];
-    if args.stages.iter().any(|s| s == "store") {
-        groups.push((
-            "vigil-storage",
-            vec![
-                topic(Topic::EegRaw),
-                topic(Topic::HrRaw),
-                topic(Topic::EegProb),
-                topic(Topic::Alerts),
-                topic(Topic::Dlq),
-            ],
-        ));
-    }
+    let groups = lag_groups(&bus, &args.stages);
     let lag = probes::LagProbe::new(&kafka, &groups, partitions)?;
     let mut bench = Bench {
         ticks_per_s: ticks_per_s(),
@@ -632,7 +701,15 @@ async fn run_bench(
         idle_rss: 0,
     };
     bench.idle_rss = bench.vigil_rss();
-    let outcome = ramp::ramp(&bench, bus).await;
+    let outcome = measure_idle(&bench).await;
+    let outcome = match outcome {
+        Ok(idle) if bench.args.idle_only => Ok(serde_json::json!({ "idle": idle })),
+        Ok(idle) => ramp::ramp(&bench, bus).await.map(|mut report| {
+            report["idle"] = serde_json::to_value(idle).unwrap_or_default();
+            report
+        }),
+        Err(e) => Err(e),
+    };
     // Stop the stages cleanly whatever happened.
     for s in std::mem::take(&mut bench.stages).into_iter().rev() {
         s.stop(Duration::from_secs(30)).await;

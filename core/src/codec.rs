@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::record::{
-    AlertEvent, DeadLetter, EegChunk, EegTrace, HrBatch, RecordLimits, SeizureProbability,
-    Validate, ValidationError,
+    AlertEvent, DeadLetter, EegChunk, EegTrace, EegTrends, HrBatch, RecordLimits,
+    SeizureProbability, Validate, ValidationError,
 };
 
 /// First two bytes of every binary record.
@@ -40,6 +40,8 @@ pub enum RecordKind {
     DeadLetter = 5,
     /// [`EegTrace`].
     EegTrace = 6,
+    /// [`EegTrends`].
+    EegTrends = 7,
 }
 
 impl RecordKind {
@@ -51,6 +53,7 @@ impl RecordKind {
             4 => Self::AlertEvent,
             5 => Self::DeadLetter,
             6 => Self::EegTrace,
+            7 => Self::EegTrends,
             _ => return None,
         })
     }
@@ -64,6 +67,7 @@ impl RecordKind {
             Self::AlertEvent => "AlertEvent",
             Self::DeadLetter => "DeadLetter",
             Self::EegTrace => "EegTrace",
+            Self::EegTrends => "EegTrends",
         }
     }
 }
@@ -160,6 +164,9 @@ impl Record for DeadLetter {
 }
 impl Record for EegTrace {
     const KIND: RecordKind = RecordKind::EegTrace;
+}
+impl Record for EegTrends {
+    const KIND: RecordKind = RecordKind::EegTrends;
 }
 
 /// Decoding settings: size cap and record limits.
@@ -281,6 +288,8 @@ pub enum AnyRecord {
     DeadLetter(DeadLetter),
     /// A display trace.
     EegTrace(EegTrace),
+    /// qEEG trends of one interval.
+    EegTrends(EegTrends),
 }
 
 /// Decodes whichever record the header names.
@@ -292,5 +301,6 @@ pub fn decode_any(bytes: &[u8], limits: &DecodeLimits) -> Result<AnyRecord, Code
         RecordKind::AlertEvent => AnyRecord::AlertEvent(decode(bytes, limits)?),
         RecordKind::DeadLetter => AnyRecord::DeadLetter(decode(bytes, limits)?),
         RecordKind::EegTrace => AnyRecord::EegTrace(decode(bytes, limits)?),
+        RecordKind::EegTrends => AnyRecord::EegTrends(decode(bytes, limits)?),
     })
 }

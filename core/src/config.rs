@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::DEFAULT_MAX_RECORD_BYTES;
 
+mod trends;
+pub use trends::{RegionMap, TrendParams, TrendsConfig};
+
 /// Configuration errors.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -94,6 +97,8 @@ pub struct InferenceConfig {
     /// Per-patient overrides of `alerts`, keyed by patient id: only the keys given change,
     /// e.g. `[inference.patient_alerts."patient-7"]` with `tachy_above_bpm = 140` for a child.
     pub patient_alerts: BTreeMap<String, BTreeMap<String, f64>>,
+    /// qEEG trends published on `vigil.eeg.trends` (docs/TRENDS.md).
+    pub trends: TrendsConfig,
 }
 
 /// Which implementation runs the seizure model.
@@ -316,6 +321,7 @@ impl Default for InferenceConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
             alerts: AlertPolicy::default(),
             patient_alerts: BTreeMap::new(),
+            trends: TrendsConfig::default(),
         }
     }
 }
@@ -346,6 +352,12 @@ pub struct BusConfig {
     /// process within a group and stable across restarts (e.g. `store-0`); empty =
     /// dynamic membership.
     pub instance_id: String,
+    /// Kafka only: once a consumer has received nothing for a second, it stops fetching for
+    /// this many ms between short checks, so idle consumers do not keep the broker busy
+    /// (tansu answers every fetch after its full wait, 10 ms: docs/RELIABILITY.md "Idle
+    /// broker load"). Costs at most this much latency on the first record after a quiet
+    /// second, none while records flow. 0 = always fetch.
+    pub idle_pause_ms: u64,
     /// Extra librdkafka properties for every Kafka client (e.g. `security.protocol`).
     pub kafka: BTreeMap<String, String>,
 }
@@ -361,6 +373,7 @@ impl Default for BusConfig {
             publish_timeout_ms: 30_000,
             memory_retention_records: 100_000,
             instance_id: String::new(),
+            idle_pause_ms: 200,
             kafka: BTreeMap::new(),
         }
     }
@@ -621,6 +634,8 @@ pub struct RetentionConfig {
     pub hr_points_days: u32,
     /// Seizure probability points (`seizure_prob`).
     pub seizure_prob_days: u32,
+    /// qEEG trend intervals (`eeg_trends`, by interval start).
+    pub eeg_trends_days: u32,
     /// Alerts and their events (`alerts`, `alert_events`, by the alert's last transition).
     pub alerts_days: u32,
     /// Dead letters (`dead_letters`).
@@ -636,6 +651,7 @@ impl Default for RetentionConfig {
             eeg_chunks_days: 0,
             hr_points_days: 0,
             seizure_prob_days: 0,
+            eeg_trends_days: 0,
             alerts_days: 0,
             dead_letters_days: 0,
             audit_log_days: 0,
@@ -724,42 +740,66 @@ impl VigilConfig {
                 problem: format!("must be in 1..={MAX_SEQ_WINDOW}, got {}", ingest.seq_window),
             });
         }
-        let dashboard = &self.dashboard;
-        if !dashboard.session_key.is_empty() && dashboard.session_key.len() < 32 {
+        self.dashboard.check()?;
+        self.storage.check()?;
+        self.inference.trends.check()?;
+        if !(bus.url.starts_with("memory://") || bus.url.starts_with("kafka://")) {
+            return Err(ConfigError::Invalid {
+                key: "bus.url",
+                problem: format!(
+                    "{:?} is neither memory://[name] nor kafka://host:port",
+                    bus.url
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl DashboardConfig {
+    /// Range checks that types cannot express.
+    fn check(&self) -> Result<(), ConfigError> {
+        if !self.session_key.is_empty() && self.session_key.len() < 32 {
             return Err(ConfigError::Invalid {
                 key: "dashboard.session_key",
                 problem: format!(
                     "must be empty (random per process) or at least 32 bytes, got {}",
-                    dashboard.session_key.len()
+                    self.session_key.len()
                 ),
             });
         }
-        if !(dashboard.history_window_s.is_finite()
-            && dashboard.history_window_s > 0.0
-            && dashboard.history_window_s <= 3600.0)
+        if !(self.history_window_s.is_finite()
+            && self.history_window_s > 0.0
+            && self.history_window_s <= 3600.0)
         {
             return Err(ConfigError::Invalid {
                 key: "dashboard.history_window_s",
-                problem: format!("must be in (0, 3600], got {}", dashboard.history_window_s),
+                problem: format!("must be in (0, 3600], got {}", self.history_window_s),
             });
         }
-        if dashboard.client_queue_len == 0
-            || dashboard.max_recent_items == 0
-            || dashboard.session_ttl_s == 0
-            || dashboard.send_timeout_ms == 0
-            || dashboard.max_history_limit == 0
+        if self.client_queue_len == 0
+            || self.max_recent_items == 0
+            || self.session_ttl_s == 0
+            || self.send_timeout_ms == 0
+            || self.max_history_limit == 0
         {
             return Err(ConfigError::Invalid {
                 key: "dashboard",
                 problem: "client_queue_len, max_recent_items, session_ttl_s, send_timeout_ms and max_history_limit must be positive".to_owned(),
             });
         }
-        let storage = &self.storage;
-        if storage.batch_max_records == 0
-            || storage.max_page_items == 0
-            || storage.retry_initial_ms == 0
-            || storage.retry_max_ms < storage.retry_initial_ms
-            || storage.retention.interval_s == 0
+        Ok(())
+    }
+}
+
+impl StorageConfig {
+    /// Range checks that types cannot express.
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.batch_max_records == 0
+            || self.max_page_items == 0
+            || self.retry_initial_ms == 0
+            || self.retry_max_ms < self.retry_initial_ms
+            || self.retention.interval_s == 0
         {
             return Err(ConfigError::Invalid {
                 key: "storage",
@@ -768,22 +808,13 @@ impl VigilConfig {
                     .to_owned(),
             });
         }
-        if !(storage.database_url.starts_with("sqlite:")
-            || storage.database_url.starts_with("mysql:")
-            || storage.database_url.starts_with("mariadb:"))
+        if !(self.database_url.starts_with("sqlite:")
+            || self.database_url.starts_with("mysql:")
+            || self.database_url.starts_with("mariadb:"))
         {
             return Err(ConfigError::Invalid {
                 key: "storage.database_url",
                 problem: "must start with sqlite:, mysql: or mariadb:".to_owned(),
-            });
-        }
-        if !(bus.url.starts_with("memory://") || bus.url.starts_with("kafka://")) {
-            return Err(ConfigError::Invalid {
-                key: "bus.url",
-                problem: format!(
-                    "{:?} is neither memory://[name] nor kafka://host:port",
-                    bus.url
-                ),
             });
         }
         Ok(())

@@ -9,6 +9,9 @@ use uuid::Uuid;
 
 use crate::serde_fields;
 
+mod trends;
+pub use trends::{EegTrends, MontageKind, SideTrends, TREND_BINS};
+
 /// Limits that bound every record, so a malicious or buggy device cannot make a stage allocate
 /// or compute without bound. The defaults fit one Kafka record of at most 1 MiB.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -177,9 +180,26 @@ pub enum ValidationError {
         /// Length found.
         found: usize,
     },
+    /// A value that must be NaN (not evaluated) or within a range is not.
+    #[error("{field}[{index}] = {value} is neither NaN (not evaluated) nor in [{lo}, {hi}]")]
+    OutOfRange {
+        /// Field name.
+        field: &'static str,
+        /// Index within the field.
+        index: usize,
+        /// Value found.
+        value: f32,
+        /// Lowest accepted.
+        lo: f32,
+        /// Highest accepted.
+        hi: f32,
+    },
     /// The probability grid step must be positive.
     #[error("step_ns must be positive, got {0}")]
     Step(i64),
+    /// An interval's duration must be positive.
+    #[error("duration_ns must be positive, got {0}")]
+    Duration(i64),
     /// Acknowledgements must say who acknowledged.
     #[error("an acknowledgement must name the user in `by`")]
     AckWithoutUser,
@@ -215,6 +235,18 @@ fn check_identifier(field: &'static str, value: &str, max: usize) -> Result<(), 
             value: value.chars().take(80).collect(),
             max,
         })
+    }
+}
+
+/// A channel or region label: not empty, at most `max` bytes, not one of `earlier`.
+fn check_label(label: &str, earlier: &[String], max: usize) -> Result<(), ValidationError> {
+    if label.is_empty() || label.len() > max || earlier.iter().any(|l| l == label) {
+        Err(ValidationError::BadChannelLabel {
+            label: label.chars().take(80).collect(),
+            max,
+        })
+    } else {
+        Ok(())
     }
 }
 
@@ -347,15 +379,7 @@ impl EegChunk {
             });
         }
         for (i, label) in self.channels.iter().enumerate() {
-            if label.is_empty()
-                || label.len() > limits.max_label_len
-                || self.channels[..i].contains(label)
-            {
-                return Err(ValidationError::BadChannelLabel {
-                    label: label.chars().take(80).collect(),
-                    max: limits.max_label_len,
-                });
-            }
+            check_label(label, &self.channels[..i], limits.max_label_len)?;
         }
         if samples.len() != labels {
             return Err(ValidationError::ChannelCountMismatch {

@@ -90,6 +90,29 @@ impl<'de> Visitor<'de> for ByteVisitor {
     }
 }
 
+/// `f32`: `null` for NaN in JSON; binary: the plain little-endian f32.
+pub mod scalar {
+    use super::*;
+
+    /// Serializes a float.
+    pub fn serialize<S: Serializer>(v: &f32, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            NullableF32(*v).serialize(serializer)
+        } else {
+            serializer.serialize_f32(*v)
+        }
+    }
+
+    /// Deserializes a float.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f32, D::Error> {
+        if deserializer.is_human_readable() {
+            Ok(NullableF32::deserialize(deserializer)?.0)
+        } else {
+            f32::deserialize(deserializer)
+        }
+    }
+}
+
 /// `Vec<f32>`: JSON array with `null` for NaN; binary: raw little-endian f32 bytes.
 pub mod vector {
     use super::*;

@@ -468,6 +468,48 @@ async fn watermarks_bound_what_was_written(config: BusConfig) {
     consumer.close().await.expect("close");
 }
 
+/// A consumer that went quiet (on Kafka: its partitions paused between checks, the idle
+/// pause) still gets every record of each burst that follows, in order, once, and promptly:
+/// within the pause plus a fetch, far under the wait used elsewhere.
+async fn quiet_consumer_gets_every_later_burst(config: BusConfig) {
+    let pause = Duration::from_millis(config.idle_pause_ms);
+    let (bus, topic) = setup(config, 2).await;
+    let mut consumer = bus
+        .subscribe(&group(), std::slice::from_ref(&topic))
+        .await
+        .expect("subscribe");
+    publish_all(&bus, &topic, [("k".to_owned(), "warm-up".to_owned())]).await;
+    recv_n_acked(&mut consumer, 1).await;
+    let mut received = Vec::new();
+    for burst in 0..3 {
+        // Quiet for longer than QUIET_AFTER (1 s): the consumer is resting when records come.
+        assert_quiet(&mut consumer, Duration::from_millis(1500)).await;
+        let sent = std::time::Instant::now();
+        publish_all(
+            &bus,
+            &topic,
+            (0..5).map(|i| ("k".to_owned(), format!("burst-{burst}-{i}"))),
+        )
+        .await;
+        let got = recv_n_acked(&mut consumer, 5).await;
+        let first_after = sent.elapsed();
+        assert!(
+            first_after < pause + Duration::from_secs(3),
+            "burst {burst} arrived {first_after:?} after publishing (pause {pause:?})"
+        );
+        received.extend(
+            got.into_iter()
+                .map(|m| String::from_utf8(m.payload).expect("utf8")),
+        );
+    }
+    let expected: Vec<String> = (0..3)
+        .flat_map(|b| (0..5).map(move |i| format!("burst-{b}-{i}")))
+        .collect();
+    assert_eq!(received, expected, "every record once, in key order");
+    assert_quiet(&mut consumer, Duration::from_millis(1500)).await;
+    consumer.close().await.expect("close");
+}
+
 scenarios!(
     memory,
     super::memory_config,
@@ -479,6 +521,7 @@ scenarios!(
         oversize_record_rejected,
         typed_record_round_trips,
         watermarks_bound_what_was_written,
+        quiet_consumer_gets_every_later_burst,
     ]
 );
 
@@ -493,5 +536,6 @@ scenarios!(
         oversize_record_rejected,
         typed_record_round_trips,
         watermarks_bound_what_was_written,
+        quiet_consumer_gets_every_later_burst,
     ]
 );

@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
 use uuid::Uuid;
 use vigil_core::codec::{self, CodecError, DecodeLimits, RecordKind};
 use vigil_core::record::*;
@@ -77,6 +78,29 @@ proptest! {
         prop_assert_eq!((&bin.patient_id, bin.start_ns, &bin.channels), (&trace.patient_id, trace.start_ns, &trace.channels));
         let json: EegTrace = codec::from_json(&codec::to_json(&trace).unwrap(), &limits()).unwrap();
         prop_assert!(same_matrix(&trace.samples, &json.samples));
+    }
+
+    #[test]
+    fn eeg_trends_round_trip_with_nan_kept(trends in eeg_trends()) {
+        for decoded in [
+            codec::decode::<EegTrends>(&codec::encode(&trends).unwrap(), &limits()).unwrap(),
+            codec::from_json::<EegTrends>(&codec::to_json(&trends).unwrap(), &limits()).unwrap(),
+        ] {
+            prop_assert!(same_matrix(&trends.csa_db, &decoded.csa_db));
+            prop_assert!(same_floats(&trends.asymmetry, &decoded.asymmetry));
+            let scalars = |t: &EegTrends| {
+                let mut v = vec![t.asymmetry_index];
+                for s in [t.left, t.right, t.global] {
+                    v.extend([s.aeeg_min_uv, s.aeeg_max_uv, s.bsr_percent]);
+                }
+                v
+            };
+            prop_assert!(same_floats(&scalars(&trends), &scalars(&decoded)));
+            prop_assert_eq!(
+                (&decoded.patient_id, decoded.stream_id, decoded.start_ns, decoded.duration_ns, decoded.montage, &decoded.regions),
+                (&trends.patient_id, trends.stream_id, trends.start_ns, trends.duration_ns, trends.montage, &trends.regions)
+            );
+        }
     }
 
     #[test]
@@ -449,4 +473,71 @@ fn dead_letter_cuts_oversize_payload_and_reason() {
     assert_eq!((dl.partition, dl.offset), (-1, -1));
     codec::decode::<DeadLetter>(&codec::encode(&dl).expect("encode"), &limits())
         .expect("fits a record");
+}
+
+/// Trend values outside their ranges, or of the wrong shape, are refused with the field named.
+#[test]
+fn invalid_trends_are_refused_with_the_field_named() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let valid = eeg_trends().new_tree(&mut runner).unwrap().current();
+    type Breaker = Box<dyn Fn(&mut EegTrends)>;
+    let cases: Vec<(&str, Breaker)> = vec![
+        ("asymmetry[3] = 1.5", Box::new(|t| t.asymmetry[3] = 1.5)),
+        (
+            "asymmetry_index[0] = -2",
+            Box::new(|t| t.asymmetry_index = -2.0),
+        ),
+        (
+            "left.bsr_percent[0] = 101",
+            Box::new(|t| t.left.bsr_percent = 101.0),
+        ),
+        (
+            "right.aeeg_min_uv[0] = -1",
+            Box::new(|t| {
+                t.right.aeeg_min_uv = -1.0;
+                t.right.aeeg_max_uv = 1.0;
+            }),
+        ),
+        (
+            "global.aeeg_min_uv[0] = 20",
+            Box::new(|t| {
+                t.global.aeeg_min_uv = 20.0;
+                t.global.aeeg_max_uv = 10.0;
+            }),
+        ),
+        (
+            "csa_db[0] = inf",
+            Box::new(|t| t.csa_db[0][0] = f32::INFINITY),
+        ),
+        (
+            "csa_db row has 29 entries",
+            Box::new(|t| {
+                t.csa_db[0].pop();
+            }),
+        ),
+        (
+            "asymmetry has 31 entries",
+            Box::new(|t| t.asymmetry.push(0.0)),
+        ),
+        (
+            "rows but",
+            Box::new(|t| t.regions.push("extra region".into())),
+        ),
+        (
+            "duration_ns must be positive",
+            Box::new(|t| t.duration_ns = 0),
+        ),
+    ];
+    for (expect, break_it) in cases {
+        let mut t = valid.clone();
+        break_it(&mut t);
+        // The binary matrix cannot even carry a ragged row: that case goes through JSON.
+        let err = match codec::encode(&t) {
+            Ok(bytes) => codec::decode::<EegTrends>(&bytes, &limits()),
+            Err(_) => codec::from_json::<EegTrends>(&codec::to_json(&t).expect("json"), &limits()),
+        }
+        .expect_err(expect)
+        .to_string();
+        assert!(err.contains(expect), "expected {expect:?} in: {err}");
+    }
 }

@@ -31,6 +31,7 @@ fn decode_everything(bytes: &[u8]) {
             codec::AnyRecord::AlertEvent(r) => r.validate(&limits.record),
             codec::AnyRecord::DeadLetter(r) => r.validate(&limits.record),
             codec::AnyRecord::EegTrace(r) => r.validate(&limits.record),
+            codec::AnyRecord::EegTrends(r) => r.validate(&limits.record),
         };
         assert!(ok.is_ok(), "decoder returned an invalid record");
     }
@@ -40,6 +41,7 @@ fn decode_everything(bytes: &[u8]) {
     let _ = codec::from_json::<AlertEvent>(bytes, &limits);
     let _ = codec::from_json::<DeadLetter>(bytes, &limits);
     let _ = codec::from_json::<EegTrace>(bytes, &limits);
+    let _ = codec::from_json::<EegTrends>(bytes, &limits);
 }
 
 #[derive(Debug, Clone)]
@@ -147,6 +149,12 @@ proptest! {
 
     #[test]
     fn mutated_traces_never_panic(r in eeg_trace(), m in prop::collection::vec(mutation(), 1..4)) {
+        decode_everything(&mutate(encoded(&r), &m));
+        decode_everything(&mutate(codec::to_json(&r).expect("json"), &m));
+    }
+
+    #[test]
+    fn mutated_trends_never_panic(r in eeg_trends(), m in prop::collection::vec(mutation(), 1..4)) {
         decode_everything(&mutate(encoded(&r), &m));
         decode_everything(&mutate(codec::to_json(&r).expect("json"), &m));
     }

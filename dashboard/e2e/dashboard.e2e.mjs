@@ -1,7 +1,8 @@
 // Browser test of the Vigil dashboard: Debian's Chromium (never a downloaded browser)
 // driven by playwright-core against the e2e_feed example (a real dashboard server on the
 // embedded bus). Logs in, checks the ward overview updates live, opens a patient, checks the
-// charts, acknowledges the alert and checks the acknowledgement reached vigil.alerts.
+// charts and the qEEG trends panel (heatmaps, spans, click-through to stored EEG), acknowledges
+// the alert and checks the acknowledgement reached vigil.alerts.
 //
 //   VIGIL_E2E_FEED=target/debug/examples/e2e_feed node dashboard/e2e/dashboard.e2e.mjs
 //
@@ -76,6 +77,45 @@ async function main() {
       return u;
     });
     check(nulls === 1, "one probability chart");
+
+    // qEEG trends: 30 min of stored intervals plus live ones, drawn as heatmaps.
+    await page.waitForFunction(() => /double banana/.test(document.getElementById("trends-montage").textContent), null, { timeout: 15000 });
+    check(true, `trend regions named: ${await page.textContent('[data-testid="trends-montage"]')}`);
+    const heatPixels = () => page.evaluate(() => {
+      const c = document.getElementById("trends-canvas");
+      const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      let coloured = 0; // viridis colours are saturated; background, text and hatch are grey
+      for (let i = 0; i < data.length; i += 4) {
+        const [r, g, b] = [data[i], data[i + 1], data[i + 2]];
+        if (Math.max(r, g, b) - Math.min(r, g, b) > 60) coloured++;
+      }
+      return coloured;
+    });
+    const coloured = await heatPixels();
+    check(coloured > 5000, `CSA heatmaps drawn (${coloured} coloured pixels)`);
+    await page.waitForSelector('[data-testid="trends-aeeg"] canvas');
+    await page.waitForSelector('[data-testid="trends-bsr"] canvas');
+    await page.click('button[data-span="4"]');
+    await page.waitForSelector('button[data-span="4"].active');
+    check(true, "span switched to 4 h");
+    await page.click('button[data-span="1"]');
+    await page.waitForSelector('button[data-span="1"].active');
+    // Click 30 s before now on the heatmap: the stored EEG page opens there.
+    const box = await page.locator('[data-testid="trends-canvas"]').boundingBox();
+    const clickedAt = Date.now();
+    const plotLeft = 64, plotWidth = box.width - 64 - 8;
+    const x = plotLeft + plotWidth * (1 - 30 / 3600);
+    await page.mouse.click(box.x + x, box.y + 20);
+    await page.waitForSelector('[data-testid="eeg-page"]:not([hidden])', { timeout: 5000 });
+    await page.waitForSelector('[data-testid="eeg-page-chart"] canvas', { timeout: 15000 });
+    const fromMs = Number(await page.getAttribute('[data-testid="eeg-page-time"]', "data-from-ms"));
+    const expected = clickedAt - 30000 - 5000; // page of 10 s centred on the click
+    check(Math.abs(fromMs - expected) < 15000, `EEG page starts at the clicked time (${fromMs - expected} ms off)`);
+    check(/4 channels at 256 Hz, as recorded, high-pass 0.5 Hz, low-pass 70 Hz, notch 50 Hz/.test(await page.textContent('[data-testid="eeg-page-status"]')), "EEG page shows its montage and filters");
+    await page.selectOption("#eeg-page-montage", "average");
+    await page.waitForFunction(() => /average reference/.test(document.getElementById("eeg-page-status").textContent), null, { timeout: 10000 });
+    check(true, "montage switched to average reference");
+    await page.screenshot({ path: join(ARTIFACTS, "patient-trends.png"), fullPage: true });
 
     // Acknowledge.
     const ack = `[data-testid="ack"][data-alert="${raised}"]`;

@@ -1,6 +1,7 @@
 //! Test feed for the browser test (`dashboard/e2e/`): a dashboard on the embedded bus with a
 //! SQLite clinical store, a clinician and two assigned patients, and a stream of synthetic
-//! probabilities, heart rate and EEG traces; patient 1 gets a seizure alert after 2 s.
+//! probabilities, heart rate, EEG traces and qEEG trends; patient 1 gets a seizure alert after
+//! 2 s, and has 30 min of stored trends and 5 min of stored EEG around the start.
 //!
 //! Prints `VIGIL_E2E_URL=<url>` once serving and `ACK <alert_id> <patient> by <user>` for
 //! every acknowledgement that reaches `vigil.alerts`. Runs until stdin closes or SIGTERM.
@@ -17,8 +18,8 @@ use vigil_core::bus::{Bus, Topic};
 use vigil_core::codec::{self, DecodeLimits};
 use vigil_core::config::{BusConfig, DashboardConfig};
 use vigil_core::record::{
-    AlertEvent, AlertEvidence, AlertKind, AlertTransition, EegTrace, HrBatch, HrPoint, HrSource,
-    SeizureProbability,
+    AlertEvent, AlertEvidence, AlertKind, AlertTransition, EegChunk, EegTrace, EegTrends, HrBatch,
+    HrPoint, HrSource, SeizureProbability, SignalUnit,
 };
 use vigil_core::CancellationToken;
 use vigil_dashboard::DashboardState;
@@ -64,6 +65,63 @@ fn trace(patient_id: &str, second: i64, start_ns: i64) -> EegTrace {
     }
 }
 
+/// The 2 s trend interval starting at `start_ns`: CSA falling with frequency and drifting
+/// slowly, a left-sided rise every few minutes, 20-50 uV aEEG; interval 5 of every 60 is not
+/// evaluated (NaN), as after a lead-off.
+fn trends_at(patient_id: &str, start_ns: i64, index: i64) -> EegTrends {
+    let mut t = common::trends(patient_id, 0, 0.0, (20.0, 50.0), (index % 30) as f32);
+    t.start_ns = start_ns;
+    let drift = ((index as f32) / 40.0).sin() * 4.0;
+    let left_rise = if (index / 30) % 4 == 1 { 6.0 } else { 0.0 };
+    for (r, row) in t.csa_db.iter_mut().enumerate() {
+        for (b, v) in row.iter_mut().enumerate() {
+            *v = 25.0 - 0.8 * b as f32 + drift + if r == 0 { left_rise } else { 0.0 };
+        }
+    }
+    t.asymmetry_index = if left_rise > 0.0 { 0.4 } else { 0.02 };
+    if index % 60 == 5 {
+        t.csa_db = vec![vec![f32::NAN; t.csa_db[0].len()]; t.csa_db.len()];
+        t.left.aeeg_min_uv = f32::NAN;
+        t.left.aeeg_max_uv = f32::NAN;
+    }
+    t
+}
+
+/// Stored history for the trends panel and its click-through: 30 min of trend intervals and
+/// raw EEG of patient 1 from 2 min before the feed starts to 3 min after.
+async fn store_history(store: &vigil_storage::Store, t0: i64) -> anyhow::Result<()> {
+    let patient = PATIENTS[0];
+    let trends = (0..900)
+        .map(|i| trends_at(patient, t0 - (900 - i) * 2_000_000_000, i))
+        .collect();
+    let eeg = (0..300)
+        .map(|second| {
+            let start_ns = t0 + (second - 60) * 1_000_000_000;
+            let t = trace(patient, second, start_ns);
+            EegChunk {
+                patient_id: t.patient_id,
+                device_id: "headset-0".to_owned(),
+                stream_id: Uuid::nil(),
+                seq: second as u64,
+                start_ns,
+                received_ns: start_ns,
+                sample_rate_hz: t.sample_rate_hz,
+                channels: t.channels,
+                unit: SignalUnit::Microvolt,
+                samples: t.samples,
+            }
+        })
+        .collect();
+    store
+        .write_batch(&vigil_storage::WriteBatch {
+            trends,
+            eeg,
+            ..vigil_storage::WriteBatch::default()
+        })
+        .await?;
+    Ok(())
+}
+
 fn probability_at(
     patient_id: &str,
     start_ns: i64,
@@ -85,8 +143,7 @@ fn probability_at(
     common::probability(patient_id, start_ns, p)
 }
 
-async fn feed(bus: Bus, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let t0 = vigil_core::time::now_ns() - 60_000_000_000;
+async fn feed(bus: Bus, t0: i64, shutdown: CancellationToken) -> anyhow::Result<()> {
     // A minute of history first so the charts have a past, then live every second.
     for second in 0..90i64 {
         if second >= 60 {
@@ -116,6 +173,11 @@ async fn feed(bus: Bus, shutdown: CancellationToken) -> anyhow::Result<()> {
             }
             if second >= 50 {
                 bus.publish_record(Topic::EegTrace, patient, &trace(patient, second, start_ns))
+                    .await?;
+            }
+            if second >= 50 && second % 2 == 0 {
+                let interval = trends_at(patient, start_ns, 900 + second / 2);
+                bus.publish_record(Topic::EegTrends, patient, &interval)
                     .await?;
             }
         }
@@ -189,6 +251,8 @@ async fn main() -> anyhow::Result<()> {
     for patient in PATIENTS {
         store.assign(user.id, patient).await?;
     }
+    let t0 = vigil_core::time::now_ns() - 60_000_000_000;
+    store_history(&store, t0).await?;
     let store = Arc::new(store);
     let config = DashboardConfig {
         listen: "127.0.0.1:0".parse()?,
@@ -214,7 +278,7 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     let acks = tokio::spawn(report_acks(bus.clone(), shutdown.clone()));
-    feed(bus, shutdown.clone()).await?;
+    feed(bus, t0, shutdown.clone()).await?;
     acks.await??;
     running.wait().await?;
     Ok(())

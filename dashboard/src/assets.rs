@@ -10,6 +10,7 @@ use crate::error::DashboardError;
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const APP_JS: &str = include_str!("../web/app.js");
+const TRENDS_JS: &str = include_str!("../web/trends.js");
 const APP_CSS: &str = include_str!("../web/app.css");
 const UPLOT_JS: &str = include_str!(concat!(env!("OUT_DIR"), "/uPlot.iife.min.js"));
 const UPLOT_CSS: &str = include_str!(concat!(env!("OUT_DIR"), "/uPlot.min.css"));
@@ -39,6 +40,7 @@ pub async fn index() -> Response {
 pub async fn asset(Path(file): Path<String>) -> Response {
     match file.as_str() {
         "app.js" => text("text/javascript; charset=utf-8", APP_JS),
+        "trends.js" => text("text/javascript; charset=utf-8", TRENDS_JS),
         "app.css" => text("text/css; charset=utf-8", APP_CSS),
         "uPlot.iife.min.js" => text("text/javascript; charset=utf-8", UPLOT_JS),
         "uPlot.min.css" => text("text/css; charset=utf-8", UPLOT_CSS),

@@ -1,14 +1,15 @@
 //! What the dashboard needs from the clinical database, as two narrow traits:
 //!
 //! - [`ClinicalDirectory`]: staff logins, roles, patient assignments and the audit log;
-//! - [`HistorySource`]: stored probabilities, heart rate, alert events and EEG for scroll-back.
+//! - [`HistorySource`]: stored probabilities, heart rate, alert events, EEG and qEEG trends
+//!   for scroll-back.
 //!
 //! Production implements both with `vigil_storage::Store` (see [`crate::storage`]); the
 //! [`memory`] implementation serves unit tests.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use vigil_core::record::{AlertEvent, EegChunk, SeizureProbability};
+use vigil_core::record::{AlertEvent, EegChunk, EegTrends, SeizureProbability};
 
 /// A staff member's role (storage's): clinician, researcher or admin.
 pub use vigil_storage::Role;
@@ -29,18 +30,9 @@ pub struct StaffUser {
     pub role: Role,
 }
 
-/// One row of the audit log: who read or changed which patient's data.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditRecord {
-    /// Staff member.
-    pub user_id: i64,
-    /// Patient whose data was read or changed.
-    pub patient_id: String,
-    /// What was done (`live_view`, `history_read`, `acknowledge_alert`).
-    pub action: String,
-    /// Details (what was read, which alert).
-    pub detail: String,
-}
+/// One entry of the audit log: who read or changed which patient's data (`action`:
+/// `live_view`, `history_read`, `acknowledge_alert`). Storage's type, written as it is.
+pub use vigil_storage::AuditEntry;
 
 /// A database failure (message only: the adapters wrap their own error types).
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +55,7 @@ pub trait ClinicalDirectory: Send + Sync + 'static {
     /// Whether the user may read the patient's data.
     async fn may_read(&self, user: &StaffUser, patient_id: &str) -> Result<bool, DirectoryError>;
     /// Appends an audit row; a read is refused when it cannot be audited.
-    async fn audit(&self, record: &AuditRecord) -> Result<(), DirectoryError>;
+    async fn audit(&self, record: &AuditEntry) -> Result<(), DirectoryError>;
 }
 
 /// A time range of one patient's stored data, paged (storage's query type).
@@ -102,6 +94,11 @@ pub trait HistorySource: Send + Sync + 'static {
     ) -> Result<HistoryPage<AlertEvent>, DirectoryError>;
     /// Raw EEG chunks in the range.
     async fn eeg(&self, query: &HistoryRequest) -> Result<HistoryPage<EegChunk>, DirectoryError>;
+    /// qEEG trend intervals starting in the range.
+    async fn trends(
+        &self,
+        query: &HistoryRequest,
+    ) -> Result<HistoryPage<EegTrends>, DirectoryError>;
 }
 
 pub mod memory {
@@ -117,10 +114,11 @@ pub mod memory {
     struct Tables {
         users: BTreeMap<i64, (StaffUser, String)>,
         assignments: BTreeSet<(i64, String)>,
-        audit: Vec<AuditRecord>,
+        audit: Vec<AuditEntry>,
         probabilities: Vec<SeizureProbability>,
         heart_rate: Vec<(String, HrSample)>,
         alerts: Vec<AlertEvent>,
+        trends: Vec<EegTrends>,
         fail: bool,
     }
 
@@ -176,7 +174,7 @@ pub mod memory {
         }
 
         /// Audit rows written so far.
-        pub fn audit_log(&self) -> Vec<AuditRecord> {
+        pub fn audit_log(&self) -> Vec<AuditEntry> {
             self.tables().audit.clone()
         }
 
@@ -201,6 +199,11 @@ pub mod memory {
         /// Stores an alert event.
         pub fn add_alert(&self, event: AlertEvent) {
             self.tables().alerts.push(event);
+        }
+
+        /// Stores a trend interval.
+        pub fn add_trends(&self, trends: EegTrends) {
+            self.tables().trends.push(trends);
         }
     }
 
@@ -269,7 +272,7 @@ pub mod memory {
                 .contains(&(user.id, patient_id.to_owned())))
         }
 
-        async fn audit(&self, record: &AuditRecord) -> Result<(), DirectoryError> {
+        async fn audit(&self, record: &AuditEntry) -> Result<(), DirectoryError> {
             self.check()?.audit.push(record.clone());
             Ok(())
         }
@@ -338,6 +341,24 @@ pub mod memory {
                 items: Vec::new(),
                 next_cursor: None,
             })
+        }
+
+        async fn trends(
+            &self,
+            query: &HistoryRequest,
+        ) -> Result<HistoryPage<EegTrends>, DirectoryError> {
+            let matching = self
+                .check()?
+                .trends
+                .iter()
+                .filter(|t| {
+                    t.patient_id == query.patient_id
+                        && t.start_ns >= query.from_ns
+                        && t.start_ns < query.to_ns
+                })
+                .map(|t| (t.start_ns, t.clone()))
+                .collect();
+            page(matching, query)
         }
     }
 }

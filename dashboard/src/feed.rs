@@ -1,4 +1,5 @@
-//! The bus feed: reads `vigil.eeg.prob`, `vigil.alerts`, `vigil.hr.raw` and `vigil.eeg.trace`
+//! The bus feed: reads `vigil.eeg.prob`, `vigil.alerts`, `vigil.hr.raw`, `vigil.eeg.trace` and
+//! `vigil.eeg.trends`
 //! and hands every record to the [`LiveHub`].
 //!
 //! The group is unique per dashboard process (`<group_prefix>-<uuid>`): every instance must
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use vigil_core::bus::{Bus, BusConsumer, BusError, BusMessage, Topic};
 use vigil_core::codec::{self, DecodeLimits};
-use vigil_core::record::{AlertEvent, EegTrace, HrBatch, SeizureProbability};
+use vigil_core::record::{AlertEvent, EegTrace, EegTrends, HrBatch, SeizureProbability};
 use vigil_core::telemetry::events::Emit;
 use vigil_core::telemetry::Readiness;
 use vigil_core::CancellationToken;
@@ -38,9 +39,15 @@ impl Feed {
     /// Joins the group; returns the consumer once subscribed (so callers know the feed is
     /// live before they publish).
     pub async fn subscribe(&self) -> Result<Box<dyn BusConsumer>, BusError> {
-        let topics = [Topic::EegProb, Topic::Alerts, Topic::HrRaw, Topic::EegTrace]
-            .map(|t| self.bus.topic(t))
-            .to_vec();
+        let topics = [
+            Topic::EegProb,
+            Topic::Alerts,
+            Topic::HrRaw,
+            Topic::EegTrace,
+            Topic::EegTrends,
+        ]
+        .map(|t| self.bus.topic(t))
+        .to_vec();
         let consumer = self.bus.subscribe(&self.group, &topics).await?;
         self.readiness
             .set("bus", true, format!("consuming as {}", self.group));
@@ -113,6 +120,9 @@ impl Feed {
             Some(ItemKind::Trace) => codec::decode::<EegTrace>(&msg.payload, limits).map(|t| {
                 self.hub.push_trace(&t, now);
             }),
+            Some(ItemKind::Trends) => codec::decode::<EegTrends>(&msg.payload, limits).map(|t| {
+                self.hub.push_trends(&t, now);
+            }),
             None => return,
         };
         match (result, kind) {
@@ -135,6 +145,7 @@ struct Topics {
     alerts: String,
     hr: String,
     trace: String,
+    trends: String,
 }
 
 impl Topics {
@@ -144,6 +155,7 @@ impl Topics {
             alerts: bus.topic(Topic::Alerts),
             hr: bus.topic(Topic::HrRaw),
             trace: bus.topic(Topic::EegTrace),
+            trends: bus.topic(Topic::EegTrends),
         }
     }
 
@@ -156,6 +168,8 @@ impl Topics {
             Some(ItemKind::HeartRate)
         } else if topic == self.trace {
             Some(ItemKind::Trace)
+        } else if topic == self.trends {
+            Some(ItemKind::Trends)
         } else {
             None
         }

@@ -7,7 +7,7 @@
 //! | `POST /api/logout` (CSRF) | clears it |
 //! | `GET /api/session` | who is logged in, the CSRF token, the hub epoch |
 //! | `GET /api/patients` | the user's assigned patients |
-//! | `GET /api/patients/{id}/history/{prob,hr,alerts,eeg}?from_ns&to_ns&limit&cursor` | stored data (audited) |
+//! | `GET /api/patients/{id}/history/{prob,hr,alerts,eeg,trends}?from_ns&to_ns&limit&cursor[&bucket_s]` | stored data (audited; `bucket_s` merges trend intervals) |
 //! | `POST /api/patients/{id}/alerts/{alert_id}/ack` (CSRF) | acknowledges an alert |
 //! | `GET /api/live?patients=..` | the WebSocket ([`crate::ws`]) |
 //!
@@ -28,11 +28,11 @@ use serde::Deserialize;
 use uuid::Uuid;
 use vigil_core::bus::Topic;
 use vigil_core::record::{
-    AlertEvent, AlertEvidence, AlertTransition, EegTrace, RecordLimits, Validate,
+    AlertEvent, AlertEvidence, AlertTransition, EegTrace, EegTrends, RecordLimits, Validate,
 };
 use vigil_core::telemetry::events::Emit;
 
-use crate::directory::{AuditRecord, HistoryRequest, StaffUser};
+use crate::directory::{AuditEntry, HistoryRequest, HistorySource, StaffUser};
 use crate::error::DashboardError;
 use crate::events::{AlertAcknowledged, LoginAttempt};
 use crate::live::{self, AckRefusal, AlertEventJson};
@@ -130,7 +130,7 @@ impl DashboardState {
     ) -> Result<(), DashboardError> {
         self.inner
             .directory
-            .audit(&AuditRecord {
+            .audit(&AuditEntry {
                 user_id: user.id,
                 patient_id: patient_id.to_owned(),
                 action: action.to_owned(),
@@ -287,6 +287,9 @@ pub struct HistoryParams {
     pub limit: Option<u32>,
     /// From the previous page's `next_cursor`.
     pub cursor: Option<String>,
+    /// `trends` only: merge the intervals into columns of this many seconds (at least 2),
+    /// for spans of hours (docs/DASHBOARD.md "Trends"); the whole range comes in one answer.
+    pub bucket_s: Option<u32>,
 }
 
 fn push_items<T>(out: &mut String, items: &[T], item_json: impl Fn(&T) -> String) {
@@ -311,10 +314,15 @@ async fn history(
             "to_ns must be after from_ns".to_owned(),
         ));
     }
-    if !matches!(kind.as_str(), "prob" | "hr" | "alerts" | "eeg") {
+    if !matches!(kind.as_str(), "prob" | "hr" | "alerts" | "eeg" | "trends") {
         return Err(DashboardError::NotFound(format!(
-            "no history of kind {kind:?}: use prob, hr, alerts or eeg"
+            "no history of kind {kind:?}: use prob, hr, alerts, eeg or trends"
         )));
+    }
+    if params.bucket_s.is_some_and(|b| b < 2) {
+        return Err(DashboardError::BadRequest(
+            "bucket_s must be at least 2 (one interval)".to_owned(),
+        ));
     }
     let limit = params
         .limit
@@ -358,6 +366,11 @@ async fn history(
             });
             page.next_cursor
         }
+        "trends" => {
+            let (items, next_cursor) = trends_history(&**source, query, params.bucket_s).await?;
+            push_items(&mut out, &items, crate::trends::trends_json);
+            next_cursor
+        }
         _ => {
             // Raw EEG as stored (not display-filtered): the page labels it so.
             let page = source.eeg(&query).await?;
@@ -388,6 +401,38 @@ async fn history(
         out,
     )
         .into_response())
+}
+
+/// Most intervals one bucketed answer reads (about 55 h of 2 s intervals): bounds the work
+/// of one request whatever range it names.
+const MAX_BUCKETED_INTERVALS: usize = 100_000;
+
+/// One page of trend intervals, or with `bucket_s` the whole range merged into columns.
+async fn trends_history(
+    source: &dyn HistorySource,
+    mut query: HistoryRequest,
+    bucket_s: Option<u32>,
+) -> Result<(Vec<EegTrends>, Option<String>), DashboardError> {
+    let Some(bucket_s) = bucket_s else {
+        let page = source.trends(&query).await?;
+        return Ok((page.items, page.next_cursor));
+    };
+    let mut all = Vec::new();
+    loop {
+        let page = source.trends(&query).await?;
+        all.extend(page.items);
+        match page.next_cursor {
+            Some(next) if all.len() < MAX_BUCKETED_INTERVALS => query.cursor = Some(next),
+            Some(_) => {
+                return Err(DashboardError::BadRequest(format!(
+                    "more than {MAX_BUCKETED_INTERVALS} trend intervals in the range: ask for a shorter one"
+                )))
+            }
+            None => break,
+        }
+    }
+    let bucket_ns = i64::from(bucket_s) * 1_000_000_000;
+    Ok((crate::trends::bucket(&all, query.from_ns, bucket_ns), None))
 }
 
 async fn acknowledge(

@@ -4,7 +4,8 @@
 //! probability, heart rate, display-filtered EEG and alerts, with acknowledgement.
 //!
 //! - [`feed`]: one consumer group per process on `vigil.eeg.prob`, `vigil.alerts`,
-//!   `vigil.hr.raw`, `vigil.eeg.trace` feeding the [`live::LiveHub`].
+//!   `vigil.hr.raw`, `vigil.eeg.trace`, `vigil.eeg.trends` feeding the [`live::LiveHub`].
+//! - [`trends`]: the qEEG trends' JSON and the bucketing of long spans.
 //! - [`live`]: per patient, a recent ring and the subscribed browsers; snapshot + live
 //!   updates with per-patient sequence numbers, taken under one lock so reconnecting
 //!   browsers get neither a gap nor a duplicate; bounded per-browser queues (a slow browser
@@ -29,6 +30,7 @@ pub mod http;
 pub mod live;
 pub mod session;
 pub mod storage;
+pub mod trends;
 pub mod ws;
 
 use std::net::SocketAddr;

@@ -26,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use vigil_core::open_alerts::{OpenAlert, OpenAlerts};
 use vigil_core::record::{
-    AlertEvent, AlertEvidence, AlertKind, AlertTransition, EegTrace, HrBatch, SeizureProbability,
+    AlertEvent, AlertEvidence, AlertKind, AlertTransition, EegTrace, EegTrends, HrBatch,
+    SeizureProbability,
 };
 use vigil_core::telemetry::events::Emit;
 
@@ -41,6 +42,8 @@ pub enum ItemKind {
     HeartRate,
     /// Display-filtered EEG (`vigil.eeg.trace`).
     Trace,
+    /// qEEG trend intervals (`vigil.eeg.trends`).
+    Trends,
     /// An alert transition (`vigil.alerts`).
     Alert,
 }
@@ -52,6 +55,7 @@ impl ItemKind {
             ItemKind::Probability => "prob",
             ItemKind::HeartRate => "hr",
             ItemKind::Trace => "trace",
+            ItemKind::Trends => "trends",
             ItemKind::Alert => "alert",
         }
     }
@@ -147,8 +151,9 @@ impl ClientSink {
         )
     }
 
+    /// Traces and trends go only to the patient view (the ward's tiles show neither).
     fn wants(&self, kind: ItemKind) -> bool {
-        self.traces || kind != ItemKind::Trace
+        self.traces || !matches!(kind, ItemKind::Trace | ItemKind::Trends)
     }
 }
 
@@ -376,6 +381,18 @@ impl LiveHub {
         )
     }
 
+    /// Publishes a qEEG trend interval.
+    pub fn push_trends(&self, trends: &EegTrends, now_ns: i64) -> u64 {
+        self.push_inner(
+            &trends.patient_id,
+            ItemKind::Trends,
+            Some(trends.emitted_ns),
+            &crate::trends::trends_json(trends),
+            now_ns,
+            None,
+        )
+    }
+
     /// Publishes an alert transition and folds it into the patient's open alerts.
     pub fn push_alert(&self, event: &AlertEvent, now_ns: i64) -> u64 {
         let data = serde_json::to_string(&AlertEventJson::from(event)).unwrap_or_default();
@@ -491,7 +508,7 @@ pub fn ns_to_ms(ns: i64) -> f64 {
 
 /// Appends `[v, v, null, ...]` with `decimals` digits; NaN becomes `null` ("not
 /// evaluated"/gap).
-fn write_floats(out: &mut String, values: &[f32], decimals: Option<usize>) {
+pub(crate) fn write_floats(out: &mut String, values: &[f32], decimals: Option<usize>) {
     out.push('[');
     for (i, v) in values.iter().enumerate() {
         if i > 0 {

@@ -7,11 +7,11 @@
 //! read any patient through the history API.
 
 use async_trait::async_trait;
-use vigil_core::record::{AlertEvent, EegChunk, SeizureProbability};
-use vigil_storage::{AuditEntry, StorageError, Store};
+use vigil_core::record::{AlertEvent, EegChunk, EegTrends, SeizureProbability};
+use vigil_storage::{StorageError, Store};
 
 use crate::directory::{
-    AuditRecord, ClinicalDirectory, DirectoryError, HistoryPage, HistoryRequest, HistorySource,
+    AuditEntry, ClinicalDirectory, DirectoryError, HistoryPage, HistoryRequest, HistorySource,
     HrSample, StaffUser,
 };
 
@@ -68,18 +68,8 @@ impl ClinicalDirectory for Store {
             .any(|p| p == patient_id))
     }
 
-    async fn audit(&self, record: &AuditRecord) -> Result<(), DirectoryError> {
-        Store::audit(
-            self,
-            &AuditEntry {
-                user_id: record.user_id,
-                patient_id: record.patient_id.clone(),
-                action: record.action.clone(),
-                detail: record.detail.clone(),
-            },
-        )
-        .await
-        .map_err(wrap)
+    async fn audit(&self, entry: &AuditEntry) -> Result<(), DirectoryError> {
+        Store::audit(self, entry).await.map_err(wrap)
     }
 }
 
@@ -115,6 +105,10 @@ impl HistorySource for Store {
     }
 
     async fn eeg(&self, q: &HistoryRequest) -> Result<HistoryPage<EegChunk>, DirectoryError> {
-        Ok(page(Store::eeg(self, q).await.map_err(wrap)?, |c| c))
+        Store::eeg(self, q).await.map_err(wrap)
+    }
+
+    async fn trends(&self, q: &HistoryRequest) -> Result<HistoryPage<EegTrends>, DirectoryError> {
+        Store::trends(self, q).await.map_err(wrap)
     }
 }

@@ -570,12 +570,7 @@ async fn history_comes_from_storage_and_is_audited() {
         }],
     );
     let (cookie, _) = h.login("alice", "alice-pw").await;
-    let get = |path: String| {
-        Request::get(path)
-            .header("cookie", cookie.as_str())
-            .body(Body::empty())
-            .unwrap()
-    };
+    let get = |path: String| authed_get(&cookie, path);
     let range = format!("from_ns={T0}&to_ns={}", T0 + 10_000_000_000);
     let (status, _, body) = h
         .http(get(format!(

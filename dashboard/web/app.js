@@ -39,6 +39,7 @@
         alerts: new Map(),          // alert_id -> view (open alerts)
         events: new Map(),          // alert_id+transition+at -> event (history list)
         lastSignalArrival: 0,       // when the last trace/HR update arrived (browser clock)
+        trends: VigilTrends.emptyData(), // qEEG trend columns (history) and live intervals
       };
       app.data.set(id, d);
     }
@@ -103,6 +104,11 @@
         break;
       }
       case "alert": applyAlertEvent(d, data); break;
+      case "trends":
+        d.trends.live.set(data.start_ms, data);
+        for (const t of d.trends.live.keys()) if (t < data.start_ms - 24 * 3600 * 1000) d.trends.live.delete(t);
+        d.trends.dirty = true;
+        break;
       default: return false;
     }
     return true;
@@ -205,6 +211,71 @@
       if (!cursor) break;
     }
     scheduleRender();
+  }
+
+  // ---------------------------------------------------------------- qEEG trends
+  const trendView = { spanH: 1, renderedAt: 0, page: null };
+
+  async function loadTrends(id) {
+    const d = patientData(id);
+    const now = Date.now(), from = now - trendView.spanH * 3600 * 1000;
+    const width = $("trends-canvas").clientWidth || 800;
+    const q = new URLSearchParams({
+      from_ns: msToNs(from), to_ns: msToNs(now), limit: "5000",
+      bucket_s: String(VigilTrends.bucketSeconds(trendView.spanH, width - 72)),
+    });
+    const res = await api(`/api/patients/${encodeURIComponent(id)}/history/trends?${q}`);
+    d.trends.columns = res.items;
+    d.trends.dirty = true;
+    scheduleRender();
+  }
+
+  function renderTrends(d) {
+    // Redrawn when data came in, and every 10 s so the time axis moves with the clock.
+    const now = Date.now();
+    if (!d.trends.dirty && now - trendView.renderedAt < 10000) return;
+    d.trends.dirty = false; trendView.renderedAt = now;
+    for (const b of document.querySelectorAll(".span-button")) b.classList.toggle("active", Number(b.dataset.span) === trendView.spanH);
+    VigilTrends.render({
+      canvas: $("trends-canvas"), aeeg: $("trends-aeeg"), bsr: $("trends-bsr"),
+      montage: $("trends-montage"), legend: $("trends-legend"),
+    }, d.trends, now - trendView.spanH * 3600 * 1000, now, (t) => openEegPage(d.id, t));
+  }
+
+  // ---------------------------------------------------------------- stored EEG page
+  function eegPageSettings() {
+    return {
+      len: Number($("eeg-page-len").value), montage: $("eeg-page-montage").value,
+      spacing: Number($("eeg-page-spacing").value), hp: Number($("eeg-page-hp").value),
+      lp: Number($("eeg-page-lp").value), notch: Number($("eeg-page-notch").value),
+    };
+  }
+
+  async function openEegPage(id, atMs) {
+    const s = eegPageSettings();
+    const from = Math.round(atMs - (s.len * 1000) / 2);
+    trendView.page = { id, from };
+    $("eeg-page").hidden = false;
+    $("eeg-page-time").textContent = `${clock(from)} (${s.len} s)`;
+    $("eeg-page-time").dataset.fromMs = String(from);
+    $("eeg-page-status").textContent = "loading";
+    const lead = 2000; // filters settle before the page starts
+    try {
+      const q = new URLSearchParams({ from_ns: msToNs(from - lead), to_ns: msToNs(from + s.len * 1000), limit: "2000" });
+      const res = await api(`/api/patients/${encodeURIComponent(id)}/history/eeg?${q}`);
+      const page = VigilEegPage.prepare(res.items, s, from, from + s.len * 1000);
+      if (!page || !page.xs.length) {
+        $("eeg-page-chart").replaceChildren(el("p", { class: "not-evaluated", text: "no stored EEG at this time" }));
+        $("eeg-page-status").textContent = "no stored EEG";
+        return;
+      }
+      if (app.charts.eegPage) app.charts.eegPage.plot.destroy();
+      app.charts.eegPage = { plot: VigilEegPage.draw($("eeg-page-chart"), page, s.spacing), key: "page" };
+      const filters = [s.hp ? `high-pass ${s.hp} Hz` : null, s.lp ? `low-pass ${s.lp} Hz` : null, s.notch ? `notch ${s.notch} Hz` : null].filter(Boolean);
+      $("eeg-page-status").textContent = `${page.channels.length} channels at ${page.fs} Hz, ${s.montage === "average" ? "average reference" : "as recorded"}, ${filters.join(", ") || "unfiltered"}; ${s.spacing} \u00b5V between baselines`;
+    } catch (err) {
+      $("eeg-page-status").textContent = `EEG: ${err.message}`;
+    }
   }
 
   function oldest(map, fallback) {
@@ -533,6 +604,7 @@
     renderAlerts(d);
     renderEeg(d);
     renderProbability(d);
+    renderTrends(d);
     renderHr(d);
   }
 
@@ -599,6 +671,8 @@
         for (const kind of ["prob", "hr", "alerts"]) {
           loadHistory(patient, kind, from, now).catch((err) => { $("ack-error").textContent = `History: ${err.message}`; });
         }
+        $("eeg-page").hidden = true;
+        loadTrends(patient).catch((err) => { $("trends-montage").textContent = `Trends: ${err.message}`; });
       }
     } else {
       app.route = { view: "ward", patient: null };
@@ -637,8 +711,27 @@
     olderButton("older-prob", "prob", (d) => d.prob);
     olderButton("older-hr", "hr", (d) => d.hr);
     olderButton("older-alerts", "alerts", null);
+    for (const b of document.querySelectorAll(".span-button")) {
+      b.addEventListener("click", () => {
+        trendView.spanH = Number(b.dataset.span);
+        if (app.route.patient) loadTrends(app.route.patient).catch((err) => { $("trends-montage").textContent = `Trends: ${err.message}`; });
+      });
+    }
+    // Buckets are recomputed from storage now and then; live intervals fill in between.
+    setInterval(() => { if (app.route.patient) loadTrends(app.route.patient).catch(() => {}); }, 60000);
+    const reopen = (shift) => () => {
+      if (!trendView.page) return;
+      const len = Number($("eeg-page-len").value) * 1000;
+      openEegPage(trendView.page.id, trendView.page.from + len / 2 + shift * len);
+    };
+    for (const id of ["eeg-page-len", "eeg-page-montage", "eeg-page-spacing", "eeg-page-hp", "eeg-page-lp", "eeg-page-notch"]) {
+      $(id).addEventListener("change", reopen(0));
+    }
+    $("eeg-page-prev").addEventListener("click", reopen(-1));
+    $("eeg-page-next").addEventListener("click", reopen(1));
+    $("eeg-page-close").addEventListener("click", () => { $("eeg-page").hidden = true; trendView.page = null; });
     window.addEventListener("hashchange", route);
-    window.addEventListener("resize", () => { destroyCharts(); scheduleRender(); });
+    window.addEventListener("resize", () => { destroyCharts(); if (app.route.patient) patientData(app.route.patient).trends.dirty = true; scheduleRender(); });
     start();
   });
 })();

@@ -145,6 +145,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0002_alert_hr_evidence.sql"),
         include_str!("../migrations/mysql/0002_alert_hr_evidence.sql"),
     ),
+    (
+        3,
+        "eeg trends",
+        include_str!("../migrations/sqlite/0003_eeg_trends.sql"),
+        include_str!("../migrations/mysql/0003_eeg_trends.sql"),
+    ),
 ];
 
 /// A boxed, sendable future (sqlx's `MigrationSource` signature; spelled out so the crate

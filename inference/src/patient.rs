@@ -1,10 +1,12 @@
 //! One patient's current EEG device stream: per-channel windows, display filters, and the
 //! records made from them.
 
-use vigil_core::record::{EegChunk, EegTrace, ModelRef, SeizureProbability};
+use vigil_core::config::TrendsConfig;
+use vigil_core::record::{EegChunk, EegTrace, EegTrends, ModelRef, SeizureProbability};
 
 use crate::display::{DisplayFilter, Mains};
 use crate::model::SeizureModel;
+use crate::trends::TrendEngine;
 use crate::windowing::{fmax, ChannelStream, FinalizedPoints, PushedChunk, WindowParams};
 use crate::InferenceError;
 
@@ -36,6 +38,8 @@ pub(crate) struct PatientStream {
     /// Keep every `decimate`-th filtered sample: the trace keeps >= 200 samples/s, so its
     /// Nyquist (>= 100 Hz) stays above the 70 Hz band and nothing aliases.
     decimate: u64,
+    /// qEEG trends (None when disabled).
+    trends: Option<TrendEngine>,
 }
 
 impl PatientStream {
@@ -43,7 +47,21 @@ impl PatientStream {
         chunk: &EegChunk,
         params: WindowParams,
         mains: Mains,
+        trends: Option<&TrendsConfig>,
     ) -> Result<Self, InferenceError> {
+        let trends = match trends {
+            Some(config) => Some(
+                TrendEngine::new(
+                    &chunk.channels,
+                    chunk.sample_rate_hz,
+                    chunk.start_ns,
+                    config.params.clone(),
+                    config.regions_for(&chunk.patient_id),
+                )
+                .map_err(|e| InferenceError::Params(e.to_string()))?,
+            ),
+            None => None,
+        };
         let per_channel = chunk
             .channels
             .iter()
@@ -64,6 +82,7 @@ impl PatientStream {
                 .collect(),
             displayed: 0,
             decimate: ((chunk.sample_rate_hz / 200.0).floor() as u64).max(1),
+            trends,
         })
     }
 
@@ -111,6 +130,34 @@ impl PatientStream {
                 .map(|row| keep.iter().map(|&i| row[i]).collect())
                 .collect(),
         })
+    }
+
+    /// Feeds the chunk (after NaN for a gap of `gap_samples`) to the trends; returns the
+    /// intervals it completed.
+    pub fn trends(
+        &mut self,
+        patient_id: &str,
+        chunk: &EegChunk,
+        gap_samples: usize,
+    ) -> Vec<EegTrends> {
+        let Some(engine) = self.trends.as_mut() else {
+            return Vec::new();
+        };
+        let mut points = Vec::new();
+        let mut fed = Ok(());
+        if gap_samples > 0 {
+            let filler = vec![vec![f32::NAN; gap_samples]; chunk.channels.len()];
+            fed = engine.push(&filler, &mut points);
+        }
+        if let Err(err) = fed.and_then(|()| engine.push(&chunk.samples, &mut points)) {
+            // The chunk continues this stream, so its shape matches; a failure is a bug.
+            tracing::error!(patient_id, %err, "trends skipped for a chunk");
+        }
+        let now = vigil_core::time::now_ns();
+        points
+            .iter()
+            .map(|p| engine.record(p, patient_id, self.stream_id, now))
+            .collect()
     }
 
     pub fn continues(&self, chunk: &EegChunk) -> bool {

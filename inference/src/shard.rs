@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 use vigil_core::bus::Topic;
-use vigil_core::config::AlertPolicies;
+use vigil_core::config::{AlertPolicies, TrendsConfig};
 use vigil_core::record::{AlertEvent, EegChunk, HrBatch, ModelRef};
 use vigil_core::CancellationToken;
 
@@ -60,6 +60,8 @@ pub(crate) struct ShardConfig {
     pub batch_windows: usize,
     /// A patient without EEG for this long is finished and freed.
     pub idle_evict_s: f64,
+    /// qEEG trends, None when disabled.
+    pub trends: Option<Arc<TrendsConfig>>,
 }
 
 /// A model job's state.
@@ -266,7 +268,12 @@ impl Shard {
                 // A new device session, another channel set or rate, or a long gap: the old
                 // stream ended, so its remaining points are published before new windows start.
                 self.end_stream(&patient_id)?;
-                let stream = PatientStream::start(&chunk, self.config.params, self.config.mains)?;
+                let stream = PatientStream::start(
+                    &chunk,
+                    self.config.params,
+                    self.config.mains,
+                    self.config.trends.as_deref(),
+                )?;
                 self.patients.insert(
                     patient_id.clone(),
                     Patient {
@@ -282,11 +289,13 @@ impl Shard {
         };
         patient.last_seen = Instant::now();
         let trace = patient.stream.trace(&patient_id, &chunk, gap_samples);
+        let trends = patient.stream.trends(&patient_id, &chunk, gap_samples);
         let pushed = patient.stream.push_samples(&chunk, gap_samples);
         let mut records: Vec<(Topic, Vec<u8>)> = trace
             .iter()
             .filter_map(|t| encode(Topic::EegTrace, t))
             .collect();
+        records.extend(trends.iter().filter_map(|t| encode(Topic::EegTrends, t)));
         let resolved = self.alerts(&patient_id, |a| a.on_samples(now));
         records.extend(resolved.iter().filter_map(|e| encode(Topic::Alerts, e)));
         // Traces don't wait for the model.

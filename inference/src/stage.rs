@@ -31,7 +31,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use vigil_core::bus::{Bus, BusConsumer, BusMessage, Topic};
 use vigil_core::codec::{self, DecodeLimits};
-use vigil_core::config::AlertPolicies;
+use vigil_core::config::{AlertPolicies, TrendsConfig};
 use vigil_core::record::{AlertEvent, DeadLetter, EegChunk, HrBatch, ModelRef};
 use vigil_core::telemetry::Readiness;
 use vigil_core::CancellationToken;
@@ -79,6 +79,8 @@ pub struct InferenceStage {
     pub batch_windows: usize,
     /// Seconds without EEG after which a patient is finished and freed.
     pub idle_evict_s: f64,
+    /// qEEG trends (`enabled = false` publishes none).
+    pub trends: TrendsConfig,
 }
 
 /// A running set of shards.
@@ -198,6 +200,7 @@ impl InferenceStage {
             alert_policies: self.alert_policies.clone(),
             batch_windows: self.batch_windows,
             idle_evict_s: self.idle_evict_s,
+            trends: self.trends.enabled.then(|| Arc::new(self.trends.clone())),
         };
         let shards = Shards::start(workers, &config, &book, &lanes, &shutdown)?;
         tracing::info!(

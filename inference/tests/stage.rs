@@ -10,11 +10,11 @@ use tokio::time::timeout;
 use uuid::Uuid;
 use vigil_core::bus::{Bus, BusConsumer, BusMessage, Topic};
 use vigil_core::codec::{self, DecodeLimits, Record};
-use vigil_core::config::AlertPolicies;
 use vigil_core::config::BusConfig;
+use vigil_core::config::{AlertPolicies, TrendsConfig};
 use vigil_core::record::{
-    AlertEvent, AlertKind, AlertTransition, DeadLetter, EegChunk, EegTrace, HrBatch, HrPoint,
-    HrSource, ModelRef, SeizureProbability, SignalUnit,
+    AlertEvent, AlertKind, AlertTransition, DeadLetter, EegChunk, EegTrace, EegTrends, HrBatch,
+    HrPoint, HrSource, ModelRef, MontageKind, SeizureProbability, SignalUnit,
 };
 use vigil_core::telemetry::Readiness;
 use vigil_core::CancellationToken;
@@ -24,6 +24,7 @@ use vigil_inference::model::SeizureModel;
 const MAINS: Mains = Mains::Hz50;
 use vigil_inference::stage::{InferenceStage, STEP_NS};
 use vigil_inference::synthetic::SyntheticChannel;
+use vigil_inference::trends::TrendEngine;
 use vigil_inference::windowing::{predict_channel, WindowParams};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -164,6 +165,7 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
         readiness: Readiness::default(),
         alert_policies: AlertPolicies::default(),
         mains: MAINS,
+        trends: TrendsConfig::default(),
     };
     let stage = new_stage();
     let running = tokio::spawn(stage.run(shutdown.clone()));
@@ -211,6 +213,50 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
         );
     }
     traces.close().await.expect("close");
+
+    // qEEG trends: one record per 2 s from the first sample, equal to the offline engine fed
+    // the whole signal at once (chunking does not change a bit). C3 and C4 alone form no
+    // double-banana derivation, so every channel is one region, and the record says so.
+    let mut engine = TrendEngine::new(
+        &["C3".to_owned(), "C4".to_owned()],
+        fs,
+        T0,
+        Default::default(),
+        None,
+    )
+    .expect("engine");
+    let mut offline_points = Vec::new();
+    let whole: Vec<&[f32]> = signals.iter().map(|s| &s[..seconds * 256]).collect();
+    engine
+        .push(&whole, &mut offline_points)
+        .expect("offline trends");
+    assert_eq!(offline_points.len(), seconds / 2);
+    let mut trends = reader(&bus, Topic::EegTrends).await;
+    for point in &offline_points {
+        let (msg, got) = next_record::<EegTrends>(&mut trends).await;
+        assert_eq!(msg.key, b"patient-1");
+        assert_eq!(
+            (got.montage, got.regions.as_slice()),
+            (MontageKind::ChannelGroups, &["all".to_owned()][..])
+        );
+        let mut want = engine.record(point, "patient-1", stream_id, got.emitted_ns);
+        want.emitted_ns = got.emitted_ns;
+        assert_eq!(
+            format!("{:?}", got),
+            format!("{:?}", want),
+            "trend interval at {} s",
+            (point.start_ns - T0) / 1_000_000_000
+        );
+    }
+    let evaluated = offline_points
+        .iter()
+        .filter(|p| p.global.aeeg_max_uv.is_finite())
+        .count();
+    assert!(
+        evaluated > seconds / 2 - 10,
+        "aEEG evaluated after the warm-up: {evaluated}"
+    );
+    trends.close().await.expect("close");
 
     // The burst raised a seizure alert, with its onset inside the burst. (All chunks arrive at
     // once, so a signal-loss alert may come first on a slow machine: the device did stop.)
@@ -419,6 +465,7 @@ async fn stage_turns_heart_rate_into_alerts(config: BusConfig) {
         readiness: Readiness::default(),
         alert_policies: config.alert_policies().expect("policies"),
         mains: MAINS,
+        trends: TrendsConfig::default(),
     };
     let running = tokio::spawn(stage.run(shutdown.clone()));
 
@@ -497,6 +544,7 @@ async fn stage_finishes_a_stopped_device(config: BusConfig) {
         readiness: Readiness::default(),
         alert_policies: AlertPolicies::default(),
         mains: MAINS,
+        trends: TrendsConfig::default(),
     };
     let running = tokio::spawn(stage.run(shutdown.clone()));
     let expected = predict_channel(&model, &signal, fs, WindowParams::default()).expect("offline");

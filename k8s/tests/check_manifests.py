@@ -417,7 +417,7 @@ class Consistency:
         partitions = int(self.effective("bus", "partitions"))
         topics = {d["spec"].get("topicName", d["metadata"]["name"]): d for d in self.docs if d["kind"] == "KafkaTopic"}
         expected = {prefix + t for t in self.facts.topics}
-        self.report.check(set(topics) == expected and len(expected) == 6,
+        self.report.check(set(topics) == expected and len(expected) == 7,
                           f"{self.label}: KafkaTopics {sorted(topics)} = the code's topics {sorted(expected)}")
         replication = {int(w.get("value") or 0) for d in self.docs if pod_spec(d)
                        for c in pod_spec(d)["containers"] for w in c.get("env", []) if w["name"] == "VIGIL__BUS__REPLICATION_FACTOR"}

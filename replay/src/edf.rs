@@ -431,6 +431,43 @@ pub fn parse_header(bytes: &[u8]) -> Result<EdfHeader, EdfError> {
         ));
     }
 
+    let signals = parse_signal_headers(&mut c, n_signals, record_duration_s, &duration_s)?;
+    let mut header = EdfHeader {
+        variant,
+        patient,
+        recording,
+        start_date,
+        start_time,
+        n_records: 0,
+        record_duration_s,
+        signals,
+    };
+    let record_bytes = header.record_bytes() as u64;
+    let data_bytes = bytes.len() as u64 - header_bytes as u64;
+    header.n_records = if n_records == -1 {
+        (data_bytes / record_bytes) as usize
+    } else {
+        let n = n_records as u64;
+        if n.checked_mul(record_bytes) != Some(data_bytes) {
+            return Err(EdfError::Size {
+                records: n,
+                record_bytes,
+                found: data_bytes,
+            });
+        }
+        n as usize
+    };
+    Ok(header)
+}
+
+/// The per-signal header columns (each field for every signal in turn), checked signal by
+/// signal.
+fn parse_signal_headers(
+    c: &mut Cursor<'_>,
+    n_signals: usize,
+    record_duration_s: f64,
+    duration_s: &str,
+) -> Result<Vec<SignalHeader>, EdfError> {
     let mut column = |width: usize| -> Result<Vec<String>, EdfError> {
         (0..n_signals)
             .map(|_| c.text(width, "signal headers"))
@@ -491,38 +528,13 @@ pub fn parse_header(bytes: &[u8]) -> Result<EdfHeader, EdfError> {
             return Err(field_error(
                 "record duration",
                 None,
-                &duration_s,
+                duration_s,
                 "is 0 but the file has ordinary signals",
             ));
         }
         signals.push(header);
     }
-    let mut header = EdfHeader {
-        variant,
-        patient,
-        recording,
-        start_date,
-        start_time,
-        n_records: 0,
-        record_duration_s,
-        signals,
-    };
-    let record_bytes = header.record_bytes() as u64;
-    let data_bytes = bytes.len() as u64 - header_bytes as u64;
-    header.n_records = if n_records == -1 {
-        (data_bytes / record_bytes) as usize
-    } else {
-        let n = n_records as u64;
-        if n.checked_mul(record_bytes) != Some(data_bytes) {
-            return Err(EdfError::Size {
-                records: n,
-                record_bytes,
-                found: data_bytes,
-            });
-        }
-        n as usize
-    };
-    Ok(header)
+    Ok(signals)
 }
 
 fn read_sample(bytes: &[u8], width: usize, i: usize) -> i32 {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use vigil_core::problem::Problem;
-use vigil_core::record::{EegChunk, SeizureProbability};
+use vigil_core::record::{EegChunk, EegTrends, SeizureProbability};
 use vigil_core::telemetry::Readiness;
 
 use crate::error::StorageError;
@@ -374,6 +374,20 @@ impl History for ProbabilityHistory {
     }
 }
 
+struct TrendsHistory;
+
+impl History for TrendsHistory {
+    type Item = EegTrends;
+    const ACTION: &'static str = "read_trends";
+
+    fn fetch(
+        store: &Store,
+        q: &HistoryQuery,
+    ) -> impl Future<Output = Result<Page<EegTrends>, StorageError>> + Send {
+        store.trends(q)
+    }
+}
+
 struct AlertsHistory;
 
 impl History for AlertsHistory {
@@ -524,6 +538,31 @@ pub async fn probabilities(
     history::<ProbabilityHistory>(state, headers, path, query).await
 }
 
+/// qEEG trend intervals (docs/TRENDS.md) starting in the range: regional CSA, asymmetry,
+/// aEEG margins and burst suppression per 2 s (`null` = not evaluated). `limit` counts
+/// intervals.
+#[utoipa::path(
+    get,
+    path = "/v1/patients/{patient_id}/trends",
+    tag = "history",
+    params(("patient_id" = String, Path, description = "Patient id"), RangeParams),
+    responses(
+        (status = 200, description = "Page of EegTrends records", body = serde_json::Value),
+        (status = 400, description = "Bad range, limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, unknown or revoked token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Patient not assigned to this clinician", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn trends(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<RangeParams>, QueryRejection>,
+) -> Result<Json<PageBody<EegTrends>>, ApiError> {
+    history::<TrendsHistory>(state, headers, path, query).await
+}
+
 /// Alerts active in the range, each with all its transitions.
 #[utoipa::path(
     get,
@@ -615,9 +654,9 @@ impl Modify for BearerAuth {
 #[openapi(
     info(
         title = "Vigil history API",
-        description = "History of EEG, heart rate, seizure probabilities and alerts, and a FHIR R4 export. See docs/STORAGE.md."
+        description = "History of EEG, heart rate, seizure probabilities, qEEG trends and alerts, and a FHIR R4 export. See docs/STORAGE.md."
     ),
-    paths(list_patients, eeg, heart_rate, probabilities, alerts, fhir_export),
+    paths(list_patients, eeg, heart_rate, probabilities, trends, alerts, fhir_export),
     components(schemas(Problem, PatientsBody, PatientSummary)),
     modifiers(&BearerAuth)
 )]
@@ -650,6 +689,7 @@ pub fn app(state: ApiState) -> Router {
             "/v1/patients/{patient_id}/probabilities",
             get(probabilities),
         )
+        .route("/v1/patients/{patient_id}/trends", get(trends))
         .route("/v1/patients/{patient_id}/alerts", get(alerts))
         .route("/v1/patients/{patient_id}/fhir", get(fhir_export))
         .route("/openapi.json", get(openapi_json))

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use vigil_core::bus::{Bus, BusConsumer, BusError, BusMessage, Topic};
 use vigil_core::codec::{self, CodecError, DecodeLimits};
 use vigil_core::config::StorageConfig;
-use vigil_core::record::{AlertEvent, DeadLetter, EegChunk, HrBatch, SeizureProbability};
+use vigil_core::record::{
+    AlertEvent, DeadLetter, EegChunk, EegTrends, HrBatch, SeizureProbability,
+};
 use vigil_core::telemetry::events::Emit;
 use vigil_core::telemetry::Readiness;
 use vigil_core::CancellationToken;
@@ -36,10 +38,11 @@ use crate::store::Store;
 use crate::types::{StoredDeadLetter, WriteBatch, WriteSummary};
 
 /// Topics the stage consumes.
-pub const CONSUMED_TOPICS: [Topic; 5] = [
+pub const CONSUMED_TOPICS: [Topic; 6] = [
     Topic::EegRaw,
     Topic::HrRaw,
     Topic::EegProb,
+    Topic::EegTrends,
     Topic::Alerts,
     Topic::Dlq,
 ];
@@ -61,6 +64,7 @@ enum Decoded {
     Eeg(EegChunk),
     Hr(HrBatch),
     Prob(SeizureProbability),
+    Trends(EegTrends),
     Alert(AlertEvent),
     Letter(StoredDeadLetter),
 }
@@ -235,6 +239,10 @@ impl StoreStage {
                     Err(e) => refuse(e),
                 }
             }
+            Some(Topic::EegTrends) => match codec::decode::<EegTrends>(&msg.payload, limits) {
+                Ok(t) => Outcome::Store(Decoded::Trends(t)),
+                Err(e) => refuse(e),
+            },
             Some(Topic::Alerts) => match codec::decode::<AlertEvent>(&msg.payload, limits) {
                 Ok(a) => Outcome::Store(Decoded::Alert(a)),
                 Err(e) => refuse(e),
@@ -338,6 +346,7 @@ impl StoreStage {
                 Decoded::Eeg(c) => batch.eeg.push(c.clone()),
                 Decoded::Hr(h) => batch.hr.push(h.clone()),
                 Decoded::Prob(p) => batch.probabilities.push(p.clone()),
+                Decoded::Trends(t) => batch.trends.push(t.clone()),
                 Decoded::Alert(a) => batch.alerts.push(a.clone()),
                 Decoded::Letter(l) => batch.dead_letters.push(l.clone()),
             }

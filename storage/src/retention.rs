@@ -20,11 +20,12 @@ pub type RetentionReport = Vec<(&'static str, u64)>;
 
 /// `(table, time column, days)` of every table with a retention rule, except alerts (which
 /// are deleted together with their events).
-fn rules(config: &RetentionConfig) -> [(&'static str, &'static str, u32); 5] {
+fn rules(config: &RetentionConfig) -> [(&'static str, &'static str, u32); 6] {
     [
         ("eeg_chunks", "start_ns", config.eeg_chunks_days),
         ("hr_points", "t_ns", config.hr_points_days),
         ("seizure_prob", "t_ns", config.seizure_prob_days),
+        ("eeg_trends", "start_ns", config.eeg_trends_days),
         ("dead_letters", "at_ns", config.dead_letters_days),
         ("audit_log", "at_ns", config.audit_log_days),
     ]

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use vigil_core::record::{
-    AlertEvent, AlertKind, AlertTransition, DeadLetter, EegChunk, HrBatch, HrSource,
+    AlertEvent, AlertKind, AlertTransition, DeadLetter, EegChunk, EegTrends, HrBatch, HrSource,
     SeizureProbability,
 };
 
@@ -196,6 +196,8 @@ pub struct WriteBatch {
     pub hr: Vec<HrBatch>,
     /// Seizure probabilities, one row per point, keyed by `(patient_id, model.id, t_ns)`.
     pub probabilities: Vec<SeizureProbability>,
+    /// qEEG trend intervals, keyed by `(patient_id, start_ns)`.
+    pub trends: Vec<EegTrends>,
     /// Alert transitions, keyed by `(alert_id, transition, at_ns)`.
     pub alerts: Vec<AlertEvent>,
     /// Dead letters, keyed by their DLQ position.
@@ -210,6 +212,7 @@ impl WriteBatch {
         self.eeg.len()
             + self.hr.len()
             + self.probabilities.len()
+            + self.trends.len()
             + self.alerts.len()
             + self.dead_letters.len()
     }
@@ -230,6 +233,8 @@ pub struct WriteSummary {
     pub hr_points: usize,
     /// `seizure_prob` rows.
     pub prob_points: usize,
+    /// `eeg_trends` rows.
+    pub trend_intervals: usize,
     /// `alert_events` rows.
     pub alert_events: usize,
     /// `dead_letters` rows.

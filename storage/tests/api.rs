@@ -59,6 +59,7 @@ async fn fixture(db: &TestDb) -> Fixture {
             eeg: (0..5).map(|s| common::chunk(PATIENT, stream, s)).collect(),
             hr: (0..5).map(|s| hr(PATIENT, stream, s)).collect(),
             probabilities: vec![prob(PATIENT, 0, 8)],
+            trends: common::trends(PATIENT, stream, 0, 3),
             alerts: vec![
                 alert(
                     PATIENT,
@@ -159,7 +160,7 @@ async fn access_rules_and_audit(db: &TestDb) {
     assert_eq!(status, StatusCode::OK, "researchers read every patient");
 
     // One audit row per successful read, none for refused ones.
-    for kind in ["eeg", "probabilities", "alerts", "fhir"] {
+    for kind in ["eeg", "probabilities", "trends", "alerts", "fhir"] {
         let (status, _, body) = get(
             &f.router,
             &format!("/v1/patients/{PATIENT}/{kind}"),
@@ -176,6 +177,7 @@ async fn access_rules_and_audit(db: &TestDb) {
             ("read_hr", f.clinician_id),
             ("read_eeg", f.clinician_id),
             ("read_probabilities", f.clinician_id),
+            ("read_trends", f.clinician_id),
             ("read_alerts", f.clinician_id),
             ("fhir_export", f.clinician_id),
         ],
@@ -274,6 +276,23 @@ async fn pages_over_http(db: &TestDb) {
         body["items"][0]["aggregate_p"].as_array().map(Vec::len),
         Some(8)
     );
+
+    // Trends: not-evaluated values are null, never 0; the montage and regions are named.
+    let (_, _, body) = get(
+        &f.router,
+        &format!("/v1/patients/{PATIENT}/trends?limit=2"),
+        Some(&f.clinician),
+    )
+    .await;
+    let items = body["items"].as_array().expect("trend items");
+    assert_eq!(items.len(), 2, "{body}");
+    assert!(body["next_cursor"].is_string(), "a third interval follows");
+    assert_eq!(items[0]["montage"], "double_banana");
+    assert_eq!(items[0]["regions"][1], "right lateral");
+    assert_eq!(items[0]["left"]["aeeg_min_uv"], Value::Null);
+    assert_eq!(items[1]["left"]["aeeg_min_uv"], 10.0);
+    assert_eq!(items[0]["csa_db"][0][3], Value::Null);
+    assert_eq!(items[0]["csa_db"][0].as_array().map(Vec::len), Some(30));
 
     // Alerts with their events.
     let (_, _, body) = get(
@@ -614,6 +633,7 @@ async fn openapi_and_ops_endpoints() {
         "/v1/patients/{patient_id}/eeg",
         "/v1/patients/{patient_id}/hr",
         "/v1/patients/{patient_id}/probabilities",
+        "/v1/patients/{patient_id}/trends",
         "/v1/patients/{patient_id}/alerts",
         "/v1/patients/{patient_id}/fhir",
     ] {

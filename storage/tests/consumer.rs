@@ -164,6 +164,12 @@ async fn end_to_end(db: &TestDb, bus_config: BusConfig, label: &str) {
     bus.publish_record(Topic::EegProb, PATIENT, &prob(PATIENT, 0, 10))
         .await
         .expect("prob");
+    let trends = common::trends(PATIENT, stream, 0, 4);
+    for t in &trends {
+        bus.publish_record(Topic::EegTrends, PATIENT, t)
+            .await
+            .expect("trends");
+    }
     for (t, at) in [
         (AlertTransition::Raised, 20),
         (AlertTransition::Acknowledged, 30),
@@ -194,6 +200,7 @@ async fn end_to_end(db: &TestDb, bus_config: BusConfig, label: &str) {
     wait_rows(&store, "eeg_chunks", 12, Duration::from_secs(60)).await;
     wait_rows(&store, "hr_points", 48, Duration::from_secs(30)).await;
     wait_rows(&store, "seizure_prob", 10, Duration::from_secs(30)).await;
+    wait_rows(&store, "eeg_trends", 4, Duration::from_secs(30)).await;
     wait_rows(&store, "alert_events", 2, Duration::from_secs(30)).await;
     // The two poison records went to the DLQ and came back as dead letters.
     wait_rows(&store, "dead_letters", 2, Duration::from_secs(30)).await;
@@ -223,6 +230,18 @@ async fn end_to_end(db: &TestDb, bus_config: BusConfig, label: &str) {
             p.seq
         );
     }
+    let stored_trends = store.trends(&all(PATIENT)).await.expect("trends").items;
+    assert_eq!(
+        stored_trends
+            .iter()
+            .map(|t| codec::encode(t).expect("enc"))
+            .collect::<Vec<_>>(),
+        trends
+            .iter()
+            .map(|t| codec::encode(t).expect("enc"))
+            .collect::<Vec<_>>(),
+        "{label}: trends stored as published"
+    );
     let hr_points = store.heart_rate(&all(PATIENT)).await.expect("hr").items;
     let expected: Vec<(i64, f32)> = (0..20)
         .flat_map(|s| {

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{alert, chunk, hr, prob, TestDb, PATIENT, SEC, T0};
+use common::{alert, chunk, hr, prob, trends, TestDb, PATIENT, SEC, T0};
 use uuid::Uuid;
 use vigil_core::codec;
 use vigil_core::config::RetentionConfig;
@@ -30,6 +30,7 @@ fn full_batch(stream: Uuid, alert_id: Uuid) -> WriteBatch {
         eeg: (0..3).map(|s| chunk(PATIENT, stream, s)).collect(),
         hr: (0..2).map(|s| hr(PATIENT, stream, s)).collect(),
         probabilities: vec![prob(PATIENT, 0, 6)],
+        trends: trends(PATIENT, stream, 0, 5),
         alerts: vec![
             alert(
                 PATIENT,
@@ -98,10 +99,11 @@ async fn redelivered_batch_is_stored_once(db: &TestDb) {
             first.eeg_chunks,
             first.hr_points,
             first.prob_points,
+            first.trend_intervals,
             first.alert_events,
             first.dead_letters
         ),
-        (3, 8, 6, 3, 1)
+        (3, 8, 6, 5, 3, 1)
     );
     let counts = store.row_counts().await.expect("counts");
     store.write_batch(&batch).await.expect("redelivery");
@@ -116,6 +118,7 @@ async fn redelivered_batch_is_stored_once(db: &TestDb) {
         ("eeg_chunks", 3),
         ("hr_points", 8),
         ("seizure_prob", 6),
+        ("eeg_trends", 5),
         ("alerts", 1),
         ("alert_events", 3),
         ("dead_letters", 1),
@@ -187,6 +190,50 @@ async fn redelivered_batch_is_stored_once(db: &TestDb) {
         "{}: probabilities regrouped exactly",
         db.kind
     );
+
+    // Trends: every interval back bit for bit (NaN kept), paged by start time.
+    let mut cursor = None;
+    let mut served = Vec::new();
+    loop {
+        let page = store
+            .trends(&HistoryQuery {
+                cursor: cursor.take(),
+                ..query(PATIENT, 2)
+            })
+            .await
+            .expect("trends");
+        assert!(page.items.len() <= 2);
+        served.extend(page.items);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let encoded = |t: &[vigil_core::record::EegTrends]| -> Vec<Vec<u8>> {
+        t.iter()
+            .map(|r| codec::encode(r).expect("encode"))
+            .collect()
+    };
+    assert_eq!(
+        encoded(&served),
+        encoded(&batch.trends),
+        "{}: trends round trip",
+        db.kind
+    );
+    let window = HistoryQuery {
+        from_ns: T0 + 2 * SEC,
+        to_ns: T0 + 6 * SEC,
+        ..query(PATIENT, 100)
+    };
+    let starts: Vec<i64> = store
+        .trends(&window)
+        .await
+        .expect("trends window")
+        .items
+        .iter()
+        .map(|t| (t.start_ns - T0) / SEC)
+        .collect();
+    assert_eq!(starts, vec![2, 4], "intervals starting in [2 s, 6 s)");
 
     // Alerts with their events; the state is the latest transition.
     let alerts = store.alerts(&query(PATIENT, 10)).await.expect("alerts");
@@ -504,6 +551,10 @@ async fn retention_deletes_only_old_rows(db: &TestDb) {
         for p in &mut b.probabilities {
             p.start_ns += 30 * day;
         }
+        for t in &mut b.trends {
+            t.stream_id = s;
+            t.start_ns += 30 * day;
+        }
         for e in &mut b.alerts {
             e.alert_id = a;
             e.at_ns += 30 * day;
@@ -528,6 +579,7 @@ async fn retention_deletes_only_old_rows(db: &TestDb) {
         eeg_chunks_days: 5,
         hr_points_days: 5,
         seizure_prob_days: 5,
+        eeg_trends_days: 5,
         alerts_days: 5,
         dead_letters_days: 5,
         audit_log_days: 0,
@@ -543,6 +595,7 @@ async fn retention_deletes_only_old_rows(db: &TestDb) {
         ("eeg_chunks", 3),
         ("hr_points", 8),
         ("seizure_prob", 6),
+        ("eeg_trends", 5),
         ("alerts", 1),
         ("alert_events", 3),
         ("audit_log", 1),

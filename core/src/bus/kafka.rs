@@ -41,6 +41,8 @@ pub(super) struct KafkaBackend {
     instance_id: String,
     /// Groups with a live static consumer in this process.
     static_groups: Arc<Mutex<HashSet<String>>>,
+    /// Pause between fetch checks of an idle consumer; zero = never pause.
+    idle_pause: Duration,
 }
 
 /// A group's claim on the instance id, released when its consumer goes away.
@@ -121,6 +123,7 @@ impl KafkaBackend {
             replication_factor: config.replication_factor,
             instance_id: config.instance_id.clone(),
             static_groups: Arc::default(),
+            idle_pause: Duration::from_millis(config.idle_pause_ms),
         })
     }
 }
@@ -211,6 +214,7 @@ impl BusBackend for KafkaBackend {
         Ok(Box::new(KafkaConsumer {
             consumer: Some(Arc::new(consumer)),
             claim,
+            idle: IdlePause::new(self.idle_pause),
         }))
     }
 
@@ -269,6 +273,66 @@ struct KafkaConsumer {
     consumer: Option<Arc<StreamConsumer>>,
     /// Held while the consumer lives (static membership only).
     claim: Option<StaticClaim>,
+    idle: IdlePause,
+}
+
+/// Quiet after this long without a record: from then on fetching pauses between checks.
+const QUIET_AFTER: Duration = Duration::from_secs(1);
+/// How long a check fetches before pausing again (a few of tansu's 10 ms fetch waits).
+const IDLE_CHECK: Duration = Duration::from_millis(50);
+
+/// Idle-consumer fetch pausing. librdkafka fetches continuously, and tansu answers each fetch
+/// only after its full wait, so an idle consumer costs the broker a fetch over every assigned
+/// partition every 10 ms. Once nothing arrived for [`QUIET_AFTER`], the consumer pauses its
+/// partitions for `pause`, then fetches for [`IDLE_CHECK`], and so on until a record arrives.
+struct IdlePause {
+    pause: Duration,
+    last_record: std::time::Instant,
+    /// Partitions paused by us, resumed before the next fetch (and on a dropped `recv`).
+    paused: Option<TopicPartitionList>,
+}
+
+impl IdlePause {
+    fn new(pause: Duration) -> Self {
+        Self {
+            pause,
+            last_record: std::time::Instant::now(),
+            paused: None,
+        }
+    }
+
+    /// Resumes what an earlier, dropped `recv` left paused.
+    fn resume(&mut self, consumer: &StreamConsumer) {
+        if let Some(tpl) = self.paused.take() {
+            // Partitions revoked meanwhile are simply not resumed.
+            let _ = consumer.resume(&tpl);
+        }
+    }
+
+    /// How long to wait for a record before pausing, or None to wait without pausing.
+    fn patience(&self) -> Option<Duration> {
+        if self.pause.is_zero() {
+            return None;
+        }
+        let quiet_for = self.last_record.elapsed();
+        Some(if quiet_for >= QUIET_AFTER {
+            IDLE_CHECK
+        } else {
+            QUIET_AFTER - quiet_for
+        })
+    }
+
+    /// Pauses fetching for `pause` (resumed at the next call or by [`Self::resume`]).
+    async fn rest(&mut self, consumer: &StreamConsumer) {
+        if let Ok(assigned) = consumer.assignment() {
+            if assigned.count() > 0 && consumer.pause(&assigned).is_ok() {
+                self.paused = Some(assigned);
+                metrics::counter!("vigil_bus_idle_pauses_total").increment(1);
+            }
+        }
+        tokio::time::sleep(self.pause).await;
+        self.resume(consumer);
+    }
 }
 
 impl KafkaConsumer {
@@ -292,10 +356,24 @@ fn commit_stored(consumer: &StreamConsumer) -> Result<(), BusError> {
 #[async_trait]
 impl BusConsumer for KafkaConsumer {
     async fn recv(&mut self) -> Result<BusMessage, BusError> {
-        let consumer = self.inner()?;
+        let consumer = self.inner()?.clone();
+        self.idle.resume(&consumer);
         loop {
-            match consumer.recv().await {
+            let received = match self.idle.patience() {
+                None => consumer.recv().await,
+                Some(patience) => match tokio::time::timeout(patience, consumer.recv()).await {
+                    Ok(received) => received,
+                    Err(_) => {
+                        if self.idle.last_record.elapsed() >= QUIET_AFTER {
+                            self.idle.rest(&consumer).await;
+                        }
+                        continue;
+                    }
+                },
+            };
+            match received {
                 Ok(m) => {
+                    self.idle.last_record = std::time::Instant::now();
                     return Ok(BusMessage {
                         topic: m.topic().to_owned(),
                         partition: m.partition(),
@@ -303,7 +381,7 @@ impl BusConsumer for KafkaConsumer {
                         key: m.key().unwrap_or_default().to_vec(),
                         payload: m.payload().unwrap_or_default().to_vec(),
                         timestamp_ms: m.timestamp().to_millis(),
-                    })
+                    });
                 }
                 // Reaching the end of a partition is informational, not a failure.
                 Err(KafkaError::PartitionEOF(_)) => continue,
@@ -340,13 +418,6 @@ impl BusConsumer for KafkaConsumer {
         }
     }
 
-    async fn commit(&mut self) -> Result<(), BusError> {
-        let consumer = self.inner()?.clone();
-        tokio::task::spawn_blocking(move || commit_stored(&consumer))
-            .await
-            .map_err(|_| BusError::Closed)?
-    }
-
     fn assignment(&self) -> Result<Vec<(String, i32)>, BusError> {
         let tpl = self
             .inner()?
@@ -363,6 +434,7 @@ impl BusConsumer for KafkaConsumer {
         let Some(consumer) = self.consumer.take() else {
             return Ok(());
         };
+        self.idle.resume(&consumer);
         let claim = self.claim.take();
         let closing = tokio::task::spawn_blocking(move || {
             let committed = commit_stored(&consumer);

@@ -349,11 +349,6 @@ impl BusConsumer for MemoryConsumer {
         Ok(())
     }
 
-    async fn commit(&mut self) -> Result<(), BusError> {
-        // `ack` already committed.
-        Ok(())
-    }
-
     fn assignment(&self) -> Result<Vec<(String, i32)>, BusError> {
         let state = lock(&self.broker.state);
         Ok(state

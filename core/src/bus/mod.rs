@@ -6,7 +6,7 @@
 //!   the consumer acknowledges a record, so an unacknowledged record is redelivered.
 //! - `kafka://host:port[,host:port...]`: rdkafka with an idempotent `acks=all` producer and
 //!   consumer groups whose offsets are stored only on [`BusConsumer::ack`] and committed by
-//!   librdkafka's auto-commit, [`BusConsumer::commit`] or [`BusConsumer::close`].
+//!   librdkafka's auto-commit (every second) or [`BusConsumer::close`].
 //!
 //! Contract for stages: call `ack` only once the record's effect is durable (written to the
 //! database, or its outputs published); delivery is at-least-once, so effects must be
@@ -36,6 +36,8 @@ pub enum Topic {
     HrRaw,
     /// Seizure probabilities from inference.
     EegProb,
+    /// qEEG trends (CSA, asymmetry, aEEG, burst suppression) from inference.
+    EegTrends,
     /// Alert transitions.
     Alerts,
     /// Dead letters: refused records and why.
@@ -44,11 +46,12 @@ pub enum Topic {
 
 impl Topic {
     /// Every topic, for creation at start-up.
-    pub const ALL: [Topic; 6] = [
+    pub const ALL: [Topic; 7] = [
         Topic::EegRaw,
         Topic::EegTrace,
         Topic::HrRaw,
         Topic::EegProb,
+        Topic::EegTrends,
         Topic::Alerts,
         Topic::Dlq,
     ];
@@ -60,6 +63,7 @@ impl Topic {
             Topic::EegTrace => "vigil.eeg.trace",
             Topic::HrRaw => "vigil.hr.raw",
             Topic::EegProb => "vigil.eeg.prob",
+            Topic::EegTrends => "vigil.eeg.trends",
             Topic::Alerts => "vigil.alerts",
             Topic::Dlq => "vigil.dlq",
         }
@@ -225,8 +229,6 @@ pub trait BusConsumer: Send {
     /// its contiguous done prefix, as inference does). Call only after the record's effect is
     /// durable.
     fn ack(&mut self, msg: &BusMessage) -> Result<(), BusError>;
-    /// Commits acknowledged offsets now.
-    async fn commit(&mut self) -> Result<(), BusError>;
     /// Partitions currently assigned to this member, as `(topic, partition)`.
     fn assignment(&self) -> Result<Vec<(String, i32)>, BusError>;
     /// Commits acknowledged offsets and leaves the group.

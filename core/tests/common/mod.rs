@@ -267,6 +267,82 @@ pub fn eeg_trace() -> impl Strategy<Value = EegTrace> {
     })
 }
 
+fn maybe(range: std::ops::RangeInclusive<f32>) -> impl Strategy<Value = f32> {
+    prop_oneof![4 => range, 1 => Just(f32::NAN)]
+}
+
+pub fn side_trends() -> impl Strategy<Value = SideTrends> {
+    (
+        maybe(0.0..=200.0),
+        0.0f32..=300.0,
+        maybe(0.0..=100.0),
+        any::<bool>(),
+    )
+        .prop_map(|(lo, extra, bsr, missing)| SideTrends {
+            aeeg_min_uv: lo,
+            // Lower margin <= upper margin; either may be "not evaluated".
+            aeeg_max_uv: if missing || lo.is_nan() {
+                f32::NAN
+            } else {
+                lo + extra
+            },
+            bsr_percent: bsr,
+        })
+}
+
+pub fn eeg_trends() -> impl Strategy<Value = EegTrends> {
+    let montage = prop_oneof![
+        Just(MontageKind::DoubleBanana),
+        Just(MontageKind::ReferentialToBipolar),
+        Just(MontageKind::Configured),
+        Just(MontageKind::ChannelGroups),
+    ];
+    (
+        (
+            ident(),
+            uuid(),
+            0i64..=4_000_000_000_000_000_000,
+            1i64..=10_000_000_000,
+        ),
+        montage,
+        prop::collection::btree_set("[a-z ]{1,20}", 1..6),
+        prop::collection::vec(maybe(-40.0..=60.0), TREND_BINS * 6),
+        prop::collection::vec(maybe(-1.0..=1.0), TREND_BINS + 1),
+        (side_trends(), side_trends(), side_trends()),
+    )
+        .prop_map(
+            |(
+                (patient_id, stream_id, start_ns, duration_ns),
+                montage,
+                regions,
+                csa,
+                asym,
+                (left, right, global),
+            )| {
+                let regions: Vec<String> = regions.into_iter().collect();
+                EegTrends {
+                    patient_id,
+                    stream_id,
+                    start_ns,
+                    duration_ns,
+                    montage,
+                    csa_db: csa
+                        .chunks(TREND_BINS)
+                        .take(regions.len())
+                        .map(<[f32]>::to_vec)
+                        .collect(),
+                    regions,
+                    asymmetry: asym[..TREND_BINS].to_vec(),
+                    asymmetry_index: asym[TREND_BINS],
+                    left,
+                    right,
+                    global,
+                    emitted_ns: start_ns,
+                }
+            },
+        )
+}
+
 /// A bus for `config` and a fresh topic with `partitions` partitions on it.
 pub async fn bus_with_topic(config: &BusConfig, partitions: i32) -> (Bus, String) {
     let bus = Bus::connect(config).await.expect("connect");

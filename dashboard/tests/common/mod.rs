@@ -18,8 +18,8 @@ use uuid::Uuid;
 use vigil_core::bus::{Bus, Topic};
 use vigil_core::config::{BusConfig, DashboardConfig};
 use vigil_core::record::{
-    AlertEvent, AlertEvidence, AlertKind, AlertTransition, EegTrace, HrBatch, HrPoint, HrSource,
-    ModelRef, SeizureProbability,
+    AlertEvent, AlertEvidence, AlertKind, AlertTransition, EegTrace, EegTrends, HrBatch, HrPoint,
+    HrSource, ModelRef, MontageKind, SeizureProbability, SideTrends, TREND_BINS,
 };
 use vigil_core::CancellationToken;
 use vigil_dashboard::{app, ClinicalDirectory, DashboardState, HistorySource};
@@ -227,6 +227,14 @@ impl LiveClient {
     }
 }
 
+/// A GET request carrying the session cookie.
+pub fn authed_get(cookie: &str, path: String) -> Request<Body> {
+    Request::get(path)
+        .header("cookie", cookie)
+        .body(Body::empty())
+        .unwrap()
+}
+
 pub fn hr_batch(patient_id: &str, i: usize) -> HrBatch {
     HrBatch {
         patient_id: patient_id.to_owned(),
@@ -254,6 +262,31 @@ pub fn probability(patient_id: &str, start_ns: i64, p: Vec<f32>) -> SeizureProba
             id: "brainmaze-seizure-modelA".to_owned(),
             sha256: "0".repeat(64),
         },
+        emitted_ns: vigil_core::time::now_ns(),
+    }
+}
+
+/// The 2 s trend interval `i` from `T0`: CSA `csa` dB in every bin of both regions, aEEG
+/// band `aeeg`, BSR `bsr` %, on both sides (NaN = not evaluated).
+pub fn trends(patient_id: &str, i: i64, csa: f32, aeeg: (f32, f32), bsr: f32) -> EegTrends {
+    let side = SideTrends {
+        aeeg_min_uv: aeeg.0,
+        aeeg_max_uv: aeeg.1,
+        bsr_percent: bsr,
+    };
+    EegTrends {
+        patient_id: patient_id.to_owned(),
+        stream_id: Uuid::nil(),
+        start_ns: T0 + i * 2_000_000_000,
+        duration_ns: 2_000_000_000,
+        montage: MontageKind::DoubleBanana,
+        regions: vec!["left lateral".to_owned(), "right lateral".to_owned()],
+        csa_db: vec![vec![csa; TREND_BINS]; 2],
+        asymmetry: vec![0.1; TREND_BINS],
+        asymmetry_index: 0.1,
+        left: side,
+        right: side,
+        global: side,
         emitted_ns: vigil_core::time::now_ns(),
     }
 }

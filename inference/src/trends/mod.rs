@@ -15,6 +15,8 @@ mod suppression;
 
 use std::f64::consts::PI;
 
+use vigil_core::record::{EegTrends, SideTrends};
+
 use crate::spectrogram::SpectrogramPlan;
 use filters::{butter_highpass2, butter_lowpass, butter_lowpass1, weighting, RunFilter};
 pub use montage::{Montage, MontageKind, RegionMap, Side};
@@ -22,7 +24,7 @@ pub use params::TrendParams;
 use suppression::Suppression;
 
 /// CSA bins: 1 Hz wide, centred on 1..=30 Hz (covering 0.5-30.5 Hz).
-pub const CSA_BINS: usize = 30;
+pub const CSA_BINS: usize = vigil_core::record::TREND_BINS;
 
 /// Seconds of signal per point.
 pub const POINT_SECONDS: usize = 2;
@@ -146,7 +148,7 @@ impl TrendEngine {
         if !((100.0..=65_536.0).contains(&fs) && fs.fract() == 0.0) || (fs as usize) % 2 != 0 {
             return Err(TrendError::SampleRate(fs));
         }
-        params.validate(fs)?;
+        params.check(fs).map_err(TrendError::Params)?;
         let n = fs as usize;
         let montage = Montage::resolve(labels, regions);
         let warmup = (params.warmup_s * fs).round() as usize;
@@ -215,6 +217,47 @@ impl TrendEngine {
     /// The parameters in use.
     pub fn params(&self) -> &TrendParams {
         &self.params
+    }
+
+    /// The record of `point` for `vigil.eeg.trends`: values narrowed to f32, any non-finite
+    /// value sent as NaN ("not evaluated").
+    pub fn record(
+        &self,
+        point: &TrendPoint,
+        patient_id: &str,
+        stream_id: uuid::Uuid,
+        emitted_ns: i64,
+    ) -> EegTrends {
+        let narrow = |v: f64| if v.is_finite() { v as f32 } else { f32::NAN };
+        let side = |s: &SideTrend| SideTrends {
+            aeeg_min_uv: narrow(s.aeeg_min_uv),
+            aeeg_max_uv: narrow(s.aeeg_max_uv),
+            bsr_percent: narrow(s.bsr_percent),
+        };
+        EegTrends {
+            patient_id: patient_id.to_owned(),
+            stream_id,
+            start_ns: point.start_ns,
+            duration_ns: (POINT_SECONDS as i64) * 1_000_000_000,
+            montage: self.montage.kind,
+            regions: self
+                .montage
+                .regions
+                .iter()
+                .map(|(name, _)| name.clone())
+                .collect(),
+            csa_db: point
+                .csa_db
+                .iter()
+                .map(|row| row.iter().map(|&v| narrow(v)).collect())
+                .collect(),
+            asymmetry: point.asymmetry.iter().map(|&v| narrow(v)).collect(),
+            asymmetry_index: narrow(point.asymmetry_index),
+            left: side(&point.left),
+            right: side(&point.right),
+            global: side(&point.global),
+            emitted_ns,
+        }
     }
 
     /// Samples consumed per channel so far.

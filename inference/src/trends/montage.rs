@@ -12,25 +12,9 @@
 //! Old names T3/T4/T5/T6 are read as T7/T8/P7/P8. Labels compare case-insensitively. A label
 //! that appears twice is used once (its first occurrence).
 
-use std::collections::BTreeMap;
+pub use vigil_core::config::RegionMap;
 
-/// Configured regions: region name -> channel labels (exact labels, compared case-insensitively).
-/// A region whose name starts with `left` or `right` counts for that hemisphere.
-pub type RegionMap = BTreeMap<String, Vec<String>>;
-
-/// Which rule produced the regions (shown in the UI).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MontageKind {
-    /// Bipolar double-banana labels, used as they are.
-    DoubleBanana,
-    /// Referential 10-20 labels, re-referenced to the double banana by subtraction.
-    ReferentialToBipolar,
-    /// Regions from a configured map.
-    Configured,
-    /// No known montage and no map: every channel in one region, `all`.
-    ChannelGroups,
-}
+pub use vigil_core::record::MontageKind;
 
 /// Side of the head a derivation belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -83,8 +83,46 @@ pub fn regroup_probabilities(rows: &[ProbRow]) -> Result<Vec<SeizureProbability>
     Ok(out)
 }
 
+/// A row type every history query can read on both backends.
+pub(super) trait PageRow:
+    Send
+    + Unpin
+    + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+    + for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow>
+{
+}
+
+impl<R> PageRow for R where
+    R: Send
+        + Unpin
+        + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow>
+{
+}
+
 impl Store {
     // ---- history -----------------------------------------------------------------------
+
+    /// Runs one keyset-page query: `sql` binds the patient, two range bounds, the cursor
+    /// (time, time, id) and the row limit, in that order; returns up to `limit + 1` rows.
+    async fn page_rows<R: PageRow>(
+        &self,
+        sql: &str,
+        q: &HistoryQuery,
+        bounds: (i64, i64),
+        cursor: &Cursor,
+    ) -> Result<Vec<R>, StorageError> {
+        Ok(on_pool!(&self.pool, |p| sqlx::query_as(sql)
+            .bind(&q.patient_id)
+            .bind(bounds.0)
+            .bind(bounds.1)
+            .bind(cursor.time)
+            .bind(cursor.time)
+            .bind(cursor.id)
+            .bind(i64::from(q.limit) + 1)
+            .fetch_all(p)
+            .await)?)
+    }
 
     /// EEG chunks of the patient overlapping `[from_ns, to_ns)`, by start time.
     pub async fn eeg(&self, q: &HistoryQuery) -> Result<Page<EegChunk>, StorageError> {
@@ -93,16 +131,9 @@ impl Store {
                    WHERE patient_id = ? AND start_ns < ? AND end_ns > ? \
                    AND (start_ns > ? OR (start_ns = ? AND id > ?)) \
                    ORDER BY start_ns, id LIMIT ?";
-        let rows: Vec<EegRowOut> = on_pool!(&self.pool, |p| sqlx::query_as(sql)
-            .bind(&q.patient_id)
-            .bind(q.to_ns)
-            .bind(q.from_ns)
-            .bind(cursor.time)
-            .bind(cursor.time)
-            .bind(cursor.id)
-            .bind(i64::from(q.limit) + 1)
-            .fetch_all(p)
-            .await)?;
+        let rows: Vec<EegRowOut> = self
+            .page_rows(sql, q, (q.to_ns, q.from_ns), &cursor)
+            .await?;
         let (rows, next_cursor) = page_of("eeg", rows, q.limit, |r| Cursor {
             time: r.start_ns,
             id: r.id,
@@ -124,16 +155,9 @@ impl Store {
                    WHERE patient_id = ? AND t_ns >= ? AND t_ns < ? \
                    AND (t_ns > ? OR (t_ns = ? AND id > ?)) \
                    ORDER BY t_ns, id LIMIT ?";
-        let rows: Vec<HrRowOut> = on_pool!(&self.pool, |p| sqlx::query_as(sql)
-            .bind(&q.patient_id)
-            .bind(q.from_ns)
-            .bind(q.to_ns)
-            .bind(cursor.time)
-            .bind(cursor.time)
-            .bind(cursor.id)
-            .bind(i64::from(q.limit) + 1)
-            .fetch_all(p)
-            .await)?;
+        let rows: Vec<HrRowOut> = self
+            .page_rows(sql, q, (q.from_ns, q.to_ns), &cursor)
+            .await?;
         let (rows, next_cursor) = page_of("hr", rows, q.limit, |r| Cursor {
             time: r.t_ns,
             id: r.id,
@@ -156,16 +180,9 @@ impl Store {
                    WHERE patient_id = ? AND t_ns >= ? AND t_ns < ? \
                    AND (t_ns > ? OR (t_ns = ? AND id > ?)) \
                    ORDER BY t_ns, id LIMIT ?";
-        let rows: Vec<ProbRow> = on_pool!(&self.pool, |p| sqlx::query_as(sql)
-            .bind(&q.patient_id)
-            .bind(q.from_ns)
-            .bind(q.to_ns)
-            .bind(cursor.time)
-            .bind(cursor.time)
-            .bind(cursor.id)
-            .bind(i64::from(q.limit) + 1)
-            .fetch_all(p)
-            .await)?;
+        let rows: Vec<ProbRow> = self
+            .page_rows(sql, q, (q.from_ns, q.to_ns), &cursor)
+            .await?;
         let (items, next_cursor) = page_of("prob", rows, q.limit, |r| Cursor {
             time: r.t_ns,
             id: r.id,
@@ -187,6 +204,28 @@ impl Store {
         })
     }
 
+    /// qEEG trend intervals of the patient starting in `[from_ns, to_ns)`, by start; `limit`
+    /// counts intervals. NaN (not evaluated) comes back as NaN.
+    pub async fn trends(&self, q: &HistoryQuery) -> Result<Page<EegTrends>, StorageError> {
+        let cursor = check_query("trends", q)?;
+        let sql = "SELECT id, start_ns, record FROM eeg_trends \
+                   WHERE patient_id = ? AND start_ns >= ? AND start_ns < ? \
+                   AND (start_ns > ? OR (start_ns = ? AND id > ?)) \
+                   ORDER BY start_ns, id LIMIT ?";
+        let rows: Vec<TrendRowOut> = self
+            .page_rows(sql, q, (q.from_ns, q.to_ns), &cursor)
+            .await?;
+        let (rows, next_cursor) = page_of("trends", rows, q.limit, |r| Cursor {
+            time: r.start_ns,
+            id: r.id,
+        });
+        let items = rows
+            .iter()
+            .map(TrendRowOut::decode)
+            .collect::<Result<_, _>>()?;
+        Ok(Page { items, next_cursor })
+    }
+
     /// Alerts of the patient active at some time in `[from_ns, to_ns)` (onset before the
     /// end, last transition at or after the start), by onset, each with all its events.
     pub async fn alerts(&self, q: &HistoryQuery) -> Result<Page<AlertHistory>, StorageError> {
@@ -195,16 +234,9 @@ impl Store {
                    FROM alerts WHERE patient_id = ? AND onset_ns < ? AND last_at_ns >= ? \
                    AND (onset_ns > ? OR (onset_ns = ? AND id > ?)) \
                    ORDER BY onset_ns, id LIMIT ?";
-        let rows: Vec<AlertRowOut> = on_pool!(&self.pool, |p| sqlx::query_as(sql)
-            .bind(&q.patient_id)
-            .bind(q.to_ns)
-            .bind(q.from_ns)
-            .bind(cursor.time)
-            .bind(cursor.time)
-            .bind(cursor.id)
-            .bind(i64::from(q.limit) + 1)
-            .fetch_all(p)
-            .await)?;
+        let rows: Vec<AlertRowOut> = self
+            .page_rows(sql, q, (q.to_ns, q.from_ns), &cursor)
+            .await?;
         let (rows, next_cursor) = page_of("alerts", rows, q.limit, |r| Cursor {
             time: r.onset_ns,
             id: r.id,

@@ -15,8 +15,8 @@ use sqlx::QueryBuilder;
 use uuid::Uuid;
 use vigil_core::codec::{self, DecodeLimits};
 use vigil_core::record::{
-    AlertEvent, AlertEvidence, AlertKind, AlertTransition, DeadLetter, EegChunk, HrSource,
-    ModelRef, RecordLimits, SeizureProbability,
+    AlertEvent, AlertEvidence, AlertKind, AlertTransition, DeadLetter, EegChunk, EegTrends,
+    HrSource, ModelRef, RecordLimits, SeizureProbability,
 };
 use vigil_db::{on_pool, DbPool, Dialect};
 
@@ -159,6 +159,7 @@ pub const TABLES: &[&str] = &[
     "eeg_chunks",
     "hr_points",
     "seizure_prob",
+    "eeg_trends",
     "alerts",
     "alert_events",
     "dead_letters",

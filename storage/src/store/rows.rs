@@ -46,6 +46,49 @@ pub(super) struct ProbRowIn {
     pub(super) archive_part: Option<String>,
 }
 
+/// One qEEG trend interval as written: the record in the binary codec.
+pub(super) struct TrendRowIn {
+    pub(super) patient_id: String,
+    pub(super) stream_id: String,
+    pub(super) start_ns: i64,
+    pub(super) duration_ns: i64,
+    pub(super) record: Vec<u8>,
+    pub(super) emitted_ns: i64,
+}
+
+impl TrendRowIn {
+    pub(super) fn new(trends: &EegTrends) -> Result<Self, StorageError> {
+        Ok(Self {
+            patient_id: trends.patient_id.clone(),
+            stream_id: trends.stream_id.to_string(),
+            start_ns: trends.start_ns,
+            duration_ns: trends.duration_ns,
+            record: codec::encode(trends).map_err(|e| StorageError::Unstorable(e.to_string()))?,
+            emitted_ns: trends.emitted_ns,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct TrendRowOut {
+    pub(super) id: i64,
+    pub(super) start_ns: i64,
+    pub(super) record: Vec<u8>,
+}
+
+impl TrendRowOut {
+    /// The stored record, validated as when it was received.
+    pub(super) fn decode(&self) -> Result<EegTrends, StorageError> {
+        codec::decode(&self.record, &DecodeLimits::default()).map_err(|e| {
+            StorageError::CorruptRow {
+                table: "eeg_trends",
+                id: self.id,
+                reason: e.to_string(),
+            }
+        })
+    }
+}
+
 pub(super) fn seq_i64(seq: u64) -> Result<i64, StorageError> {
     i64::try_from(seq).map_err(|_| {
         StorageError::Unstorable(format!("seq {seq} exceeds the stored range (2^63 - 1)"))

@@ -38,7 +38,7 @@ fn statement_groups<T>(rows: &[T], bytes: impl Fn(&T) -> usize) -> Vec<&[T]> {
 }
 
 /// Inserts a batch's signals in `$tx`: patients, EEG chunks, heart-rate points, seizure
-/// probabilities.
+/// probabilities, trend intervals.
 macro_rules! insert_signals {
     ($tx:ident, $prepared:expr, $dialect:expr, $ignore_id:expr, $now:expr) => {{
         let (prepared, dialect, ignore_id, now) = ($prepared, $dialect, &$ignore_id, $now);
@@ -116,6 +116,23 @@ macro_rules! insert_signals {
                     .push_bind(r.model_sha256.as_str())
                     .push_bind(r.emitted_ns)
                     .push_bind(r.archive_part.as_deref())
+                    .push_bind(now);
+            }
+        );
+        insert_rows!(
+            $tx,
+            "INSERT INTO eeg_trends (patient_id, stream_id, start_ns, duration_ns, record, \
+             emitted_ns, stored_ns) ",
+            &prepared.trends,
+            |r: &TrendRowIn| r.record.len(),
+            ignore_id,
+            |b, r| {
+                b.push_bind(r.patient_id.as_str())
+                    .push_bind(r.stream_id.as_str())
+                    .push_bind(r.start_ns)
+                    .push_bind(r.duration_ns)
+                    .push_bind(r.record.as_slice())
+                    .push_bind(r.emitted_ns)
                     .push_bind(now);
             }
         );
@@ -219,6 +236,7 @@ struct PreparedBatch {
     eeg: Vec<EegRowIn>,
     hr: Vec<HrRowIn>,
     prob: Vec<ProbRowIn>,
+    trends: Vec<TrendRowIn>,
     parts: Vec<ArchivePart>,
 }
 
@@ -329,6 +347,10 @@ impl Store {
                 });
             }
         }
+        for trends in &batch.trends {
+            patients.insert(trends.patient_id.clone());
+            prepared.trends.push(TrendRowIn::new(trends)?);
+        }
         for alert in &batch.alerts {
             patients.insert(alert.patient_id.clone());
         }
@@ -339,6 +361,7 @@ impl Store {
             eeg_chunks: prepared.eeg.len(),
             hr_points: prepared.hr.len(),
             prob_points: prepared.prob.len(),
+            trend_intervals: prepared.trends.len(),
             alert_events: batch.alerts.len(),
             dead_letters: batch.dead_letters.len(),
             eeg_raw_bytes: prepared.eeg.iter().map(|r| r.raw_len).sum(),

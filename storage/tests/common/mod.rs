@@ -10,8 +10,8 @@ use sqlx::Connection;
 use tempfile::TempDir;
 use uuid::Uuid;
 use vigil_core::record::{
-    AlertEvent, AlertEvidence, AlertKind, AlertTransition, EegChunk, HrBatch, HrPoint, HrSource,
-    ModelRef, SeizureProbability, SignalUnit,
+    AlertEvent, AlertEvidence, AlertKind, AlertTransition, EegChunk, EegTrends, HrBatch, HrPoint,
+    HrSource, ModelRef, MontageKind, SeizureProbability, SideTrends, SignalUnit, TREND_BINS,
 };
 use vigil_storage::Store;
 
@@ -202,6 +202,48 @@ pub fn prob(patient: &str, start_point: i64, n: usize) -> SeizureProbability {
         },
         emitted_ns: T0 + 400 * SEC,
     }
+}
+
+/// `n` consecutive 2 s trend intervals from `T0 + 2 s * start`, two regions, NaN marking
+/// what was not evaluated (the first interval's aEEG, one CSA bin).
+pub fn trends(patient: &str, stream: Uuid, start: i64, n: usize) -> Vec<EegTrends> {
+    (0..n as i64)
+        .map(|i| {
+            let k = start + i;
+            let side = |base: f32| SideTrends {
+                aeeg_min_uv: if k == 0 { f32::NAN } else { base },
+                aeeg_max_uv: if k == 0 { f32::NAN } else { base + 20.0 },
+                bsr_percent: (k % 7) as f32,
+            };
+            EegTrends {
+                patient_id: patient.into(),
+                stream_id: stream,
+                start_ns: T0 + k * 2 * SEC,
+                duration_ns: 2 * SEC,
+                montage: MontageKind::DoubleBanana,
+                regions: vec!["left lateral".into(), "right lateral".into()],
+                csa_db: (0..2)
+                    .map(|r| {
+                        (0..TREND_BINS)
+                            .map(|b| {
+                                if b == 3 {
+                                    f32::NAN
+                                } else {
+                                    (k + r + b as i64) as f32 * 0.5 - 5.0
+                                }
+                            })
+                            .collect()
+                    })
+                    .collect(),
+                asymmetry: (0..TREND_BINS).map(|b| (b as f32 - 15.0) / 30.0).collect(),
+                asymmetry_index: 0.125,
+                left: side(10.0),
+                right: side(12.0),
+                global: side(11.0),
+                emitted_ns: T0 + (k + 1) * 2 * SEC,
+            }
+        })
+        .collect()
 }
 
 /// One transition of alert `id`.
