@@ -101,9 +101,14 @@ async function main() {
     await page.click('button[data-span="1"]');
     await page.waitForSelector('button[data-span="1"].active');
     // Click 30 s before now on the heatmap: the stored EEG page opens there.
+    await page.locator('[data-testid="trends-canvas"]').scrollIntoViewIfNeeded();
     const box = await page.locator('[data-testid="trends-canvas"]').boundingBox();
     const clickedAt = Date.now();
-    const plotLeft = 64, plotWidth = box.width - 64 - 8;
+    // The heatmaps share the aEEG chart's plotting area (uPlot's bbox, in device pixels).
+    const { plotLeft, plotWidth } = await page.evaluate(() => {
+      const over = document.querySelector("#trends-aeeg .u-over");
+      return { plotLeft: over.offsetLeft, plotWidth: over.clientWidth };
+    });
     const x = plotLeft + plotWidth * (1 - 30 / 3600);
     await page.mouse.click(box.x + x, box.y + 20);
     await page.waitForSelector('[data-testid="eeg-page"]:not([hidden])', { timeout: 5000 });
@@ -115,6 +120,15 @@ async function main() {
     await page.selectOption("#eeg-page-montage", "average");
     await page.waitForFunction(() => /average reference/.test(document.getElementById("eeg-page-status").textContent), null, { timeout: 10000 });
     check(true, "montage switched to average reference");
+    const pageInk = await page.evaluate(() => {
+      const c = document.querySelector("#eeg-page-chart canvas");
+      if (!c) return 0;
+      const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      let ink = 0;
+      for (let i = 3; i < data.length; i += 4) if (data[i] > 0) ink++;
+      return ink;
+    });
+    check(pageInk > 5000, `re-referenced EEG page drawn (${pageInk} pixels)`);
     await page.screenshot({ path: join(ARTIFACTS, "patient-trends.png"), fullPage: true });
 
     // Acknowledge.

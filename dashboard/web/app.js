@@ -214,7 +214,7 @@
   }
 
   // ---------------------------------------------------------------- qEEG trends
-  const trendView = { spanH: 1, renderedAt: 0, page: null };
+  const trendView = { spanH: 1, renderedAt: 0, page: null, plot: null };
 
   async function loadTrends(id) {
     const d = patientData(id);
@@ -251,6 +251,12 @@
     };
   }
 
+  function closeEegPage() {
+    $("eeg-page").hidden = true;
+    trendView.page = null;
+    if (trendView.plot) { trendView.plot.destroy(); trendView.plot = null; }
+  }
+
   async function openEegPage(id, atMs) {
     const s = eegPageSettings();
     const from = Math.round(atMs - (s.len * 1000) / 2);
@@ -269,8 +275,9 @@
         $("eeg-page-status").textContent = "no stored EEG";
         return;
       }
-      if (app.charts.eegPage) app.charts.eegPage.plot.destroy();
-      app.charts.eegPage = { plot: VigilEegPage.draw($("eeg-page-chart"), page, s.spacing), key: "page" };
+      // Kept apart from app.charts: those are rebuilt on every resize, this page is not.
+      if (trendView.plot) trendView.plot.destroy();
+      trendView.plot = VigilEegPage.draw($("eeg-page-chart"), page, s.spacing);
       const filters = [s.hp ? `high-pass ${s.hp} Hz` : null, s.lp ? `low-pass ${s.lp} Hz` : null, s.notch ? `notch ${s.notch} Hz` : null].filter(Boolean);
       $("eeg-page-status").textContent = `${page.channels.length} channels at ${page.fs} Hz, ${s.montage === "average" ? "average reference" : "as recorded"}, ${filters.join(", ") || "unfiltered"}; ${s.spacing} \u00b5V between baselines`;
     } catch (err) {
@@ -671,7 +678,7 @@
         for (const kind of ["prob", "hr", "alerts"]) {
           loadHistory(patient, kind, from, now).catch((err) => { $("ack-error").textContent = `History: ${err.message}`; });
         }
-        $("eeg-page").hidden = true;
+        closeEegPage();
         loadTrends(patient).catch((err) => { $("trends-montage").textContent = `Trends: ${err.message}`; });
       }
     } else {
@@ -729,7 +736,7 @@
     }
     $("eeg-page-prev").addEventListener("click", reopen(-1));
     $("eeg-page-next").addEventListener("click", reopen(1));
-    $("eeg-page-close").addEventListener("click", () => { $("eeg-page").hidden = true; trendView.page = null; });
+    $("eeg-page-close").addEventListener("click", closeEegPage);
     window.addEventListener("hashchange", route);
     window.addEventListener("resize", () => { destroyCharts(); if (app.route.patient) patientData(app.route.patient).trends.dirty = true; scheduleRender(); });
     start();

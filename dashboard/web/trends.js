@@ -41,7 +41,7 @@ window.VigilTrends = (() => {
   }
 
   /// Draws one heatmap per region plus the asymmetry heatmap; returns the row layout.
-  function drawHeatmaps(canvas, cols, regions, from, to) {
+  function drawHeatmaps(canvas, cols, regions, from, to, area) {
     const dpr = window.devicePixelRatio || 1;
     const width = canvas.clientWidth || 800;
     const rowH = BINS * ROW_PX, gap = 16;
@@ -52,17 +52,19 @@ window.VigilTrends = (() => {
     const ctx = canvas.getContext("2d");
     ctx.scale(dpr, dpr);
     ctx.clearRect(0, 0, width, height);
-    const plotW = width - AXIS_LEFT - 8;
-    const x = (t) => AXIS_LEFT + ((t - from) / (to - from)) * plotW;
+    // The uPlot charts' plotting area, so a time is at the same x in every row.
+    const left = area ? area.left : AXIS_LEFT;
+    const plotW = area ? area.width : width - AXIS_LEFT - 8;
+    const x = (t) => left + ((t - from) / (to - from)) * plotW;
     const nan = hatch(ctx);
     const labels = regions.map((r) => `CSA ${r}`).concat(["asymmetry L-R"]);
     ctx.font = "11px sans-serif";
     labels.forEach((label, r) => {
       const top = r * (rowH + gap) + gap - 2;
-      ctx.fillStyle = "#1b2430"; ctx.fillText(label, AXIS_LEFT, top - 3);
+      ctx.fillStyle = "#1b2430"; ctx.fillText(label, left, top - 3);
       ctx.fillStyle = "#5b6775";
       ctx.fillText("30 Hz", 4, top + 9); ctx.fillText("1 Hz", 4, top + rowH);
-      ctx.fillStyle = nan; ctx.fillRect(AXIS_LEFT, top, plotW, rowH);
+      ctx.fillStyle = nan; ctx.fillRect(left, top, plotW, rowH);
       for (const c of cols) {
         const x0 = Math.floor(x(c.start_ms)), x1 = Math.ceil(x(c.start_ms + c.duration_ms));
         const values = r < regions.length ? c.csa_db[r] : c.asymmetry;
@@ -78,7 +80,7 @@ window.VigilTrends = (() => {
         }
       }
     });
-    return { x, plotW };
+    return { left, plotW };
   }
 
   /// Semi-log amplitude scale of aEEG: linear 0-10 uV, logarithmic 10-100 uV and above.
@@ -101,7 +103,7 @@ window.VigilTrends = (() => {
     return { xs, s };
   }
 
-  function aeegChart(container, width, from, to, data, onClick) {
+  function aeegChart(container, width, from, to, data, onClick, onDraw) {
     const { xs, s } = data;
     const opts = {
       width, height: 170,
@@ -113,7 +115,11 @@ window.VigilTrends = (() => {
         { label: "right min", stroke: "#1565c0", width: 1, spanGaps: false },
         { label: "right max", stroke: "#1565c0", width: 1, spanGaps: false }],
       bands: [{ series: [2, 1], fill: "rgba(198,40,40,0.25)" }, { series: [4, 3], fill: "rgba(21,101,192,0.25)" }],
-      hooks: { ready: [(u) => u.over.addEventListener("click", (e) => onClick(u.posToVal(e.offsetX, "x") * 1000))] },
+      hooks: {
+        ready: [(u) => u.over.addEventListener("click", (e) => onClick(u.posToVal(e.offsetX, "x") * 1000))],
+        // uPlot lays out its axes while drawing: only then is the plotting area known.
+        draw: [onDraw],
+      },
     };
     return new uPlot(opts, [xs, s.lmin, s.lmax, s.rmin, s.rmax], container);
   }
@@ -148,16 +154,19 @@ window.VigilTrends = (() => {
       ? `Regions: ${MONTAGE_TEXT[last.montage] || last.montage} (${regions.join(", ")})`
       : "no trends yet";
     els.montage.dataset.montage = last ? last.montage : "";
-    const layout = drawHeatmaps(els.canvas, cols, regions, from, to);
-    const width = AXIS_LEFT + layout.plotW + 8;
+    const width = els.canvas.clientWidth || 800;
     const data = lineData(cols, from, to);
     for (const c of t.charts || []) c.destroy();
     els.aeeg.replaceChildren(); els.bsr.replaceChildren();
-    t.charts = [aeegChart(els.aeeg, width, from, to, data, onClick), bsrChart(els.bsr, width, from, to, data, onClick)];
-    els.canvas.onclick = (e) => {
-      const f = (e.offsetX - AXIS_LEFT) / layout.plotW;
-      if (f >= 0 && f <= 1) onClick(from + f * (to - from));
+    const drawRows = (u) => {
+      const dpr = window.devicePixelRatio || 1;
+      const layout = drawHeatmaps(els.canvas, cols, regions, from, to, { left: u.bbox.left / dpr, width: u.bbox.width / dpr });
+      els.canvas.onclick = (e) => {
+        const f = (e.offsetX - layout.left) / layout.plotW;
+        if (f >= 0 && f <= 1) onClick(from + f * (to - from));
+      };
     };
+    t.charts = [aeegChart(els.aeeg, width, from, to, data, onClick, drawRows), bsrChart(els.bsr, width, from, to, data, onClick)];
     els.legend.textContent = `CSA colour: ${CSA_LO} dB (dark blue) to ${CSA_HI} dB (yellow) re 1 \u00b5V\u00b2/Hz; asymmetry: red = left stronger, blue = right stronger; hatched = not evaluated. Click any time to open the raw EEG there.`;
   }
 
