@@ -70,6 +70,21 @@ enum Command {
     Replay(ReplayArgs),
     /// Run recordings through the inference code offline and score detections (SzCORE).
     Eval(EvalArgs),
+    /// Forward Lab Streaming Layer outlets (research amplifiers, heart-rate sensors) through
+    /// the ingest gateway. Streams and their device ids come from `[lsl.streams.<name>]`, tokens
+    /// from the environment or a file (docs/LSL.md).
+    Lsl(LslArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LslArgs {
+    /// List the LSL streams visible on the network (name, type, source_id, rate, channels)
+    /// and exit, to write `[lsl.streams]`.
+    #[arg(long)]
+    list: bool,
+    /// How long --list waits for streams, in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    wait_s: f64,
 }
 
 /// How a recording becomes the EEG a device sends.
