@@ -284,6 +284,34 @@ fn bridge_config<const N: usize>(
     }
 }
 
+/// A SQLite device directory in `dir`.
+async fn device_directory(dir: &Path) -> Arc<SqlDeviceDirectory> {
+    let db = format!("sqlite://{}?mode=rwc", dir.join("devices.db").display());
+    Arc::new(SqlDeviceDirectory::connect(&db).await.expect("directory"))
+}
+
+/// A consumer of `topic` in a group of its own.
+async fn subscribe(bus: &Bus, topic: Topic) -> Box<dyn BusConsumer> {
+    let group = format!("lsl-test-{}", Uuid::new_v4().simple());
+    bus.subscribe(&group, &[bus.topic(topic)])
+        .await
+        .expect("subscribe")
+}
+
+/// Whatever still arrives within 2 s is a re-produced copy of a record already seen.
+async fn assert_only_copies_follow(consumer: &mut dyn BusConsumer, chunks: &[EegChunk]) {
+    while let Ok(next) = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await {
+        let msg = next.expect("recv");
+        let chunk: EegChunk =
+            codec::decode(&msg.payload, &DecodeLimits::default()).expect("decode");
+        assert!(
+            chunks.contains(&chunk),
+            "only re-produced copies may follow: seq {}",
+            chunk.seq
+        );
+    }
+}
+
 async fn register(dir: &Path, directory: &SqlDeviceDirectory, device: &str) -> PathBuf {
     let token = directory
         .register(&NewDevice {
@@ -374,24 +402,13 @@ async fn forward_real_outlet_across_restarts(bus_config: BusConfig) {
     let (labels, expected) = excerpt(&recording, dir.path());
     let total = expected[0].len();
 
-    let db = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("devices.db").display()
-    );
-    let directory = Arc::new(SqlDeviceDirectory::connect(&db).await.expect("directory"));
+    let directory = device_directory(dir.path()).await;
     let amp_token = register(dir.path(), &directory, "lsl-amp").await;
     let hr_token = register(dir.path(), &directory, "lsl-hr").await;
     let bus = Bus::connect(&bus_config).await.expect("bus");
     bus.create_vigil_topics().await.expect("topics");
-    let group = format!("lsl-test-{}", Uuid::new_v4().simple());
-    let mut eeg_rx = bus
-        .subscribe(&group, &[bus.topic(Topic::EegRaw)])
-        .await
-        .expect("subscribe eeg");
-    let mut hr_rx = bus
-        .subscribe(&format!("{group}-hr"), &[bus.topic(Topic::HrRaw)])
-        .await
-        .expect("subscribe hr");
+    let mut eeg_rx = subscribe(&bus, Topic::EegRaw).await;
+    let mut hr_rx = subscribe(&bus, Topic::HrRaw).await;
     let mut gateway = Gateway::start(bus.clone(), directory.clone());
 
     // Unique names: tests running at once on this host must not see each other's outlets.
@@ -444,23 +461,8 @@ async fn forward_real_outlet_across_restarts(bus_config: BusConfig) {
         bus_config.url, amp.samples, amp.records_sent, amp.counts.nan_filled, amp.client,
         amp.time_error_ns / 1000
     );
-    for s in [amp, hr] {
-        assert_eq!(
-            s.unacknowledged, 0,
-            "{}: everything sent was acknowledged",
-            s.key
-        );
-        assert_eq!(
-            s.client.rejected, 0,
-            "{}: {:?}",
-            s.key, s.client.last_rejection
-        );
-        assert!(
-            s.client.reconnects >= 1,
-            "{}: the gateway restart was seen",
-            s.key
-        );
-    }
+    assert_clean_stop(amp);
+    assert_clean_stop(hr);
     assert_eq!(
         amp.counts.new_streams, 0,
         "a 1-2 s absence stays one stream"
@@ -474,19 +476,30 @@ async fn forward_real_outlet_across_restarts(bus_config: BusConfig) {
         b.iter().map(|b| b.points.len()).sum::<usize>() >= BEATS
     })
     .await;
-    let extra = tokio::time::timeout(Duration::from_secs(2), eeg_rx.recv()).await;
-    if let Ok(Ok(msg)) = &extra {
-        let chunk: EegChunk =
-            codec::decode(&msg.payload, &DecodeLimits::default()).expect("decode");
-        assert!(
-            chunks.iter().any(|c| c == &chunk),
-            "only re-produced copies may follow: seq {}",
-            chunk.seq
-        );
-    }
+    assert_only_copies_follow(eeg_rx.as_mut(), &chunks).await;
 
     check_eeg(&chunks, &expected, &labels, &runs(&log), amp.time_error_ns);
-    let points: Vec<_> = hr_batches.iter().flat_map(|b| b.points.clone()).collect();
+    check_hr(&hr_batches);
+}
+
+/// Everything sent was acknowledged, nothing refused, and the gateway restart was seen.
+fn assert_clean_stop(s: &StreamStats) {
+    assert_eq!(s.unacknowledged, 0, "{}: all sent was acknowledged", s.key);
+    assert_eq!(
+        s.client.rejected, 0,
+        "{}: {:?}",
+        s.key, s.client.last_rejection
+    );
+    assert!(
+        s.client.reconnects >= 1,
+        "{}: the gateway restart was seen",
+        s.key
+    );
+}
+
+/// The heartbeats: every one once, in order, bpm and RR bit-equal.
+fn check_hr(batches: &[HrBatch]) {
+    let points: Vec<_> = batches.iter().flat_map(|b| b.points.clone()).collect();
     let got: Vec<(f32, Option<f32>)> = points.iter().map(|p| (p.bpm, p.rr_ms)).collect();
     let want: Vec<(f32, Option<f32>)> = (0..BEATS).map(|i| (beat(i).0, Some(beat(i).1))).collect();
     assert_eq!(got, want, "every beat once, in order, bit-equal");
@@ -614,11 +627,7 @@ async fn sixty_four_channels_at_1000_hz_in_real_time() {
     std::fs::write(&samples, bytes).expect("samples");
     let labels: Vec<String> = (1..=CHANNELS).map(|c| format!("E{c}")).collect();
 
-    let db = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("devices.db").display()
-    );
-    let directory = Arc::new(SqlDeviceDirectory::connect(&db).await.expect("directory"));
+    let directory = device_directory(dir.path()).await;
     let token = register(dir.path(), &directory, "lsl-amp64").await;
     let bus = Bus::connect(&BusConfig {
         url: format!("memory://lsl64-{}", Uuid::new_v4().simple()),
