@@ -247,7 +247,11 @@ async fn forward_records(
         stats.client = final_stats;
     }
     if let Some(err) = failure {
-        return Err(err);
+        // A client that ended on its own (a refused token) says why in its result.
+        let own = matches!(err, LslError::Client { .. })
+            .then(|| closed.err())
+            .flatten();
+        return Err(own.map_or(err, client_error));
     }
     flushed.map_err(client_error)?;
     closed.map(|_| ()).map_err(client_error)

@@ -20,8 +20,8 @@ pub enum LslError {
     /// liblsl failed (resolving, opening an inlet, pulling).
     #[error("liblsl: {0}")]
     Lsl(String),
-    /// The gateway client failed (token refused, closed).
-    #[error("stream {stream:?}: {source}")]
+    /// The gateway client failed (token refused, closed); the cause is the error's source.
+    #[error("stream {stream:?}")]
     Client {
         /// The configured stream's key.
         stream: String,
