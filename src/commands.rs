@@ -14,7 +14,7 @@ use vigil_inference::model::SeizureModel;
 use vigil_inference::stage::InferenceStage;
 use vigil_inference::windowing::WindowParams;
 
-use crate::{Cli, Command, DeviceAction, ModelsAction, TopicsAction, UserAction};
+use crate::{Cli, Command, DeviceAction, LslArgs, ModelsAction, TopicsAction, UserAction};
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let config = VigilConfig::load(cli.config.as_deref())?;
@@ -104,6 +104,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init(&config.telemetry);
             crate::research::eval_command(&config, args)
         }
+        Command::Lsl(args) => lsl(config, args),
         Command::Dashboard => runtime()?.block_on(async {
             telemetry::init(&config.telemetry);
             let shutdown = vigil_core::shutdown::on_signals();
@@ -111,6 +112,43 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }),
     }
+}
+
+/// `vigil lsl`: list the visible LSL streams, or run the bridge until SIGINT/SIGTERM.
+fn lsl(config: VigilConfig, args: LslArgs) -> anyhow::Result<()> {
+    if args.list {
+        let wait = std::time::Duration::from_secs_f64(args.wait_s.clamp(0.1, 60.0));
+        let streams = vigil_lsl::list_streams(wait)?;
+        if streams.is_empty() {
+            println!("no LSL streams found within {:.1} s", wait.as_secs_f64());
+        }
+        for s in streams {
+            let rate = if s.nominal_rate_hz > 0.0 {
+                format!("{} Hz", s.nominal_rate_hz)
+            } else {
+                "irregular".to_owned()
+            };
+            println!(
+                "name={:?} type={:?} source_id={:?} rate={rate} channels={}",
+                s.name, s.lsl_type, s.source_id, s.channel_count
+            );
+        }
+        return Ok(());
+    }
+    let bridge = vigil_lsl::LslBridge::build(&config)?;
+    runtime()?.block_on(async {
+        telemetry::init(&config.telemetry);
+        let shutdown = vigil_core::shutdown::on_signals();
+        let stats = bridge.start(shutdown)?.wait().await?;
+        for s in stats {
+            eprintln!(
+                "{}: {} samples, {} records sent, {} accepted, {} duplicates, {} refused, {} unacknowledged, {} reconnects",
+                s.key, s.samples, s.records_sent, s.client.accepted, s.client.duplicates,
+                s.client.rejected, s.unacknowledged, s.client.reconnects
+            );
+        }
+        Ok(())
+    })
 }
 
 /// `vigil device register|revoke` against `ingest.database_url`.

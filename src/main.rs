@@ -70,6 +70,32 @@ enum Command {
     Replay(ReplayArgs),
     /// Run recordings through the inference code offline and score detections (SzCORE).
     Eval(EvalArgs),
+    /// Forward Lab Streaming Layer outlets (research amplifiers, heart-rate sensors) through
+    /// the ingest gateway. Streams and their device ids come from `[lsl.streams.<name>]`, tokens
+    /// from the environment or a file (docs/LSL.md).
+    #[command(after_help = LSL_QUICK_START)]
+    Lsl(LslArgs),
+}
+
+/// `vigil lsl --help`: from an amplifier's LSL app into `vigil demo`.
+const LSL_QUICK_START: &str = "\
+Into `vigil demo` (it prints the token of device your-headset, patient your-patient):
+  vigil lsl --list
+  VIGIL_LSL_TOKEN=vigil_dt_... VIGIL__LSL__URL=ws://127.0.0.1:8080/v1/stream \\
+  VIGIL__LSL__STREAMS__AMP__NAME=<name from --list> \\
+  VIGIL__LSL__STREAMS__AMP__DEVICE_ID=your-headset VIGIL__LSL__STREAMS__AMP__PATIENT_ID=your-patient \\
+  VIGIL__LSL__STREAMS__AMP__TOKEN_ENV=VIGIL_LSL_TOKEN vigil lsl
+A config file takes the same keys under [lsl] and [lsl.streams.<name>] (vigil.example.toml).";
+
+#[derive(Debug, clap::Args)]
+struct LslArgs {
+    /// List the LSL streams visible on the network (name, type, source_id, rate, channels)
+    /// and exit, to write `[lsl.streams]`.
+    #[arg(long)]
+    list: bool,
+    /// How long --list waits for streams, in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    wait_s: f64,
 }
 
 /// How a recording becomes the EEG a device sends.

@@ -12,6 +12,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::DEFAULT_MAX_RECORD_BYTES;
+pub use crate::lsl_config::{LslConfig, LslKind, LslStreamConfig};
 
 mod trends;
 pub use trends::{RegionMap, TrendParams, TrendsConfig};
@@ -56,6 +57,8 @@ pub struct VigilConfig {
     pub storage: StorageConfig,
     /// The clinician dashboard (`vigil dashboard`).
     pub dashboard: DashboardConfig,
+    /// The LSL bridge (`vigil lsl`): research amplifiers' LSL outlets into the gateway.
+    pub lsl: LslConfig,
 }
 
 /// Inference stage settings.
@@ -709,6 +712,7 @@ impl VigilConfig {
             });
         }
         self.inference.alert_policies()?;
+        self.lsl.check()?;
         if !matches!(self.inference.mains_hz, 50 | 60) {
             return Err(ConfigError::Invalid {
                 key: "inference.mains_hz",

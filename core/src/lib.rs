@@ -10,7 +10,8 @@
 //!   size first, never panic, and return only valid records;
 //! - [`bus`]: the message bus chosen by URL (`memory://` in-process, `kafka://` via rdkafka)
 //!   with at-least-once consumer groups whose offsets advance only on acknowledgement;
-//! - [`config`]: layered configuration (defaults, TOML, `VIGIL__` env);
+//! - [`config`]: layered configuration (defaults, TOML, `VIGIL__` env; `[lsl]` in
+//!   [`lsl_config`]);
 //! - [`problem`]: RFC 9457 problem+json, the one HTTP error body of every server;
 //! - [`telemetry`]: logs, Prometheus metrics, typed events, `/healthz` `/readyz` `/metrics`;
 //! - [`shutdown`]: a cancellation token fired by SIGINT/SIGTERM;
@@ -23,6 +24,7 @@ pub mod bus;
 pub mod codec;
 pub mod config;
 pub mod datasets;
+pub mod lsl_config;
 pub mod model;
 pub mod open_alerts;
 pub mod problem;

@@ -54,3 +54,21 @@ pub fn model_weights() -> Option<PathBuf> {
         ))
     }
 }
+
+/// CPU time (user + system) this process has used, in seconds, from `/proc/self/stat`
+/// (Linux; clock ticks of 10 ms). 0 where it cannot be read.
+pub fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Fields after the command name: utime is the 12th, stime the 13th (0-based 11, 12).
+    (ticks(11) + ticks(12)) / 100.0
+}

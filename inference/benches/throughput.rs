@@ -12,23 +12,6 @@ use vigil_inference::model::{ModelEngine, SeizureModel};
 use vigil_inference::synthetic::SyntheticChannel;
 use vigil_inference::windowing::{ChannelStream, WindowParams};
 
-/// Process CPU time (user + system) in seconds, from /proc (clock ticks of 10 ms).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // Fields after the command name: utime is the 12th, stime the 13th (0-based 11, 12).
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let seconds: f64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(3600.0);
@@ -63,7 +46,7 @@ fn run(seconds: f64, engine: ModelEngine) {
     // Warm-up: plan optimisation happens once per process, not per window.
     model.warm_up(1, 599).expect("warm-up");
 
-    let (cpu0, wall0) = (cpu_seconds(), Instant::now());
+    let (cpu0, wall0) = (vigil_core::testenv::process_cpu_seconds(), Instant::now());
     let mut stream = ChannelStream::new(fs, WindowParams::default()).expect("stream");
     let mut points = 0;
     // One-second chunks, as a device would send them.
@@ -71,7 +54,10 @@ fn run(seconds: f64, engine: ModelEngine) {
         points += stream.push(&model, chunk).expect("push").values.len();
     }
     points += stream.finish(&model).expect("finish").values.len();
-    let (cpu, wall) = (cpu_seconds() - cpu0, wall0.elapsed().as_secs_f64());
+    let (cpu, wall) = (
+        vigil_core::testenv::process_cpu_seconds() - cpu0,
+        wall0.elapsed().as_secs_f64(),
+    );
     assert_eq!(points, (seconds * 2.0) as usize);
     println!(
         "{{\"impl\": \"vigil-{engine}\", \"signal_s\": {seconds}, \"cpu_s\": {cpu:.3}, \"wall_s\": {wall:.3}, \"channel_s_per_cpu_s\": {:.1}}}",

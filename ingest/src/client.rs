@@ -169,6 +169,12 @@ impl IngestClient {
         self.stats.borrow().clone()
     }
 
+    /// The counters as they change: replies resolve frames in send order, so the n-th record
+    /// sent got its final reply once `resolved() >= n` (the LSL bridge times acks this way).
+    pub fn watch_stats(&self) -> watch::Receiver<ClientStats> {
+        self.stats.clone()
+    }
+
     /// Waits until every queued record got a final reply (ack or refusal).
     pub async fn flush(&self, timeout: Duration) -> Result<ClientStats, ClientError> {
         let submitted = self.submitted.load(Ordering::SeqCst);
