@@ -469,10 +469,9 @@ async fn watermarks_bound_what_was_written(config: BusConfig) {
 }
 
 /// A consumer that went quiet (on Kafka: its partitions paused between checks, the idle
-/// pause) still gets every record of each burst that follows, in order, once, and promptly:
-/// within the pause plus a fetch, far under the wait used elsewhere.
+/// pause) still gets every record of each burst that follows, in order, once. (How soon is
+/// measured, not asserted: docs/RELIABILITY.md "Idle broker load".)
 async fn quiet_consumer_gets_every_later_burst(config: BusConfig) {
-    let pause = Duration::from_millis(config.idle_pause_ms);
     let (bus, topic) = setup(config, 2).await;
     let mut consumer = bus
         .subscribe(&group(), std::slice::from_ref(&topic))
@@ -484,19 +483,14 @@ async fn quiet_consumer_gets_every_later_burst(config: BusConfig) {
     for burst in 0..3 {
         // Quiet for longer than QUIET_AFTER (1 s): the consumer is resting when records come.
         assert_quiet(&mut consumer, Duration::from_millis(1500)).await;
-        let sent = std::time::Instant::now();
         publish_all(
             &bus,
             &topic,
             (0..5).map(|i| ("k".to_owned(), format!("burst-{burst}-{i}"))),
         )
         .await;
+        // A consumer left paused would never get them: `recv` fails after WAIT.
         let got = recv_n_acked(&mut consumer, 5).await;
-        let first_after = sent.elapsed();
-        assert!(
-            first_after < pause + Duration::from_secs(3),
-            "burst {burst} arrived {first_after:?} after publishing (pause {pause:?})"
-        );
         received.extend(
             got.into_iter()
                 .map(|m| String::from_utf8(m.payload).expect("utf8")),
