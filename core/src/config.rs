@@ -358,8 +358,8 @@ pub struct BusConfig {
     /// Kafka only: once a consumer has received nothing for a second, it stops fetching for
     /// this many ms between short checks, so idle consumers do not keep the broker busy
     /// (tansu answers every fetch after its full wait, 10 ms: docs/RELIABILITY.md "Idle
-    /// broker load"). Costs at most this much latency on the first record after a quiet
-    /// second, none while records flow. 0 = always fetch.
+    /// broker load"). 0 (the default) = always fetch: on tansu a consumer paused before it
+    /// read anything from a partition can starve, so this stays off until that is solved.
     pub idle_pause_ms: u64,
     /// Extra librdkafka properties for every Kafka client (e.g. `security.protocol`).
     pub kafka: BTreeMap<String, String>,
@@ -376,7 +376,7 @@ impl Default for BusConfig {
             publish_timeout_ms: 30_000,
             memory_retention_records: 100_000,
             instance_id: String::new(),
-            idle_pause_ms: 200,
+            idle_pause_ms: 0,
             kafka: BTreeMap::new(),
         }
     }

@@ -471,7 +471,8 @@ async fn watermarks_bound_what_was_written(config: BusConfig) {
 /// A consumer that went quiet (on Kafka: its partitions paused between checks, the idle
 /// pause) still gets every record of each burst that follows, in order, once. (How soon is
 /// measured, not asserted: docs/RELIABILITY.md "Idle broker load".)
-async fn quiet_consumer_gets_every_later_burst(config: BusConfig) {
+async fn quiet_consumer_gets_every_later_burst(mut config: BusConfig) {
+    config.idle_pause_ms = 200;
     let (bus, topic) = setup(config, 2).await;
     let mut consumer = bus
         .subscribe(&group(), std::slice::from_ref(&topic))
