@@ -91,14 +91,16 @@ pub fn design_taps(fs: usize, mains: Mains) -> Vec<f64> {
         .collect()
 }
 
-/// Streaming display filter for one channel.
+/// Streaming display filter for one channel. Clones share the taps' spectrum and the FFT
+/// plans, so a patient's channels hold one copy.
+#[derive(Clone)]
 pub struct DisplayFilter {
     taps: usize,
     block: usize,
     fft: Arc<dyn Fft<f64>>,
     ifft: Arc<dyn Fft<f64>>,
     /// FFT of the zero-padded taps, length `taps + block - 1` rounded to `fft_len`.
-    response: Vec<Complex<f64>>,
+    response: Arc<[Complex<f64>]>,
     fft_len: usize,
     /// The last `taps - 1` inputs (NaN kept as NaN) followed by pending new inputs.
     history: Vec<f64>,
@@ -125,7 +127,7 @@ impl DisplayFilter {
             block,
             fft,
             ifft,
-            response,
+            response: response.into(),
             fft_len,
             history: vec![0.0; taps.len() - 1],
         }
@@ -150,7 +152,7 @@ impl DisplayFilter {
                 .take(self.fft_len)
                 .collect();
             self.fft.process(&mut buf);
-            for (b, h) in buf.iter_mut().zip(&self.response) {
+            for (b, h) in buf.iter_mut().zip(self.response.iter()) {
                 *b *= h;
             }
             self.ifft.process(&mut buf);

@@ -6,8 +6,11 @@ use vigil_core::record::{EegChunk, EegTrace, EegTrends, ModelRef, SeizureProbabi
 
 use crate::display::{DisplayFilter, Mains};
 use crate::model::SeizureModel;
+use crate::spectrogram::SpectrogramPlan;
 use crate::trends::TrendEngine;
-use crate::windowing::{fmax, ChannelStream, FinalizedPoints, PushedChunk, WindowParams};
+use crate::windowing::{
+    fmax, ChannelStream, FinalizedPoints, PushedChunk, WindowGeometry, WindowParams,
+};
 use crate::InferenceError;
 
 /// Grid step of the model output, 0.5 s.
@@ -21,14 +24,20 @@ pub fn aggregate(channel_p: &[Vec<f32>]) -> Vec<f32> {
         .collect()
 }
 
-/// One patient's current device stream.
-pub(crate) struct PatientStream {
+/// One patient's current device stream: everything inference keeps per patient between
+/// chunks (a shard owns it; its size is tested in `tests/memory.rs`).
+pub struct PatientStream {
+    /// The device session.
     pub stream_id: uuid::Uuid,
+    /// Channel labels, in sample order.
     pub channels: Vec<String>,
+    /// Sampling rate, Hz.
     pub fs: f64,
     /// Time of the stream's first sample: grid point k is at origin + k * 0.5 s.
     pub origin_ns: i64,
+    /// The next chunk expected.
     pub next_seq: u64,
+    /// Samples per channel pushed so far, gaps included.
     pub samples_seen: u64,
     per_channel: Vec<ChannelStream>,
     /// Display filters for the trace topic, one per channel.
@@ -43,6 +52,7 @@ pub(crate) struct PatientStream {
 }
 
 impl PatientStream {
+    /// A stream starting with `chunk` (not pushed yet).
     pub fn start(
         chunk: &EegChunk,
         params: WindowParams,
@@ -62,11 +72,14 @@ impl PatientStream {
             ),
             None => None,
         };
+        let geometry = WindowGeometry::new(chunk.sample_rate_hz, params)?;
+        let plan = SpectrogramPlan::new(geometry.fs);
         let per_channel = chunk
             .channels
             .iter()
-            .map(|_| ChannelStream::new(chunk.sample_rate_hz, params))
-            .collect::<Result<_, _>>()?;
+            .map(|_| ChannelStream::with_plan(geometry, plan.clone()))
+            .collect();
+        let display = DisplayFilter::new(chunk.sample_rate_hz as usize, mains);
         Ok(Self {
             stream_id: chunk.stream_id,
             channels: chunk.channels.clone(),
@@ -75,11 +88,7 @@ impl PatientStream {
             next_seq: chunk.seq,
             samples_seen: 0,
             per_channel,
-            display: chunk
-                .channels
-                .iter()
-                .map(|_| DisplayFilter::new(chunk.sample_rate_hz as usize, mains))
-                .collect(),
+            display: vec![display; chunk.channels.len()],
             displayed: 0,
             decimate: ((chunk.sample_rate_hz / 200.0).floor() as u64).max(1),
             trends,
@@ -160,12 +169,14 @@ impl PatientStream {
             .collect()
     }
 
+    /// The chunk belongs to this stream (same session, channels and rate).
     pub fn continues(&self, chunk: &EegChunk) -> bool {
         self.stream_id == chunk.stream_id
             && self.channels == chunk.channels
             && self.fs == chunk.sample_rate_hz
     }
 
+    /// When the next chunk should start if nothing is missing.
     pub fn expected_start_ns(&self) -> i64 {
         self.origin_ns + (self.samples_seen as f64 * 1e9 / self.fs).round() as i64
     }
@@ -189,6 +200,12 @@ impl PatientStream {
         self.samples_seen += (gap_samples + chunk.samples_per_channel()) as u64;
         self.next_seq = chunk.seq + 1;
         out
+    }
+
+    /// The model input of channel `channel`'s window at block `start`, a job of
+    /// [`PatientStream::push_samples`] to evaluate (see [`ChannelStream::take_input`]).
+    pub fn take_input(&mut self, channel: usize, start: usize) -> Option<Vec<f32>> {
+        self.per_channel.get_mut(channel)?.take_input(start)
     }
 
     /// Merges one chunk's model outputs (per channel: `(window start, output)` in job order).

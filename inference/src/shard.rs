@@ -64,9 +64,9 @@ pub(crate) struct ShardConfig {
     pub trends: Option<Arc<TrendsConfig>>,
 }
 
-/// A model job's state.
+/// A model job's state; its input is built from the patient's windows when it is batched.
 enum Slot {
-    Ready(Vec<f32>),
+    Queued,
     Running,
     Done(Option<Vec<f32>>),
 }
@@ -91,12 +91,11 @@ impl PendingChunk {
                 p.jobs
                     .into_iter()
                     .map(|job| {
-                        let slot = match job.input {
-                            Some(input) => {
-                                waiting += 1;
-                                Slot::Ready(input)
-                            }
-                            None => Slot::Done(None),
+                        let slot = if job.evaluate {
+                            waiting += 1;
+                            Slot::Queued
+                        } else {
+                            Slot::Done(None)
                         };
                         (job.start, slot)
                     })
@@ -354,15 +353,28 @@ impl Shard {
         let mut inputs = Vec::new();
         let mut places = Vec::new();
         'fill: for (c, chunk) in self.pending.iter_mut().enumerate() {
+            let mut stream = self
+                .patients
+                .get_mut(&chunk.patient_id)
+                .map(|p| &mut p.stream);
             for (ch, slots) in chunk.slots.iter_mut().enumerate() {
-                for (j, (_, slot)) in slots.iter_mut().enumerate() {
+                for (j, (start, slot)) in slots.iter_mut().enumerate() {
                     if inputs.len() == limit {
                         break 'fill;
                     }
-                    if matches!(slot, Slot::Ready(_)) {
-                        if let Slot::Ready(input) = std::mem::replace(slot, Slot::Running) {
+                    if !matches!(slot, Slot::Queued) {
+                        continue;
+                    }
+                    // A stream is only dropped after its queued windows ran (end_stream).
+                    match stream.as_mut().and_then(|s| s.take_input(ch, *start)) {
+                        Some(input) => {
+                            *slot = Slot::Running;
                             inputs.push(input);
                             places.push((c, ch, j));
+                        }
+                        None => {
+                            *slot = Slot::Done(None);
+                            chunk.waiting -= 1;
                         }
                     }
                 }
@@ -399,7 +411,7 @@ impl Shard {
                         .into_iter()
                         .map(|(start, slot)| match slot {
                             Slot::Done(output) => (start, output),
-                            Slot::Ready(_) | Slot::Running => (start, None),
+                            Slot::Queued | Slot::Running => (start, None),
                         })
                         .collect()
                 })

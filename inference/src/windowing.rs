@@ -114,6 +114,12 @@ impl WindowGeometry {
         })
     }
 
+    /// Blocks a live stream holds: a window and a step (the end-aligned window starts up to
+    /// a step before the next regular one), and the segment's other block.
+    pub fn retained_blocks(&self) -> usize {
+        self.window_blocks + self.step_blocks + 2
+    }
+
     /// Window length in samples.
     pub fn window_samples(&self) -> usize {
         self.window_blocks * self.hop
@@ -128,6 +134,12 @@ struct Indexed<T> {
 }
 
 impl<T> Indexed<T> {
+    fn with_capacity(capacity: usize) -> Self {
+        Self {
+            offset: 0,
+            items: VecDeque::with_capacity(capacity),
+        }
+    }
     fn end(&self) -> usize {
         self.offset + self.items.len()
     }
@@ -149,6 +161,12 @@ impl<T> Indexed<T> {
             self.offset += 1;
         }
     }
+    /// Gives back capacity a backlog (or a whole recording pushed at once) grew it to.
+    fn fit(&mut self, capacity: usize) {
+        if self.items.capacity() > capacity * 3 / 2 && self.items.len() <= capacity {
+            self.items.shrink_to(capacity);
+        }
+    }
 }
 
 /// Finalized probabilities for consecutive grid points.
@@ -165,10 +183,12 @@ pub struct ChannelStream {
     geometry: WindowGeometry,
     spectrogram: SpectrogramPlan,
     /// Raw samples as received (f32 widens to f64 exactly, so keeping f32 halves the memory
-    /// at no cost in parity).
+    /// at no cost in parity). A window needs all of its own: the reference's flat-segment
+    /// column is rounding noise that depends on the exact bits of the window's mean and
+    /// standard deviation, so those are computed as numpy does, over the raw window.
     samples: Indexed<f32>,
     /// Per completed block: (all finite, min, max).
-    blocks: Indexed<(bool, f64, f64)>,
+    blocks: Indexed<(bool, f32, f32)>,
     /// Per grid point: segment validity.
     valid: Indexed<bool>,
     /// Per grid point: raw column when the segment is valid (shared by windows).
@@ -179,20 +199,23 @@ pub struct ChannelStream {
     prob: Indexed<f32>,
     /// Next regular window start, in blocks.
     next_start: usize,
+    /// Starts of evaluated windows handed out whose input is not built yet.
+    awaiting: VecDeque<usize>,
     /// Model output of the latest regular window, for the recording-end edge.
     last_window: Option<(usize, Option<Vec<f32>>)>,
     /// A regular window has been handed out as a job (its points can start to be final).
     windowed: bool,
 }
 
-/// One regular window ready for the model: its normalised spectrogram (bin-major
-/// `[N_BINS x n_cols]`), or `None` when no point of it is valid (nothing to evaluate).
-#[derive(Debug, Clone, PartialEq)]
+/// One regular window ready for the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowJob {
     /// First block of the window.
     pub start: usize,
-    /// Model input, `None` when the window needs no model call.
-    pub input: Option<Vec<f32>>,
+    /// Some point of the window is valid, so the model runs on it: its input is built by
+    /// [`ChannelStream::take_input`] when the job is batched, not when it is queued (a queued
+    /// input would hold ~240 KB; the stream keeps the window's samples and columns until then).
+    pub evaluate: bool,
 }
 
 /// The windows one pushed chunk made ready, and how far points are final once they are done.
@@ -219,18 +242,26 @@ impl ChannelStream {
     /// A stream at sampling rate `fs` with the given windows.
     pub fn new(fs: f64, params: WindowParams) -> Result<Self, InferenceError> {
         let geometry = WindowGeometry::new(fs, params)?;
-        Ok(Self {
-            spectrogram: SpectrogramPlan::new(geometry.fs),
+        Ok(Self::with_plan(geometry, SpectrogramPlan::new(geometry.fs)))
+    }
+
+    /// A stream with a spectrogram plan shared with the patient's other channels.
+    pub fn with_plan(geometry: WindowGeometry, spectrogram: SpectrogramPlan) -> Self {
+        // Sized once, so a live stream's deques never double past what they need.
+        let retained = geometry.retained_blocks();
+        Self {
+            spectrogram,
             geometry,
-            samples: Indexed::default(),
-            blocks: Indexed::default(),
-            valid: Indexed::default(),
-            columns: Indexed::default(),
-            prob: Indexed::default(),
+            samples: Indexed::with_capacity(retained * geometry.hop),
+            blocks: Indexed::with_capacity(retained),
+            valid: Indexed::with_capacity(retained),
+            columns: Indexed::with_capacity(retained),
+            prob: Indexed::with_capacity(retained),
             next_start: 0,
+            awaiting: VecDeque::new(),
             last_window: None,
             windowed: false,
-        })
+        }
     }
 
     /// Appends samples (NaN = missing), runs every window that became complete, and returns
@@ -244,20 +275,21 @@ impl ChannelStream {
         let inputs: Vec<Vec<f32>> = pushed
             .jobs
             .iter()
-            .filter_map(|job| job.input.clone())
+            .filter_map(|job| self.take_input(job.start))
             .collect();
         let mut outputs = model.predict(&inputs, self.geometry.n_cols)?.into_iter();
         let results = pushed
             .jobs
             .iter()
-            .map(|job| (job.start, job.input.as_ref().and_then(|_| outputs.next())))
+            .map(|job| (job.start, job.evaluate.then(|| outputs.next()).flatten()))
             .collect();
         Ok(self.complete(results, pushed.final_end))
     }
 
     /// Appends samples (NaN = missing) and returns the regular windows that became complete,
-    /// as model jobs. Their outputs go back through [`ChannelStream::complete`], in order,
-    /// before [`ChannelStream::finish`]; later chunks may be pushed in between.
+    /// as model jobs. Their inputs come from [`ChannelStream::take_input`] and their outputs
+    /// go back through [`ChannelStream::complete`], in order, before
+    /// [`ChannelStream::finish`]; later chunks may be pushed in between.
     pub fn push_samples(&mut self, chunk: &[f32]) -> PushedChunk {
         let hop = self.geometry.hop;
         for &x in chunk {
@@ -269,10 +301,11 @@ impl ChannelStream {
         let mut jobs = Vec::new();
         while (self.next_start * hop + self.geometry.window_samples()) <= self.samples.end() {
             let start = self.next_start;
-            jobs.push(WindowJob {
-                start,
-                input: self.window_input(start),
-            });
+            let evaluate = self.worth_evaluating(start);
+            if evaluate {
+                self.awaiting.push_back(start);
+            }
+            jobs.push(WindowJob { start, evaluate });
             self.windowed = true;
             self.next_start += self.geometry.step_blocks;
         }
@@ -293,6 +326,8 @@ impl ChannelStream {
         final_end: usize,
     ) -> FinalizedPoints {
         for (start, output) in results {
+            // A job completed without its input (nothing to evaluate after all) frees its window.
+            self.awaiting.retain(|&s| s != start);
             let lo = if start == 0 {
                 0
             } else {
@@ -321,7 +356,7 @@ impl ChannelStream {
                 }
                 _ => {
                     // A window aligned to the end fills only what no regular window covered.
-                    let output = match self.window_input(last_start) {
+                    let output = match self.build_input(last_start) {
                         Some(input) => model.predict(&[input], g.n_cols)?.pop(),
                         None => None,
                     };
@@ -347,8 +382,7 @@ impl ChannelStream {
         let start = block * hop;
         let stats = (start..start + hop)
             .filter_map(|i| self.samples.get(i))
-            .map(|&x| f64::from(x))
-            .fold((true, f64::NAN, f64::NAN), |(finite, lo, hi), x| {
+            .fold((true, f32::NAN, f32::NAN), |(finite, lo, hi), &x| {
                 (finite && x.is_finite(), lo.min(x), hi.max(x))
             });
         self.blocks.push(stats);
@@ -375,14 +409,27 @@ impl ChannelStream {
         self.prob.push(f32::NAN);
     }
 
-    /// The normalised model input of the window starting at block `start`, unless no point
-    /// of it is valid.
-    fn window_input(&self, start: usize) -> Option<Vec<f32>> {
+    /// The model input of a job from [`ChannelStream::push_samples`] that is to be
+    /// evaluated, built now: its normalised spectrogram, bin-major `[N_BINS x n_cols]`.
+    /// `None` for a window that needs no model call or was already taken.
+    pub fn take_input(&mut self, start: usize) -> Option<Vec<f32>> {
+        let at = self.awaiting.iter().position(|&s| s == start)?;
+        self.awaiting.remove(at);
+        self.build_input(start)
+    }
+
+    /// Some point the window at block `start` keeps is valid.
+    fn worth_evaluating(&self, start: usize) -> bool {
         let g = self.geometry;
         let lo = if start == 0 { 0 } else { g.edge_blocks };
-        let useful = (start + 1 + lo..start + 1 + g.n_cols)
-            .any(|k| self.valid.get(k).copied().unwrap_or(false));
-        if !useful {
+        (start + 1 + lo..start + 1 + g.n_cols).any(|k| self.valid.get(k).copied().unwrap_or(false))
+    }
+
+    /// The normalised model input of the window starting at block `start`, unless no point
+    /// of it is valid.
+    fn build_input(&self, start: usize) -> Option<Vec<f32>> {
+        let g = self.geometry;
+        if !self.worth_evaluating(start) {
             return None;
         }
         let first = start * g.hop;
@@ -448,15 +495,24 @@ impl ChannelStream {
     }
 
     /// Drops what no future window needs: the end-aligned window may start up to one step
-    /// before the next regular one.
+    /// before the next regular one, and a queued job's input is built from its window later.
     fn trim(&mut self) {
         let g = self.geometry;
-        let keep_block = self.next_start.saturating_sub(g.step_blocks);
+        let keep_block = self
+            .next_start
+            .saturating_sub(g.step_blocks)
+            .min(self.awaiting.front().copied().unwrap_or(usize::MAX));
         self.samples.drop_before(keep_block * g.hop);
         self.blocks.drop_before(keep_block);
         self.columns.drop_before(keep_block + 1);
         self.valid
             .drop_before((keep_block + 1).min(self.prob.offset));
+        let retained = g.retained_blocks();
+        self.samples.fit(retained * g.hop);
+        self.blocks.fit(retained);
+        self.columns.fit(retained);
+        self.valid.fit(retained);
+        self.prob.fit(retained);
     }
 }
 
