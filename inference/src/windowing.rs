@@ -356,9 +356,11 @@ impl ChannelStream {
                 }
                 _ => {
                     // A window aligned to the end fills only what no regular window covered.
-                    let output = match self.build_input(last_start) {
-                        Some(input) => model.predict(&[input], g.n_cols)?.pop(),
-                        None => None,
+                    let output = if self.worth_evaluating(last_start) {
+                        let input = self.build_input(last_start);
+                        model.predict(&[input], g.n_cols)?.pop()
+                    } else {
+                        None
                     };
                     self.merge(last_start, g.edge_blocks, g.n_cols, output.as_deref(), true);
                 }
@@ -411,11 +413,12 @@ impl ChannelStream {
 
     /// The model input of a job from [`ChannelStream::push_samples`] that is to be
     /// evaluated, built now: its normalised spectrogram, bin-major `[N_BINS x n_cols]`.
-    /// `None` for a window that needs no model call or was already taken.
+    /// `None` for a window that needs no model call (checked when it was handed out; its
+    /// points' validity is known by then) or was already taken.
     pub fn take_input(&mut self, start: usize) -> Option<Vec<f32>> {
         let at = self.awaiting.iter().position(|&s| s == start)?;
         self.awaiting.remove(at);
-        self.build_input(start)
+        Some(self.build_input(start))
     }
 
     /// Some point the window at block `start` keeps is valid.
@@ -425,13 +428,9 @@ impl ChannelStream {
         (start + 1 + lo..start + 1 + g.n_cols).any(|k| self.valid.get(k).copied().unwrap_or(false))
     }
 
-    /// The normalised model input of the window starting at block `start`, unless no point
-    /// of it is valid.
-    fn build_input(&self, start: usize) -> Option<Vec<f32>> {
+    /// The normalised model input of the window starting at block `start`.
+    fn build_input(&self, start: usize) -> Vec<f32> {
         let g = self.geometry;
-        if !self.worth_evaluating(start) {
-            return None;
-        }
         let first = start * g.hop;
         let samples: Vec<f64> = (first..first + g.window_samples())
             .map(|i| self.samples.get(i).map_or(f64::NAN, |&x| f64::from(x)))
@@ -441,13 +440,13 @@ impl ChannelStream {
             samples: &samples,
             hop: g.hop,
         };
-        Some(window.normalised(|col| {
+        window.normalised(|col| {
             self.columns
                 .get(start + 1 + col)
                 .copied()
                 .flatten()
                 .map(|c| c.map(f64::from))
-        }))
+        })
     }
 
     /// Combines window output columns `lo..hi` into the pending points; `fill_only` writes
