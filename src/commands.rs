@@ -353,6 +353,7 @@ pub(crate) fn inference_stage(
         max_gap_s: c.max_gap_s,
         workers: c.workers,
         batch_windows: c.batch_windows,
+        max_queued_windows: c.max_queued_windows,
         idle_evict_s: c.idle_evict_s,
         readiness,
         alert_policies: c.alert_policies()?,

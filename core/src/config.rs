@@ -89,6 +89,12 @@ pub struct InferenceConfig {
     /// Model windows evaluated per call, across channels and patients. Larger batches amortise
     /// the model's fixed costs; smaller ones let a shard look at new chunks sooner.
     pub batch_windows: usize,
+    /// Model windows a shard may hold queued before it stops taking records. Under a backlog
+    /// this bounds the stage's memory (each queued patient step keeps 20 s of samples and
+    /// columns) and leaves the rest in the broker, where it shows as consumer lag. Keep it above
+    /// one step's windows per shard (channels x patients per shard), or traces wait at every
+    /// step.
+    pub max_queued_windows: usize,
     /// Seconds without EEG after which a patient's stream is finished (its remaining points
     /// published) and its state freed. Keep it above `max_gap_s`: a shorter gap continues the
     /// stream.
@@ -320,6 +326,7 @@ impl Default for InferenceConfig {
             mains_hz: 50,
             workers: 0,
             batch_windows: 4,
+            max_queued_windows: 2048,
             idle_evict_s: 60.0,
             listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
             alerts: AlertPolicy::default(),

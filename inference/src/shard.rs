@@ -58,6 +58,8 @@ pub(crate) struct ShardConfig {
     pub alert_policies: AlertPolicies,
     /// Windows per model call.
     pub batch_windows: usize,
+    /// Queued windows at which the shard stops taking records.
+    pub max_queued_windows: usize,
     /// A patient without EEG for this long is finished and freed.
     pub idle_evict_s: f64,
     /// qEEG trends, None when disabled.
@@ -132,6 +134,16 @@ pub(crate) struct Shard {
     patients: HashMap<String, Patient>,
     heart: HashMap<String, (HeartStream, Instant)>,
     pending: VecDeque<PendingChunk>,
+    /// Windows of `pending` not yet evaluated (the sum of their `waiting`).
+    queued: usize,
+    peak_queued_windows: usize,
+}
+
+/// What a shard did, when it stops.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ShardReport {
+    /// Most model windows queued at once: at most `max_queued_windows` plus one record's.
+    pub peak_queued_windows: usize,
 }
 
 impl Shard {
@@ -143,6 +155,8 @@ impl Shard {
             patients: HashMap::new(),
             heart: HashMap::new(),
             pending: VecDeque::new(),
+            queued: 0,
+            peak_queued_windows: 0,
         }
     }
 
@@ -154,7 +168,7 @@ impl Shard {
         mut self,
         mut inbox: mpsc::Receiver<ShardInput>,
         shutdown: CancellationToken,
-    ) -> Result<(), InferenceError> {
+    ) -> Result<ShardReport, InferenceError> {
         let mut stopping: Option<Instant> = None;
         loop {
             if shutdown.is_cancelled() {
@@ -164,31 +178,35 @@ impl Shard {
                         queued_windows = self.queued_windows(),
                         "stop grace over: unfinished records are left for redelivery"
                     );
-                    return Ok(());
+                    return Ok(ShardReport {
+                        peak_queued_windows: self.peak_queued_windows,
+                    });
                 }
             }
-            let input = if self.pending.is_empty() {
+            if self.pending.is_empty() {
                 match inbox.blocking_recv() {
-                    Some(input) => Some(input),
+                    Some(input) => self.take(input)?,
                     None => break,
                 }
-            } else {
-                inbox.try_recv().ok()
-            };
-            if let Some(input) = input {
-                self.take(input)?;
-                while let Ok(more) = inbox.try_recv() {
-                    self.take(more)?;
-                }
             }
+            // At the bound, records wait in the inbox (and then in the broker): a backlog
+            // costs lag, not memory.
+            while self.queued_windows() < self.config.max_queued_windows {
+                let Ok(input) = inbox.try_recv() else { break };
+                self.take(input)?;
+            }
+            self.peak_queued_windows = self.peak_queued_windows.max(self.queued_windows());
             self.run_batch()?;
             metrics::gauge!("vigil_inference_queued_windows").set(self.queued_windows() as f64);
         }
-        self.drain()
+        self.drain()?;
+        Ok(ShardReport {
+            peak_queued_windows: self.peak_queued_windows,
+        })
     }
 
     fn queued_windows(&self) -> usize {
-        self.pending.iter().map(|c| c.waiting).sum()
+        self.queued
     }
 
     fn send(&self, patient_id: &str, records: Vec<(Topic, Vec<u8>)>, ticket: Option<Ticket>) {
@@ -300,8 +318,9 @@ impl Shard {
         // Traces don't wait for the model.
         self.send(&patient_id, records, None);
         metrics::counter!("vigil_inference_chunks_total", "outcome" => "processed").increment(1);
-        self.pending
-            .push_back(PendingChunk::new(patient_id, ticket, pushed));
+        let chunk = PendingChunk::new(patient_id, ticket, pushed);
+        self.queued += chunk.waiting;
+        self.pending.push_back(chunk);
         self.complete_ready();
         Ok(())
     }
@@ -375,6 +394,7 @@ impl Shard {
                         None => {
                             *slot = Slot::Done(None);
                             chunk.waiting -= 1;
+                            self.queued -= 1;
                         }
                     }
                 }
@@ -391,6 +411,7 @@ impl Shard {
                 let chunk = &mut self.pending[c];
                 chunk.slots[ch][j].1 = Slot::Done(Some(output));
                 chunk.waiting -= 1;
+                self.queued -= 1;
             }
         }
         self.complete_ready();
@@ -507,5 +528,111 @@ impl Shard {
         self.heart.retain(|_, (_, seen)| seen.elapsed() < idle);
         metrics::gauge!("vigil_inference_patients").set(self.patients.len() as f64);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::SyntheticChannel;
+    use vigil_core::bus::Bus;
+    use vigil_core::config::BusConfig;
+    use vigil_core::record::SignalUnit;
+
+    const T0: i64 = 1_700_000_000_000_000_000;
+
+    fn chunk(patient: usize, seq: usize, rows: &[Vec<f32>]) -> EegChunk {
+        EegChunk {
+            patient_id: format!("patient-{patient}"),
+            device_id: format!("headset-{patient}"),
+            stream_id: uuid::Uuid::from_u128(patient as u128 + 1),
+            seq: seq as u64,
+            start_ns: T0 + seq as i64 * 1_000_000_000,
+            received_ns: T0 + seq as i64 * 1_000_000_000,
+            sample_rate_hz: 256.0,
+            channels: vec!["C3".into(), "C4".into()],
+            unit: SignalUnit::Microvolt,
+            samples: rows
+                .iter()
+                .map(|s| s[seq * 256..(seq + 1) * 256].to_vec())
+                .collect(),
+        }
+    }
+
+    /// A backlog already in the inbox: the shard takes records only while fewer than
+    /// `max_queued_windows` windows wait, and still finishes every record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backlog_is_taken_only_up_to_the_queued_window_bound() {
+        let Some(weights) = vigil_core::testenv::model_weights() else {
+            return;
+        };
+        let model = Arc::new(SeizureModel::load(&weights).expect("model"));
+        let bus = Bus::connect(&BusConfig {
+            url: format!("memory://{}", uuid::Uuid::new_v4()),
+            ..BusConfig::default()
+        })
+        .await
+        .expect("bus");
+        bus.create_vigil_topics().await.expect("topics");
+        let shutdown = CancellationToken::new();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        let (lanes, lane_tasks) = Lanes::spawn(&bus, 2, done_tx, &shutdown);
+        let config = ShardConfig {
+            model,
+            model_ref: ModelRef {
+                id: "brainmaze-seizure-modelA".into(),
+                sha256: "0".repeat(64),
+            },
+            params: WindowParams::default(),
+            max_gap_s: 30.0,
+            mains: Mains::Hz50,
+            alert_policies: AlertPolicies::default(),
+            batch_windows: 1,
+            max_queued_windows: 2,
+            idle_evict_s: 600.0,
+            trends: None,
+        };
+        // Two patients, two channels, 340 s: windows end at 300, 320 and 340 s, so 12 windows
+        // in all, every one of them queued at once if the shard took the whole inbox.
+        let seconds = 340;
+        let rows: Vec<Vec<f32>> = (0..2)
+            .map(|seed| {
+                SyntheticChannel {
+                    seed,
+                    ..Default::default()
+                }
+                .generate(256.0, seconds as f64)
+            })
+            .collect();
+        let (inbox, rx) = mpsc::channel(2 * seconds);
+        let mut ticket = 0;
+        for seq in 0..seconds {
+            for patient in 0..2 {
+                ticket += 1;
+                let input = ShardInput::Eeg(ticket, Box::new(chunk(patient, seq, &rows)));
+                inbox.try_send(input).expect("room for the backlog");
+            }
+        }
+        drop(inbox);
+        let shard = Shard::new(config, AlertBook::default(), lanes);
+        let report = tokio::task::spawn_blocking(move || shard.run(rx, CancellationToken::new()))
+            .await
+            .expect("join")
+            .expect("shard");
+        // Two channels: a record that completes a window adds one per channel.
+        assert!(
+            (2..=3).contains(&report.peak_queued_windows),
+            "peak {} queued windows",
+            report.peak_queued_windows
+        );
+        for task in lane_tasks {
+            task.await.expect("lane");
+        }
+        let mut done = Vec::new();
+        while let Ok(t) = done_rx.try_recv() {
+            done.push(t);
+        }
+        done.sort_unstable();
+        assert_eq!(done, (1..=ticket).collect::<Vec<_>>(), "every record done");
     }
 }

@@ -40,7 +40,7 @@ use crate::alerts::{run_ticks, PatientAlerts, TokioClock};
 use crate::display::Mains;
 use crate::model::SeizureModel;
 use crate::output::{encode, route, Lanes, OffsetTracker, OutputBatch, Ticket};
-use crate::shard::{lock, AlertBook, Shard, ShardConfig, ShardInput};
+use crate::shard::{lock, AlertBook, Shard, ShardConfig, ShardInput, ShardReport};
 use crate::windowing::{model_sample_rate, WindowParams};
 use crate::InferenceError;
 
@@ -77,6 +77,8 @@ pub struct InferenceStage {
     pub workers: usize,
     /// Model windows per batch.
     pub batch_windows: usize,
+    /// Queued model windows at which a shard stops taking records.
+    pub max_queued_windows: usize,
     /// Seconds without EEG after which a patient is finished and freed.
     pub idle_evict_s: f64,
     /// qEEG trends (`enabled = false` publishes none).
@@ -86,7 +88,7 @@ pub struct InferenceStage {
 /// A running set of shards.
 struct Shards {
     inboxes: Vec<mpsc::Sender<ShardInput>>,
-    threads: Vec<std::thread::JoinHandle<Result<(), InferenceError>>>,
+    threads: Vec<std::thread::JoinHandle<Result<ShardReport, InferenceError>>>,
 }
 
 impl Shards {
@@ -138,7 +140,10 @@ impl Shards {
                 .await
                 .map_err(|e| InferenceError::Bus(format!("joining a shard: {e}")))?;
             match joined {
-                Ok(Ok(())) => {}
+                Ok(Ok(report)) => tracing::info!(
+                    peak_queued_windows = report.peak_queued_windows,
+                    "shard stopped"
+                ),
                 Ok(Err(err)) => result = Err(err),
                 Err(_) => result = Err(InferenceError::Bus("a shard panicked".into())),
             }
@@ -199,6 +204,7 @@ impl InferenceStage {
             mains: self.mains,
             alert_policies: self.alert_policies.clone(),
             batch_windows: self.batch_windows,
+            max_queued_windows: self.max_queued_windows,
             idle_evict_s: self.idle_evict_s,
             trends: self.trends.enabled.then(|| Arc::new(self.trends.clone())),
         };

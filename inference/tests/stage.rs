@@ -161,6 +161,9 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
         max_gap_s: 30.0,
         workers: 2,
         batch_windows: 23,
+        // Two channels: the shard stops taking records at every window, so the outputs below
+        // also check that intake paused under a backlog loses and reorders nothing.
+        max_queued_windows: 2,
         idle_evict_s: 60.0,
         readiness: Readiness::default(),
         alert_policies: AlertPolicies::default(),
@@ -461,6 +464,7 @@ async fn stage_turns_heart_rate_into_alerts(config: BusConfig) {
         max_gap_s: 30.0,
         workers: 2,
         batch_windows: 23,
+        max_queued_windows: 2048,
         idle_evict_s: 60.0,
         readiness: Readiness::default(),
         alert_policies: config.alert_policies().expect("policies"),
@@ -540,6 +544,7 @@ async fn stage_finishes_a_stopped_device(config: BusConfig) {
         max_gap_s: 30.0,
         workers: 2,
         batch_windows: 7,
+        max_queued_windows: 2048,
         idle_evict_s: 2.0,
         readiness: Readiness::default(),
         alert_policies: AlertPolicies::default(),
