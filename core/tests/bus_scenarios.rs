@@ -180,34 +180,48 @@ async fn unacked_record_is_redelivered(config: BusConfig) {
     second.close().await.expect("close");
 }
 
-async fn resume_from_committed_offset_after_restart(config: BusConfig) {
-    let (bus, topic) = setup(config.clone(), 2).await;
+/// Publishes 10 records "before", consumes and commits them all in `group`, and returns a
+/// new bus handle from the same config: a restarted process.
+async fn commit_all_then_restart(config: &BusConfig, topic: &str, group: &str) -> Bus {
+    let bus = Bus::connect(config).await.expect("connect");
     publish_all(
         &bus,
-        &topic,
+        topic,
         (0..10).map(|i| (format!("k{}", i % 3), "before".into())),
     )
     .await;
-    let group = group();
     let mut consumer = bus
-        .subscribe(&group, std::slice::from_ref(&topic))
+        .subscribe(group, &[topic.to_owned()])
         .await
         .expect("subscribe");
     recv_n_acked(&mut consumer, 10).await;
     consumer.close().await.expect("close commits");
+    Bus::connect(config).await.expect("reconnect")
+}
 
-    // A new process: a new bus handle from the same config.
-    let restarted = Bus::connect(&config).await.expect("reconnect");
+async fn resume_from_committed_offset_after_restart(config: BusConfig) {
+    let (_bus, topic) = setup(config.clone(), 2).await;
+    let group = group();
+    let restarted = commit_all_then_restart(&config, &topic, &group).await;
+    let consumer = restarted
+        .subscribe(&group, std::slice::from_ref(&topic))
+        .await
+        .expect("subscribe again");
+    gets_only_records_after_the_commit(&restarted, &topic, consumer).await;
+}
+
+/// Publishes 5 records "after" and checks that `consumer` gets exactly those.
+async fn gets_only_records_after_the_commit(
+    bus: &Bus,
+    topic: &str,
+    mut consumer: Box<dyn BusConsumer>,
+) {
     publish_all(
-        &restarted,
-        &topic,
+        bus,
+        topic,
         (0..5).map(|i| (format!("k{}", i % 3), "after".into())),
     )
     .await;
-    let mut consumer = restarted
-        .subscribe(&group, &[topic])
-        .await
-        .expect("subscribe again");
     let got = recv_n_acked(&mut consumer, 5).await;
     assert!(
         got.iter().all(|m| m.payload == b"after"),
@@ -505,6 +519,36 @@ async fn quiet_consumer_gets_every_later_burst(mut config: BusConfig) {
     consumer.close().await.expect("close");
 }
 
+/// A restarted consumer that rests before it has read anything, and while members come and
+/// go, keeps its committed position: nothing committed is delivered again, nothing new is
+/// missed (docs/RELIABILITY.md "Idle broker load").
+async fn quiet_restarted_consumer_keeps_its_committed_position(mut config: BusConfig) {
+    config.idle_pause_ms = 200;
+    let (_bus, topic) = setup(config.clone(), 2).await;
+    let group = group();
+    let restarted = commit_all_then_restart(&config, &topic, &group).await;
+    let mut consumer = restarted
+        .subscribe(&group, std::slice::from_ref(&topic))
+        .await
+        .expect("subscribe again");
+    // Quiet from the start, well past the 1 s after which it rests.
+    assert_quiet(&mut consumer, Duration::from_secs(7)).await;
+    // A member comes and goes while it rests: the partitions handed back to it are new
+    // assignments, with offsets still to fetch.
+    let mut visitor = restarted
+        .subscribe(&group, std::slice::from_ref(&topic))
+        .await
+        .expect("second member");
+    let (rest, visit) = tokio::join!(
+        assert_quiet(&mut consumer, Duration::from_secs(4)),
+        assert_quiet(&mut visitor, Duration::from_secs(4)),
+    );
+    let ((), ()) = (rest, visit);
+    visitor.close().await.expect("second member leaves");
+    assert_quiet(&mut consumer, Duration::from_secs(7)).await;
+    gets_only_records_after_the_commit(&restarted, &topic, consumer).await;
+}
+
 scenarios!(
     memory,
     super::memory_config,
@@ -517,6 +561,7 @@ scenarios!(
         typed_record_round_trips,
         watermarks_bound_what_was_written,
         quiet_consumer_gets_every_later_burst,
+        quiet_restarted_consumer_keeps_its_committed_position,
     ]
 );
 
@@ -532,5 +577,6 @@ scenarios!(
         typed_record_round_trips,
         watermarks_bound_what_was_written,
         quiet_consumer_gets_every_later_burst,
+        quiet_restarted_consumer_keeps_its_committed_position,
     ]
 );

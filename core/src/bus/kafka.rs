@@ -285,6 +285,10 @@ const IDLE_CHECK: Duration = Duration::from_millis(50);
 /// only after its full wait, so an idle consumer costs the broker a fetch over every assigned
 /// partition every 10 ms. Once nothing arrived for [`QUIET_AFTER`], the consumer pauses its
 /// partitions for `pause`, then fetches for [`IDLE_CHECK`], and so on until a record arrives.
+/// Only partitions the application has read a record from are paused: librdkafka resumes
+/// them from that record. A partition paused before that has no position to resume from,
+/// and each resume starts a new offset lookup (`rd_kafka_toppar_pause_resume` in librdkafka
+/// 2.12) that the next pause can cut short again, so it keeps fetching.
 struct IdlePause {
     pause: Duration,
     last_record: std::time::Instant,
@@ -299,6 +303,19 @@ impl IdlePause {
             last_record: std::time::Instant::now(),
             paused: None,
         }
+    }
+
+    /// The assigned partitions the application has read from, which can be paused and
+    /// resumed without losing their place.
+    fn pausable(consumer: &StreamConsumer) -> Option<TopicPartitionList> {
+        let positions = consumer.position().ok()?;
+        let mut pausable = TopicPartitionList::new();
+        for e in positions.elements() {
+            if matches!(e.offset(), Offset::Offset(_)) {
+                pausable.add_partition(e.topic(), e.partition());
+            }
+        }
+        (pausable.count() > 0).then_some(pausable)
     }
 
     /// Resumes what an earlier, dropped `recv` left paused.
@@ -324,9 +341,9 @@ impl IdlePause {
 
     /// Pauses fetching for `pause` (resumed at the next call or by [`Self::resume`]).
     async fn rest(&mut self, consumer: &StreamConsumer) {
-        if let Ok(assigned) = consumer.assignment() {
-            if assigned.count() > 0 && consumer.pause(&assigned).is_ok() {
-                self.paused = Some(assigned);
+        if let Some(pausable) = Self::pausable(consumer) {
+            if consumer.pause(&pausable).is_ok() {
+                self.paused = Some(pausable);
                 metrics::counter!("vigil_bus_idle_pauses_total").increment(1);
             }
         }
