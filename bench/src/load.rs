@@ -36,6 +36,17 @@ pub struct PatientSpec {
     pub hr_device: (String, String),
     /// Where in the recording the patient starts, seconds.
     pub offset_s: f64,
+    /// Seconds of signal sent in the warm-up beyond the cohort's: where in the model's 20 s
+    /// step the patient's real time starts. Its burst comes as long after real time starts
+    /// as everyone else's (`--burst-after-s`).
+    pub phase_s: f64,
+}
+
+impl PatientSpec {
+    /// Seconds of signal this patient sends in the warm-up.
+    pub fn warmup_s(&self, cohort_warmup_s: f64) -> f64 {
+        cohort_warmup_s + self.phase_s
+    }
 }
 
 /// Go signal: the instant real-time streaming starts and the same moment as UTC ns.
@@ -93,18 +104,18 @@ impl Cohort {
         let warmed_tx = Arc::new(warmed_tx);
         let stop = CancellationToken::new();
         let t0 = Instant::now();
-        let start_ns =
-            vigil_core::time::now_ns() - ((warmup_s - warmup_s / warmup_speed) * 1e9) as i64;
+        let t0_ns = vigil_core::time::now_ns();
         let tasks = patients
             .iter()
             .cloned()
             .map(|spec| {
+                let warmup_s = spec.warmup_s(warmup_s);
                 let run = PatientRun {
                     sim: sim.clone(),
                     spec,
                     stream_url: stream_url.to_owned(),
                     t0,
-                    start_ns,
+                    start_ns: t0_ns - ((warmup_s - warmup_s / warmup_speed) * 1e9) as i64,
                     warmup_s,
                     warmup_speed,
                 };

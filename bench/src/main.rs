@@ -75,6 +75,11 @@ struct Args {
     /// Burst length, seconds.
     #[arg(long, default_value_t = 30.0)]
     burst_s: f64,
+    /// Start every patient of a ramp step at the same instant, so all their model windows
+    /// fall due together every 20 s (the worst case). By default each patient's stream starts
+    /// at its own point of the 20 s step, as devices connected at independent times do.
+    #[arg(long)]
+    aligned_windows: bool,
     /// Models manifest and weights directory (`vigil models fetch`).
     #[arg(long, default_value = "models")]
     models_dir: PathBuf,
@@ -103,6 +108,9 @@ struct Args {
     /// Only the idle measurement, no ramp.
     #[arg(long)]
     idle_only: bool,
+    /// Partitions per topic (`bus.partitions` of every stage and of `vigil topics create`).
+    #[arg(long, default_value_t = BusConfig::default().partitions)]
+    partitions: i32,
 }
 
 /// The idle phase (`--idle-s`): CPU and memory of every process with no device connected.
@@ -218,6 +226,7 @@ impl Bench {
         let mut out = Vec::new();
         for i in from..to {
             let patient_id = format!("bench-{}-p{}", self.run, i + 1);
+            let offset_s = (i as f64 * 0.5) % MODEL_STEP_S;
             let device = |kind: &str, eeg: bool| {
                 let device_id = format!("bench-{}-{kind}{}", self.run, i + 1);
                 let new = NewDevice {
@@ -239,7 +248,12 @@ impl Bench {
                 eeg_device,
                 hr_device,
                 // Distinct samples per patient, bursts still inside the real-time phase.
-                offset_s: (i as f64 * 0.5) % MODEL_STEP_S,
+                offset_s,
+                phase_s: if self.args.aligned_windows {
+                    0.0
+                } else {
+                    MODEL_STEP_S - offset_s
+                },
             });
         }
         Ok(out)
@@ -442,6 +456,7 @@ fn write_config(path: &Path, a: &ConfigValues) -> anyhow::Result<()> {
         r#"# Written by vigil-loadbench for one run.
 [bus]
 url = "kafka://{kafka}"
+partitions = {partitions}
 
 [telemetry]
 log_filter = "info"
@@ -470,6 +485,7 @@ database_url = "{db}"
 session_key = "{session_key}"
 "#,
         kafka = a.kafka,
+        partitions = a.partitions,
         manifest = a.manifest.display(),
         models = a.models.display(),
         infer = a.infer,
@@ -484,6 +500,7 @@ session_key = "{session_key}"
 
 struct ConfigValues {
     kafka: String,
+    partitions: i32,
     manifest: PathBuf,
     models: PathBuf,
     infer: String,
@@ -634,6 +651,7 @@ async fn run_bench(
     let models = absolute(&args.models_dir)?;
     let values = ConfigValues {
         kafka: kafka.clone(),
+        partitions: args.partitions,
         manifest: models.join("manifest.toml"),
         models: models.clone(),
         infer: format!("127.0.0.1:{}", services::free_port()?),
@@ -669,6 +687,7 @@ async fn run_bench(
         .await?;
 
     let stages = start_stages(&args, &vigil, &config_arg, &work, &values).await?;
+    let bench_partitions = args.partitions;
     let mut extra_pids = Vec::new();
     if let Some(pid) = infra.first().and_then(Service::pid) {
         extra_pids.push(("broker".to_owned(), pid));
@@ -679,6 +698,7 @@ async fn run_bench(
 
     let bus_config = BusConfig {
         url: format!("kafka://{kafka}"),
+        partitions: bench_partitions,
         ..BusConfig::default()
     };
     let bus = Bus::connect(&bus_config).await?;

@@ -16,7 +16,7 @@ use vigil_replay::{Montage, PatientSimulator, Recording, SimulatorConfig};
 
 use crate::load::{self, Cohort, RECORDS_PER_PATIENT_S};
 use crate::report::{print_step, soak_chart, AlertLatency, StepResult};
-use crate::{loadavg, Args, Bench, ALERT_HORIZON_S, WARMUP_S};
+use crate::{loadavg, Args, Bench, ALERT_HORIZON_S, MODEL_STEP_S, WARMUP_S};
 
 /// Waits until every patient of `cohort` sent its warm-up (or a generous limit passed).
 async fn wait_warm(cohort: &Cohort, warmup_speed: f64, n: usize) {
@@ -113,6 +113,8 @@ fn summarize(
             "warmup_speed": args.warmup_speed,
             "burst_after_s": args.burst_after_s,
             "burst_s": args.burst_s,
+            "aligned_windows": args.aligned_windows,
+            "partitions": args.partitions,
             "records_per_patient_s": RECORDS_PER_PATIENT_S,
         },
         "largest_sustained_patients": o.best,
@@ -156,7 +158,10 @@ fn simulator(args: &Args) -> anyhow::Result<(PathBuf, Arc<PatientSimulator>)> {
             args.channels
         );
     }
-    let burst_from = WARMUP_S + args.burst_after_s;
+    // A patient starting `offset_s` into the recording with `phase_s = step - offset_s`
+    // reaches real time at recording second WARMUP_S + MODEL_STEP_S, so the burst comes
+    // `burst_after_s` into every patient's real time (40 - offset_s s with --aligned-windows).
+    let burst_from = WARMUP_S + MODEL_STEP_S + args.burst_after_s;
     let repeat = (600.0 / recording.duration_s()).ceil().max(1.0) as usize;
     let sim = Arc::new(PatientSimulator::new(
         &recording,
@@ -185,11 +190,12 @@ fn release(cohort: &Cohort, sim: &PatientSimulator) -> Vec<(String, i64)> {
     cohort.go.send_replace(Some((t1, t1_ns)));
     let mut onsets = Vec::new();
     for p in &cohort.patients {
+        let warmup_s = p.warmup_s(WARMUP_S);
         for onset_s in load::burst_onsets_s(sim, p.offset_s, 8.0 * 3600.0) {
-            if onset_s > WARMUP_S {
+            if onset_s > warmup_s {
                 onsets.push((
                     p.patient_id.clone(),
-                    t1_ns + ((onset_s - WARMUP_S) * 1e9) as i64,
+                    t1_ns + ((onset_s - warmup_s) * 1e9) as i64,
                 ));
             }
         }
