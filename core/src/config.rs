@@ -671,12 +671,34 @@ impl Default for RetentionConfig {
 
 impl VigilConfig {
     /// The layers in order: defaults, the TOML file (if given), then `VIGIL__` env vars.
+    /// `VIGIL__BUS__KAFKA__<property>` sets one librdkafka property, dots and all (e.g.
+    /// `VIGIL__BUS__KAFKA__SASL.PASSWORD`): figment would read the dots as nested keys.
     pub fn figment(file: Option<&Path>) -> Figment {
+        const KAFKA_ENV: &str = "VIGIL__BUS__KAFKA__";
         let mut figment = Figment::from(Serialized::defaults(VigilConfig::default()));
         if let Some(path) = file {
             figment = figment.merge(Toml::file(path));
         }
-        figment.merge(Env::prefixed("VIGIL__").split("__"))
+        let kafka: BTreeMap<String, String> = std::env::vars()
+            .filter_map(|(key, value)| {
+                let property = key.strip_prefix(KAFKA_ENV)?;
+                Some((property.to_ascii_lowercase(), value))
+            })
+            .collect();
+        figment = figment.merge(
+            Env::prefixed("VIGIL__")
+                .filter(|key| {
+                    !key.as_str()
+                        .to_ascii_lowercase()
+                        .starts_with("bus__kafka__")
+                })
+                .split("__"),
+        );
+        if kafka.is_empty() {
+            figment
+        } else {
+            figment.merge(Serialized::default("bus.kafka", kafka))
+        }
     }
 
     /// Loads and checks the configuration.

@@ -30,6 +30,37 @@ fn layers_apply_in_order_defaults_file_env() {
 }
 
 #[test]
+fn kafka_properties_from_env_keep_their_dots() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "vigil.toml",
+            "[bus.kafka]\n\"security.protocol\" = \"SASL_SSL\"\n",
+        )?;
+        jail.set_env("VIGIL__BUS__KAFKA__SASL.PASSWORD", "from-env");
+        jail.set_env("VIGIL__BUS__KAFKA__fetch.wait.max.ms", "100");
+        jail.set_env("VIGIL__BUS__PARTITIONS", "4");
+        let config = VigilConfig::load(Some(Path::new("vigil.toml"))).map_err(|e| e.to_string())?;
+        let kafka: Vec<(&str, &str)> = config
+            .bus
+            .kafka
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            kafka,
+            [
+                ("fetch.wait.max.ms", "100"),
+                ("sasl.password", "from-env"),
+                ("security.protocol", "SASL_SSL"),
+            ],
+            "env properties join the file's"
+        );
+        assert_eq!(config.bus.partitions, 4, "other env keys still apply");
+        Ok(())
+    });
+}
+
+#[test]
 fn unknown_keys_are_refused() {
     Jail::expect_with(|jail| {
         jail.create_file("vigil.toml", "[bus]\nurll = \"memory://\"\n")?;
