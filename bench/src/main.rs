@@ -687,7 +687,6 @@ async fn run_bench(
         .await?;
 
     let stages = start_stages(&args, &vigil, &config_arg, &work, &values).await?;
-    let bench_partitions = args.partitions;
     let mut extra_pids = Vec::new();
     if let Some(pid) = infra.first().and_then(Service::pid) {
         extra_pids.push(("broker".to_owned(), pid));
@@ -698,7 +697,7 @@ async fn run_bench(
 
     let bus_config = BusConfig {
         url: format!("kafka://{kafka}"),
-        partitions: bench_partitions,
+        partitions: args.partitions,
         ..BusConfig::default()
     };
     let bus = Bus::connect(&bus_config).await?;

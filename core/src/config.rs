@@ -674,24 +674,20 @@ impl VigilConfig {
     /// `VIGIL__BUS__KAFKA__<property>` sets one librdkafka property, dots and all (e.g.
     /// `VIGIL__BUS__KAFKA__SASL.PASSWORD`): figment would read the dots as nested keys.
     pub fn figment(file: Option<&Path>) -> Figment {
-        const KAFKA_ENV: &str = "VIGIL__BUS__KAFKA__";
+        const PREFIX: &str = "VIGIL__";
+        const KAFKA: &str = "BUS__KAFKA__";
         let mut figment = Figment::from(Serialized::defaults(VigilConfig::default()));
         if let Some(path) = file {
             figment = figment.merge(Toml::file(path));
         }
-        let kafka: BTreeMap<String, String> = std::env::vars()
-            .filter_map(|(key, value)| {
-                let property = key.strip_prefix(KAFKA_ENV)?;
-                Some((property.to_ascii_lowercase(), value))
-            })
+        // figment's own reading, prefix matched and keys lowercased as for every other key.
+        let kafka: BTreeMap<String, String> = Env::prefixed(&format!("{PREFIX}{KAFKA}"))
+            .iter()
+            .map(|(property, value)| (property.into_string(), value))
             .collect();
         figment = figment.merge(
-            Env::prefixed("VIGIL__")
-                .filter(|key| {
-                    !key.as_str()
-                        .to_ascii_lowercase()
-                        .starts_with("bus__kafka__")
-                })
+            Env::prefixed(PREFIX)
+                .filter(|key| !key.starts_with(KAFKA))
                 .split("__"),
         );
         if kafka.is_empty() {
