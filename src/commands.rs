@@ -1,18 +1,11 @@
 //! The subcommands. Each builds what it needs from the layered config.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use vigil_core::bus::Bus;
 use vigil_core::config::VigilConfig;
 use vigil_core::model::{self, FetchOutcome, ModelManifest, PackageOrigin};
-use vigil_core::record::ModelRef;
-use vigil_core::telemetry::{self, Readiness};
-use vigil_core::CancellationToken;
-use vigil_inference::display::Mains;
+use vigil_core::telemetry;
 use vigil_inference::model::SeizureModel;
-use vigil_inference::stage::InferenceStage;
-use vigil_inference::windowing::WindowParams;
 
 use crate::{Cli, Command, DeviceAction, LslArgs, ModelsAction, TopicsAction, UserAction};
 
@@ -312,109 +305,10 @@ pub(crate) fn fetch_model(
     Ok(path)
 }
 
-/// Loads the verified model for the inference stage (refuses unverified weights).
-pub(crate) async fn load_model(
-    config: &VigilConfig,
-) -> anyhow::Result<(Arc<SeizureModel>, ModelRef)> {
-    let manifest = ModelManifest::load(&config.models.manifest)?;
-    let entry = manifest.model(Some(&config.inference.model_id))?.clone();
-    let path = entry.verify(&config.models.dir)?;
-    let engine = config.inference.engine;
-    let model = tokio::task::spawn_blocking(move || SeizureModel::load_with(&path, engine))
-        .await
-        .context("model loading task")??;
-    Ok((
-        Arc::new(model),
-        ModelRef {
-            id: entry.id.clone(),
-            sha256: entry.sha256.clone(),
-        },
-    ))
-}
-
-pub(crate) fn inference_stage(
-    config: &VigilConfig,
-    bus: Bus,
-    model: Arc<SeizureModel>,
-    model_ref: ModelRef,
-    readiness: Readiness,
-) -> anyhow::Result<InferenceStage> {
-    let c = &config.inference;
-    Ok(InferenceStage {
-        bus,
-        model,
-        model_ref,
-        params: WindowParams {
-            window_s: c.window_s,
-            step_s: c.step_s,
-            discard_edges_s: c.discard_edges_s,
-        },
-        group: c.group.clone(),
-        max_gap_s: c.max_gap_s,
-        workers: c.workers,
-        batch_windows: c.batch_windows,
-        max_queued_windows: c.max_queued_windows,
-        idle_evict_s: c.idle_evict_s,
-        readiness,
-        alert_policies: c.alert_policies()?,
-        mains: if c.mains_hz == 60 {
-            Mains::Hz60
-        } else {
-            Mains::Hz50
-        },
-        trends: c.trends.clone(),
-    })
-}
-
-/// Serves the ops endpoints until `shutdown`.
-async fn serve_ops(
-    listen: std::net::SocketAddr,
-    readiness: Readiness,
-    metrics: metrics_exporter_prometheus::PrometheusHandle,
-    shutdown: CancellationToken,
-) -> anyhow::Result<std::net::SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("bind {listen}"))?;
-    let addr = listener.local_addr()?;
-    let router = telemetry::ops_router(readiness, metrics);
-    tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-        {
-            tracing::error!(%err, "ops server failed");
-        }
-    });
-    Ok(addr)
-}
-
 /// `vigil infer`: the inference stage on the configured bus.
 async fn infer(config: VigilConfig) -> anyhow::Result<()> {
-    let metrics = telemetry::init(&config.telemetry);
+    telemetry::init(&config.telemetry);
     let shutdown = vigil_core::shutdown::on_signals();
-    let readiness = Readiness::default();
-    readiness.set("model", false, "loading");
-    readiness.set("bus", false, "connecting");
-    let addr = serve_ops(
-        config.inference.listen,
-        readiness.clone(),
-        metrics,
-        shutdown.clone(),
-    )
-    .await?;
-    tracing::info!(%addr, "inference ops endpoints");
-    let (model, model_ref) = load_model(&config).await?;
-    readiness.set(
-        "model",
-        true,
-        format!("{} sha256 {}", model_ref.id, model_ref.sha256),
-    );
-    let bus = Bus::connect(&config.bus).await?;
-    bus.create_vigil_topics().await?;
-    inference_stage(&config, bus, model, model_ref, readiness)?
-        .run(shutdown)
-        .await?;
-    tracing::info!("inference stopped");
+    vigil_inference::serve(&config, shutdown).await?;
     Ok(())
 }

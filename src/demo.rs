@@ -29,13 +29,14 @@ use vigil_core::record::{
     AlertEvent, AlertTransition, HrBatch, HrPoint, HrSource, SeizureProbability,
 };
 use vigil_core::CancellationToken;
+use vigil_inference::stage::InferenceStage;
 use vigil_ingest::client::{ClientConfig, IngestClient};
 use vigil_ingest::{DeviceDirectory, IngestState, NewDevice, SqlDeviceDirectory};
 use vigil_replay::{
     DeviceProfile, PatientSimulator, Recording, ReplayConfig, ReplayDevice, SimulatorConfig, Speed,
 };
 
-use crate::commands::{fetch_model, inference_stage, load_model};
+use crate::commands::fetch_model;
 
 /// Signal the recording is repeated to per loop: long enough for the model's 300 s window
 /// plus the bursts.
@@ -150,7 +151,7 @@ pub async fn run(mut config: VigilConfig) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || fetch_model(&cfg, Some(&cfg.inference.model_id), &origin))
         .await
         .context("model fetch task")??;
-    let (model, model_ref) = load_model(&config).await?;
+    let (model, model_ref) = vigil_inference::serve::load_verified_model_async(&config).await?;
     let recording_path = locate_recording(&config.demo.recording)?;
     let recording = Recording::open(&recording_path)
         .with_context(|| format!("read {}", recording_path.display()))?;
@@ -221,7 +222,7 @@ pub async fn run(mut config: VigilConfig) -> anyhow::Result<()> {
         &model_ref.id,
     );
 
-    let stage = inference_stage(
+    let stage = InferenceStage::from_config(
         &config,
         bus.clone(),
         model,

@@ -9,7 +9,6 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 use vigil_core::config::VigilConfig;
 use vigil_core::datasets;
-use vigil_core::model::ModelManifest;
 use vigil_inference::alerts::AlertPolicy;
 use vigil_inference::model::SeizureModel;
 use vigil_inference::windowing::WindowParams;
@@ -283,12 +282,7 @@ fn annotated_events(item: &PlanRecording, recording: &Recording) -> anyhow::Resu
 }
 
 fn load_model(config: &VigilConfig) -> anyhow::Result<SeizureModel> {
-    let manifest = ModelManifest::load(&config.models.manifest)?;
-    let entry = manifest.model(Some(&config.inference.model_id))?;
-    let path = entry
-        .verify(&config.models.dir)
-        .context("model weights (run `vigil models fetch`)")?;
-    Ok(SeizureModel::load_with(&path, config.inference.engine)?)
+    Ok(vigil_inference::serve::load_verified_model(config)?.0)
 }
 
 /// `vigil eval`.

@@ -15,6 +15,8 @@
 //! - [`problem`]: RFC 9457 problem+json, the one HTTP error body of every server;
 //! - [`telemetry`]: logs, Prometheus metrics, typed events, `/healthz` `/readyz` `/metrics`;
 //! - [`shutdown`]: a cancellation token fired by SIGINT/SIGTERM;
+//! - [`stage`]: the one consume -> decode -> dead-letter -> handle -> acknowledge loop of every
+//!   consumer-group stage;
 //! - [`model`]: the model manifest and the checksum-verified weight fetch;
 //! - [`datasets`]: where the recordings fetched by `scripts/fetch-data` are (tests, replay);
 //! - [`time`]: wall-clock helpers (UTC ns);
@@ -31,6 +33,7 @@ pub mod problem;
 pub mod record;
 pub mod serde_fields;
 pub mod shutdown;
+pub mod stage;
 pub mod telemetry;
 pub mod testenv;
 pub mod time;

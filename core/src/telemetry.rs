@@ -207,6 +207,69 @@ pub mod events {
             .increment(1);
         }
     }
+
+    /// A consumed record a stage refused (undecodable, invalid, or not storable).
+    pub struct RecordRefused<'a> {
+        /// The stage (`storage`, `inference`, `dashboard`).
+        pub stage: &'a str,
+        /// Full topic name it came from.
+        pub topic: &'a str,
+        /// Why.
+        pub reason: &'a str,
+        /// Published to the dead-letter topic (else only logged and skipped).
+        pub dead_lettered: bool,
+    }
+
+    impl Emit for RecordRefused<'_> {
+        fn emit(&self) {
+            let action = if self.dead_lettered {
+                "dead_lettered"
+            } else {
+                "skipped"
+            };
+            tracing::warn!(
+                stage = self.stage,
+                topic = self.topic,
+                reason = self.reason,
+                action,
+                "record refused"
+            );
+            metrics::counter!(
+                "vigil_records_refused_total",
+                "stage" => self.stage.to_owned(),
+                "topic" => self.topic.to_owned(),
+                "action" => action
+            )
+            .increment(1);
+        }
+    }
+
+    /// A stage's receive from the bus failed; it backs off and retries.
+    pub struct ReceiveFailed<'a> {
+        /// The stage.
+        pub stage: &'a str,
+        /// Why.
+        pub error: &'a BusError,
+        /// Wait before the next attempt.
+        pub retry_in: Duration,
+    }
+
+    impl Emit for ReceiveFailed<'_> {
+        fn emit(&self) {
+            tracing::warn!(
+                stage = self.stage,
+                error = %self.error,
+                retry_in_ms = self.retry_in.as_millis() as u64,
+                "bus receive failed; retrying"
+            );
+            metrics::counter!(
+                "vigil_bus_receive_errors_total",
+                "stage" => self.stage.to_owned(),
+                "reason" => self.error.reason()
+            )
+            .increment(1);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! The Kafka run needs `VIGIL_TEST_KAFKA=host:port`. Without it the Kafka cases are skipped
 //! locally, and fail when `CI` is set, so CI can never pass without exercising the broker.
 
+#[macro_use]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -18,43 +19,6 @@ use vigil_core::config::BusConfig;
 use vigil_core::record::{EegChunk, SignalUnit};
 
 const WAIT: Duration = Duration::from_secs(45);
-
-fn memory_config() -> Option<BusConfig> {
-    Some(BusConfig {
-        url: format!("memory://{}", Uuid::new_v4()),
-        ..BusConfig::default()
-    })
-}
-
-fn kafka_config() -> Option<BusConfig> {
-    if std::env::var_os("VIGIL_TEST_KAFKA_DEBUG").is_some() {
-        vigil_core::telemetry::init(&vigil_core::config::TelemetryConfig {
-            log_filter: "debug".into(),
-            ..Default::default()
-        });
-    }
-    match std::env::var("VIGIL_TEST_KAFKA") {
-        Ok(servers) if !servers.is_empty() => Some(BusConfig {
-            url: format!("kafka://{servers}"),
-            topic_prefix: format!("t{}.", Uuid::new_v4().simple()),
-            publish_timeout_ms: 30_000,
-            // e.g. VIGIL_TEST_KAFKA_DEBUG=cgrp,fetch to see librdkafka's group protocol.
-            kafka: std::env::var("VIGIL_TEST_KAFKA_DEBUG")
-                .map(|d| [("debug".to_owned(), d)].into())
-                .unwrap_or_default(),
-            ..BusConfig::default()
-        }),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("CI is set but VIGIL_TEST_KAFKA is not: the Kafka scenarios must run in CI")
-        }
-        _ => {
-            eprintln!(
-                "skipped: set VIGIL_TEST_KAFKA=host:port (scripts/test does) to run on Kafka"
-            );
-            None
-        }
-    }
-}
 
 /// A fresh bus and one topic with `partitions` partitions.
 async fn setup(config: BusConfig, partitions: i32) -> (Bus, String) {
@@ -424,21 +388,6 @@ async fn typed_record_round_trips(config: BusConfig) {
     consumer.close().await.expect("close");
 }
 
-macro_rules! scenarios {
-    ($backend:ident, $config:path, [$($scenario:ident),* $(,)?]) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    if let Some(config) = $config() {
-                        super::$scenario(config).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
 /// Watermarks bound what was written: a reader that passed every end offset taken before it
 /// subscribed has seen every earlier record (how the inference stage rebuilds alert state).
 async fn watermarks_bound_what_was_written(config: BusConfig) {
@@ -551,7 +500,7 @@ async fn quiet_restarted_consumer_keeps_its_committed_position(mut config: BusCo
 
 scenarios!(
     memory,
-    super::memory_config,
+    crate::common::memory_config,
     [
         per_key_ordering,
         unacked_record_is_redelivered,
@@ -567,7 +516,7 @@ scenarios!(
 
 scenarios!(
     kafka,
-    super::kafka_config,
+    crate::common::kafka_config,
     [
         per_key_ordering,
         unacked_record_is_redelivered,

@@ -59,21 +59,6 @@ impl Emit for UpdateReceived {
     }
 }
 
-/// A record on the bus that could not be decoded (skipped: the dashboard stores nothing).
-pub struct UnreadableRecord<'a> {
-    /// Topic.
-    pub topic: &'a str,
-    /// Decoder message.
-    pub error: &'a dyn std::fmt::Display,
-}
-
-impl Emit for UnreadableRecord<'_> {
-    fn emit(&self) {
-        tracing::warn!(topic = self.topic, error = %self.error, "unreadable record skipped");
-        metrics::counter!("vigil_dashboard_unreadable_records_total").increment(1);
-    }
-}
-
 /// A login attempt.
 pub struct LoginAttempt<'a> {
     /// Username given.

@@ -10,15 +10,28 @@
 
 use std::time::Duration;
 
-use vigil_core::bus::{Bus, BusConsumer, BusError, BusMessage, Topic};
-use vigil_core::codec::{self, DecodeLimits};
+use async_trait::async_trait;
+use vigil_core::bus::{Bus, BusError, BusMessage, Topic};
+use vigil_core::codec::{self, CodecError, DecodeLimits};
 use vigil_core::record::{AlertEvent, EegTrace, EegTrends, HrBatch, SeizureProbability};
+use vigil_core::stage::{
+    Completions, Decoded, Delivery, Refusals, StageHandler, StageOptions, StageRunner,
+};
 use vigil_core::telemetry::events::Emit;
 use vigil_core::telemetry::Readiness;
 use vigil_core::CancellationToken;
 
-use crate::events::{UnreadableRecord, UpdateReceived};
+use crate::events::UpdateReceived;
 use crate::live::{ItemKind, LiveHub};
+
+/// Topics the feed reads.
+const FEED_TOPICS: [Topic; 5] = [
+    Topic::EegProb,
+    Topic::Alerts,
+    Topic::HrRaw,
+    Topic::EegTrace,
+    Topic::EegTrends,
+];
 
 /// The feed's settings.
 #[derive(Debug, Clone)]
@@ -36,107 +49,122 @@ pub struct Feed {
 }
 
 impl Feed {
-    /// Joins the group; returns the consumer once subscribed (so callers know the feed is
-    /// live before they publish).
-    pub async fn subscribe(&self) -> Result<Box<dyn BusConsumer>, BusError> {
-        let topics = [
-            Topic::EegProb,
-            Topic::Alerts,
-            Topic::HrRaw,
-            Topic::EegTrace,
-            Topic::EegTrends,
-        ]
-        .map(|t| self.bus.topic(t))
-        .to_vec();
-        let consumer = self.bus.subscribe(&self.group, &topics).await?;
-        self.readiness
-            .set("bus", true, format!("consuming as {}", self.group));
-        Ok(consumer)
+    /// Joins the group on the shared stage runner; returns once subscribed (so callers know
+    /// the feed is live before they publish). Unreadable records are logged, counted and
+    /// skipped: storage dead-letters them.
+    pub async fn subscribe(&self) -> Result<StageRunner, BusError> {
+        StageRunner::subscribe(
+            &self.bus,
+            "dashboard",
+            &self.group,
+            &FEED_TOPICS,
+            self.readiness.clone(),
+            StageOptions::one_at_a_time(Refusals::Skip),
+        )
+        .await
     }
 
     /// Consumes until `shutdown`, then leaves the group.
-    pub async fn run(self, mut consumer: Box<dyn BusConsumer>, shutdown: CancellationToken) {
-        let limits = DecodeLimits {
-            max_record_bytes: self.bus.max_record_bytes(),
-            ..DecodeLimits::default()
+    pub async fn run(self, runner: StageRunner, shutdown: CancellationToken) {
+        let handler = FeedHandler {
+            topics: Topics::new(&self.bus),
+            completions: runner.completions(),
+            feed: self,
         };
-        let topics = Topics::new(&self.bus);
-        loop {
-            let msg = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                msg = consumer.recv() => msg,
-            };
-            match msg {
-                Ok(msg) => {
-                    self.handle(&topics, &limits, &msg);
-                    if let Err(err) = consumer.ack(&msg) {
-                        tracing::debug!(%err, "ack after rebalance (nothing durable to lose)");
-                    }
-                }
-                Err(err) => {
-                    self.readiness.set("bus", false, err.to_string());
-                    tracing::warn!(%err, "dashboard feed: bus error; retrying in 1 s");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                    self.readiness
-                        .set("bus", true, format!("consuming as {}", self.group));
-                }
-            }
-        }
-        if let Err(err) = consumer.close().await {
-            tracing::warn!(%err, "closing the dashboard feed");
+        if let Err(err) = runner.run(handler, &shutdown).await {
+            tracing::warn!(%err, "dashboard feed stopped");
         }
     }
+}
 
-    fn handle(&self, topics: &Topics, limits: &DecodeLimits, msg: &BusMessage) {
-        let now = vigil_core::time::now_ns();
-        let window_ms = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
-        let stale = msg
-            .timestamp_ms
-            .is_some_and(|t| t < now / 1_000_000 - window_ms);
+/// A decoded update and when the bus got it.
+#[derive(Debug)]
+enum Update {
+    /// An alert event; a stale one is folded without being shown as new.
+    Alert {
+        event: AlertEvent,
+        stale: bool,
+    },
+    Probability(SeizureProbability),
+    HeartRate(HrBatch, Option<i64>),
+    Trace(EegTrace),
+    Trends(EegTrends),
+}
+
+struct FeedHandler {
+    feed: Feed,
+    topics: Topics,
+    completions: Completions,
+}
+
+#[async_trait]
+impl StageHandler for FeedHandler {
+    type Record = Update;
+    type Error = BusError;
+
+    fn decode(&self, msg: &BusMessage, limits: &DecodeLimits) -> Decoded<Update> {
+        let now_ms = vigil_core::time::now_ns() / 1_000_000;
+        let window_ms = i64::try_from(self.feed.window.as_millis()).unwrap_or(i64::MAX);
+        let stale = msg.timestamp_ms.is_some_and(|t| t < now_ms - window_ms);
         let published_ns = msg.timestamp_ms.map(|t| t.saturating_mul(1_000_000));
-        let kind = topics.kind(&msg.topic);
-        let result = match kind {
+        let decoded: Result<Update, CodecError> = match self.topics.kind(&msg.topic) {
             Some(ItemKind::Alert) => {
-                codec::decode::<AlertEvent>(&msg.payload, limits).map(|event| {
-                    if stale {
-                        self.hub.fold_alert(&event);
-                    } else {
-                        self.hub.push_alert(&event, now);
-                    }
-                })
+                codec::decode(&msg.payload, limits).map(|event| Update::Alert { event, stale })
             }
-            _ if stale => return,
+            // Alerts raised long ago may still be open; every other old record is history.
+            _ if stale => return Decoded::Skip,
             Some(ItemKind::Probability) => {
-                codec::decode::<SeizureProbability>(&msg.payload, limits).map(|r| {
-                    self.hub.push_probability(&r, now);
-                })
+                codec::decode(&msg.payload, limits).map(Update::Probability)
             }
-            Some(ItemKind::HeartRate) => codec::decode::<HrBatch>(&msg.payload, limits).map(|b| {
-                self.hub.push_heart_rate(&b, published_ns, now);
-            }),
-            Some(ItemKind::Trace) => codec::decode::<EegTrace>(&msg.payload, limits).map(|t| {
-                self.hub.push_trace(&t, now);
-            }),
-            Some(ItemKind::Trends) => codec::decode::<EegTrends>(&msg.payload, limits).map(|t| {
-                self.hub.push_trends(&t, now);
-            }),
-            None => return,
+            Some(ItemKind::HeartRate) => codec::decode(&msg.payload, limits)
+                .map(|batch| Update::HeartRate(batch, published_ns)),
+            Some(ItemKind::Trace) => codec::decode(&msg.payload, limits).map(Update::Trace),
+            Some(ItemKind::Trends) => codec::decode(&msg.payload, limits).map(Update::Trends),
+            None => return Decoded::Skip,
         };
-        match (result, kind) {
-            (Ok(()), Some(kind)) if !stale => UpdateReceived {
-                record: kind.label(),
+        Decoded::from_result(decoded)
+    }
+
+    async fn handle(&mut self, batch: Vec<Delivery<Update>>) -> Result<(), BusError> {
+        let now = vigil_core::time::now_ns();
+        let hub = &self.feed.hub;
+        for delivery in batch {
+            let kind = match &delivery.record {
+                Update::Alert { event, stale: true } => {
+                    hub.fold_alert(event);
+                    None
+                }
+                Update::Alert { event, .. } => {
+                    hub.push_alert(event, now);
+                    Some(ItemKind::Alert)
+                }
+                Update::Probability(r) => {
+                    hub.push_probability(r, now);
+                    Some(ItemKind::Probability)
+                }
+                Update::HeartRate(b, published_ns) => {
+                    hub.push_heart_rate(b, *published_ns, now);
+                    Some(ItemKind::HeartRate)
+                }
+                Update::Trace(t) => {
+                    hub.push_trace(t, now);
+                    Some(ItemKind::Trace)
+                }
+                Update::Trends(t) => {
+                    hub.push_trends(t, now);
+                    Some(ItemKind::Trends)
+                }
+            };
+            if let Some(kind) = kind {
+                UpdateReceived {
+                    record: kind.label(),
+                }
+                .emit();
             }
-            .emit(),
-            (Err(err), _) => UnreadableRecord {
-                topic: &msg.topic,
-                error: &err,
-            }
-            .emit(),
-            _ => {}
+            // Nothing here is durable: a record is done once the hub has it.
+            self.completions.complete(delivery.ticket);
         }
+        Ok(())
     }
 }
 

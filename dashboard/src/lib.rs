@@ -205,8 +205,8 @@ pub async fn start(
         source,
     })?;
     let feed = state.feed();
-    let consumer = feed.subscribe().await?;
-    let feed = tokio::spawn(feed.run(consumer, shutdown.clone()));
+    let runner = feed.subscribe().await?;
+    let feed = tokio::spawn(feed.run(runner, shutdown.clone()));
     {
         let (sessions_stop, shutdown) = (state.inner.shutdown.clone(), shutdown.clone());
         tokio::spawn(async move {

@@ -16,7 +16,8 @@
 //! - [`heart_rate`]: plausibility, RMSSD and ictal-tachycardia rises from heart-rate samples;
 //! - [`stage`]: `vigil infer`, the consumer group on `vigil.eeg.raw` and `vigil.hr.raw`:
 //!   a dispatcher, shards that own patients and batch the model ([`patient`]), and
-//!   pipelined publishing with exact offsets.
+//!   pipelined publishing with exact offsets; [`serve()`] builds and runs it from the
+//!   configuration.
 //!
 //! NaN in any output means "not evaluated" (missing or flat signal, or not covered by a
 //! window yet), never "no seizure". Parity with the Python reference is tested against golden
@@ -29,12 +30,15 @@ pub mod model;
 mod output;
 pub mod patient;
 pub mod runtime;
+pub mod serve;
 mod shard;
 pub mod spectrogram;
 pub mod stage;
 pub mod synthetic;
 pub mod trends;
 pub mod windowing;
+
+pub use serve::{serve, ServeError};
 
 /// Inference failures.
 #[derive(Debug, thiserror::Error)]
@@ -64,4 +68,10 @@ pub enum InferenceError {
         /// tract's message.
         reason: String,
     },
+}
+
+impl From<vigil_core::bus::BusError> for InferenceError {
+    fn from(err: vigil_core::bus::BusError) -> Self {
+        Self::Bus(err.to_string())
+    }
 }

@@ -8,21 +8,20 @@
 //!
 //! Every input record gets a ticket. A ticket is done once the last output batch that carries
 //! it is delivered; since a lane publishes in order, all of the record's earlier outputs (its
-//! trace) were delivered before. [`OffsetTracker`] then advances a partition's offset only over
+//! trace) were delivered before. The stage runner's `OffsetTracker` then advances a partition's offset only over
 //! its contiguous prefix of done records, so a commit never skips a record whose outputs are
 //! still in flight, on either bus backend.
 
-use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use vigil_core::bus::{Bus, BusError, BusMessage, Topic};
+use vigil_core::bus::{Bus, BusError, Topic};
 use vigil_core::codec::{self, Record};
+use vigil_core::stage::Completions;
 use vigil_core::CancellationToken;
 
-/// Identifies one input record until its outputs are delivered.
-pub(crate) type Ticket = u64;
+pub(crate) use vigil_core::stage::Ticket;
 
 /// Encoded outputs of one patient, published in order; `ticket` is done once they are all on
 /// the broker.
@@ -73,7 +72,7 @@ impl Lanes {
     pub(crate) fn spawn(
         bus: &Bus,
         n: usize,
-        done: mpsc::UnboundedSender<Ticket>,
+        done: Completions,
         shutdown: &CancellationToken,
     ) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
         let (lanes, tasks): (Vec<_>, Vec<_>) = (0..n.max(1))
@@ -104,7 +103,7 @@ impl Lanes {
 async fn run_lane(
     bus: Bus,
     mut batches: mpsc::Receiver<OutputBatch>,
-    done: mpsc::UnboundedSender<Ticket>,
+    done: Completions,
     shutdown: CancellationToken,
 ) {
     while let Some(batch) = batches.recv().await {
@@ -114,8 +113,7 @@ async fn run_lane(
             }
         }
         if let Some(ticket) = batch.ticket {
-            // The dispatcher may be gone at the very end of a shutdown; nothing to ack then.
-            let _ = done.send(ticket);
+            done.complete(ticket);
         }
     }
 }
@@ -153,103 +151,9 @@ async fn publish_until_delivered(
     }
 }
 
-/// Per partition, the offsets handed out and which of them are done; the committed position is
-/// the end of the contiguous done prefix.
-#[derive(Debug, Default)]
-pub(crate) struct OffsetTracker {
-    next_ticket: Ticket,
-    tickets: HashMap<Ticket, (String, i32, i64)>,
-    partitions: HashMap<(String, i32), BTreeMap<i64, bool>>,
-}
-
-impl OffsetTracker {
-    /// Registers an input record; returns its ticket.
-    pub(crate) fn register(&mut self, msg: &BusMessage) -> Ticket {
-        let ticket = self.next_ticket;
-        self.next_ticket += 1;
-        self.tickets
-            .insert(ticket, (msg.topic.clone(), msg.partition, msg.offset));
-        self.partitions
-            .entry((msg.topic.clone(), msg.partition))
-            .or_default()
-            .insert(msg.offset, false);
-        ticket
-    }
-
-    /// Marks a ticket done. Returns the record to acknowledge when its partition's done prefix
-    /// grew (acknowledging it covers every record before it in the partition).
-    pub(crate) fn complete(&mut self, ticket: Ticket) -> Option<BusMessage> {
-        let (topic, partition, offset) = self.tickets.remove(&ticket)?;
-        let key = (topic, partition);
-        let pending = self.partitions.get_mut(&key)?;
-        if let Some(done) = pending.get_mut(&offset) {
-            *done = true;
-        }
-        let mut last = None;
-        while let Some(entry) = pending.first_entry() {
-            if !*entry.get() {
-                break;
-            }
-            last = Some(*entry.key());
-            entry.remove();
-        }
-        let (topic, partition) = key;
-        last.map(|offset| BusMessage {
-            topic,
-            partition,
-            offset,
-            key: Vec::new(),
-            payload: Vec::new(),
-            timestamp_ms: None,
-        })
-    }
-
-    /// Records registered and not yet done.
-    pub(crate) fn in_flight(&self) -> usize {
-        self.tickets.len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn msg(partition: i32, offset: i64) -> BusMessage {
-        BusMessage {
-            topic: "t".into(),
-            partition,
-            offset,
-            key: Vec::new(),
-            payload: Vec::new(),
-            timestamp_ms: None,
-        }
-    }
-
-    #[test]
-    fn offsets_advance_only_over_the_done_prefix() {
-        let mut tracker = OffsetTracker::default();
-        let a = tracker.register(&msg(0, 10));
-        let b = tracker.register(&msg(0, 11));
-        let c = tracker.register(&msg(0, 12));
-        let other = tracker.register(&msg(1, 5));
-        assert_eq!(
-            tracker.complete(c),
-            None,
-            "12 done, 10 and 11 still in flight"
-        );
-        assert_eq!(tracker.complete(b), None, "10 still in flight");
-        assert_eq!(
-            tracker.complete(a).map(|m| m.offset),
-            Some(12),
-            "10..=12 all done"
-        );
-        assert_eq!(
-            tracker.complete(other).map(|m| (m.partition, m.offset)),
-            Some((1, 5))
-        );
-        assert_eq!(tracker.in_flight(), 0);
-        assert_eq!(tracker.complete(a), None, "a ticket completes once");
-    }
 
     #[test]
     fn a_patient_always_routes_to_the_same_lane() {

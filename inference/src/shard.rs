@@ -575,7 +575,7 @@ mod tests {
         .expect("bus");
         bus.create_vigil_topics().await.expect("topics");
         let shutdown = CancellationToken::new();
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        let (done_tx, mut done_rx) = vigil_core::stage::Completions::channel();
         let (lanes, lane_tasks) = Lanes::spawn(&bus, 2, done_tx, &shutdown);
         let config = ShardConfig {
             model,

@@ -1,14 +1,16 @@
 //! `vigil infer`: the consumer-group stage from `vigil.eeg.raw` and `vigil.hr.raw` to
 //! `vigil.eeg.prob`, `vigil.eeg.trace` and `vigil.alerts`.
 //!
-//! - A dispatcher receives every record, decodes it with the bus's record limits (refused
-//!   records go to `vigil.dlq` with the reason), and routes it by patient to one of
-//!   `inference.workers` shards ([`crate::shard`]). A shard is a worker thread that owns its
-//!   patients' state; DSP and model work never run on the async runtime.
+//! - The shared stage runner ([`vigil_core::stage`]) receives every record and decodes it with
+//!   the bus's record limits (refused records go to `vigil.dlq` with the reason); the
+//!   dispatcher routes it by patient to one of `inference.workers` shards ([`crate::shard`]).
+//!   A shard is a worker thread that owns its patients' state; DSP and model work never run
+//!   on the async runtime.
 //! - Shards batch model windows across channels and patients, send each display trace as soon
 //!   as its chunk is filtered, and hand outputs to publishing lanes ([`crate::output`]) without
 //!   waiting for the broker. An input record is acknowledged once all of its outputs are
-//!   delivered, and a partition's offset advances only over its contiguous done prefix.
+//!   delivered (its ticket is then complete), and the runner advances a partition's offset only
+//!   over its contiguous done prefix.
 //! - Seizure alerts are raised as soon as provisional values make them certain
 //!   ([`PatientAlerts::on_provisional`], docs/ALERTS.md), minutes before points are final.
 //! - A patient without EEG for `inference.idle_evict_s`, or whose stream ends (new session,
@@ -28,18 +30,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::sync::mpsc;
 use vigil_core::bus::{Bus, BusConsumer, BusMessage, Topic};
 use vigil_core::codec::{self, DecodeLimits};
 use vigil_core::config::{AlertPolicies, TrendsConfig};
-use vigil_core::record::{AlertEvent, DeadLetter, EegChunk, HrBatch, ModelRef};
+use vigil_core::record::{AlertEvent, EegChunk, HrBatch, ModelRef};
+use vigil_core::stage::{Decoded, Delivery, Refusals, StageHandler, StageOptions, StageRunner};
 use vigil_core::telemetry::Readiness;
 use vigil_core::CancellationToken;
 
 use crate::alerts::{run_ticks, PatientAlerts, TokioClock};
 use crate::display::Mains;
 use crate::model::SeizureModel;
-use crate::output::{encode, route, Lanes, OffsetTracker, OutputBatch, Ticket};
+use crate::output::{encode, route, Lanes, OutputBatch};
 use crate::shard::{lock, AlertBook, Shard, ShardConfig, ShardInput, ShardReport};
 use crate::windowing::{model_sample_rate, WindowParams};
 use crate::InferenceError;
@@ -152,10 +156,10 @@ impl Shards {
     }
 }
 
-/// What the dispatcher decided for one record.
-enum Routed {
-    Shard(String, ShardInput),
-    DeadLetter(String),
+/// A decoded input record, routed by patient.
+enum Input {
+    Eeg(Box<EegChunk>),
+    Hr(Box<HrBatch>),
 }
 
 impl InferenceStage {
@@ -173,8 +177,20 @@ impl InferenceStage {
             self.alert_policies.clone(),
             shutdown.clone(),
         ));
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Ticket>();
-        let (lanes, lane_tasks) = Lanes::spawn(&self.bus, LANES, done_tx, &shutdown);
+        let options = StageOptions {
+            tick: Some(Duration::from_secs(1)),
+            ..StageOptions::one_at_a_time(Refusals::DeadLetter)
+        };
+        let runner = StageRunner::subscribe(
+            &self.bus,
+            "inference",
+            &self.group,
+            &[Topic::EegRaw, Topic::HrRaw],
+            self.readiness.clone(),
+            options,
+        )
+        .await?;
+        let (lanes, lane_tasks) = Lanes::spawn(&self.bus, LANES, runner.completions(), &shutdown);
         let (tick_tx, tick_rx) = mpsc::channel::<AlertEvent>(256);
         let ticks = tokio::spawn(run_ticks(
             book.clone(),
@@ -184,19 +200,32 @@ impl InferenceStage {
             shutdown.clone(),
         ));
         let timed = tokio::spawn(publish_timed_alerts(tick_rx, lanes.clone()));
-        let (eeg_topic, hr_topic) = (self.bus.topic(Topic::EegRaw), self.bus.topic(Topic::HrRaw));
-        let mut consumer = self
-            .bus
-            .subscribe(&self.group, &[eeg_topic, hr_topic.clone()])
-            .await
-            .map_err(|e| InferenceError::Bus(e.to_string()))?;
-        self.readiness.set("bus", true, "subscribed");
         let workers = if self.workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             self.workers
         };
-        let config = ShardConfig {
+        let shards = Shards::start(workers, &self.shard_config(), &book, &lanes, &shutdown)?;
+        tracing::info!(
+            workers,
+            batch_windows = self.batch_windows,
+            "inference shards started"
+        );
+        let dispatcher = Dispatcher {
+            hr_topic: self.bus.topic(Topic::HrRaw),
+            running: Some(Running {
+                shards,
+                lanes,
+                tasks: vec![follower, ticks, timed],
+                lane_tasks,
+            }),
+            shutdown: shutdown.clone(),
+        };
+        runner.run(dispatcher, &shutdown).await
+    }
+
+    fn shard_config(&self) -> ShardConfig {
+        ShardConfig {
             model: self.model.clone(),
             model_ref: self.model_ref.clone(),
             params: self.params,
@@ -207,74 +236,7 @@ impl InferenceStage {
             max_queued_windows: self.max_queued_windows,
             idle_evict_s: self.idle_evict_s,
             trends: self.trends.enabled.then(|| Arc::new(self.trends.clone())),
-        };
-        let shards = Shards::start(workers, &config, &book, &lanes, &shutdown)?;
-        tracing::info!(
-            workers,
-            batch_windows = self.batch_windows,
-            "inference shards started"
-        );
-        let limits = DecodeLimits {
-            max_record_bytes: self.bus.max_record_bytes(),
-            ..DecodeLimits::default()
-        };
-        let mut tracker = OffsetTracker::default();
-        let mut ticker = tokio::time::interval(Duration::from_secs(1));
-        let result = loop {
-            let msg = tokio::select! {
-                _ = shutdown.cancelled() => break Ok(()),
-                Some(ticket) = done_rx.recv() => {
-                    ack_done(&mut tracker, consumer.as_mut(), ticket);
-                    continue;
-                }
-                _ = ticker.tick() => {
-                    shards.tick();
-                    metrics::gauge!("vigil_inference_records_in_flight").set(tracker.in_flight() as f64);
-                    continue;
-                }
-                msg = consumer.recv() => msg,
-            };
-            let msg = match msg {
-                Ok(msg) => msg,
-                Err(err) => {
-                    self.readiness.set("bus", false, err.to_string());
-                    tracing::warn!(%err, "consume failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            self.readiness.set("bus", true, "consuming");
-            let ticket = tracker.register(&msg);
-            let routed = if msg.topic == hr_topic {
-                route_heart_rate(&msg, &limits, ticket)
-            } else {
-                route_eeg(&msg, &limits, ticket)
-            };
-            let sent = match routed {
-                // A full shard holds the dispatcher back (backpressure), but never a stop.
-                Routed::Shard(patient_id, input) => tokio::select! {
-                    _ = shutdown.cancelled() => break Ok(()),
-                    sent = shards.send(&patient_id, input) => sent,
-                },
-                Routed::DeadLetter(reason) => self.dead_letter(&lanes, &msg, &reason, ticket).await,
-            };
-            if let Err(err) = sent {
-                break Err(err);
-            }
-        };
-        // Stop taking records; let the shards finish their queued windows and the lanes
-        // deliver, then acknowledge everything delivered before leaving the group.
-        let stopped = shards.stop().await;
-        drop(lanes);
-        let _ = tokio::join!(follower, ticks, timed);
-        for task in lane_tasks {
-            let _ = task.await;
         }
-        while let Ok(ticket) = done_rx.try_recv() {
-            ack_done(&mut tracker, consumer.as_mut(), ticket);
-        }
-        close(consumer).await;
-        result.and(stopped)
     }
 
     /// Folds the whole alerts topic into `book`: everything written before now, i.e. up to
@@ -339,83 +301,87 @@ impl InferenceStage {
         tracing::info!(replayed, "alert state rebuilt from the alerts topic");
         Ok(Some(alert_feed))
     }
+}
 
-    async fn dead_letter(
-        &self,
-        lanes: &Lanes,
-        msg: &BusMessage,
-        reason: &str,
-        ticket: Ticket,
-    ) -> Result<(), InferenceError> {
-        tracing::warn!(
-            reason,
-            topic = msg.topic,
-            partition = msg.partition,
-            offset = msg.offset,
-            "input record refused"
-        );
-        let kind = if msg.topic == self.bus.topic(Topic::HrRaw) {
-            "vigil_inference_hr_batches_total"
-        } else {
-            "vigil_inference_chunks_total"
-        };
-        metrics::counter!(kind, "outcome" => "dead_lettered").increment(1);
-        let letter = DeadLetter::new(
-            "inference",
-            Some((&msg.topic, msg.partition, msg.offset)),
-            &msg.key,
-            &msg.payload,
-            reason,
-            vigil_core::time::now_ns(),
-        );
-        let payload = codec::encode(&letter).map_err(|e| InferenceError::Bus(e.to_string()))?;
-        let batch = OutputBatch {
-            patient_id: String::from_utf8_lossy(&msg.key).into_owned(),
-            records: vec![(Topic::Dlq, payload)],
-            ticket: Some(ticket),
-        };
-        if lanes.send(batch).await {
-            Ok(())
-        } else {
-            Err(InferenceError::Bus("publishing lanes stopped".into()))
+/// What the stage's runner feeds: the shards, and what publishes their outputs.
+struct Running {
+    shards: Shards,
+    lanes: Lanes,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    lane_tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Routes every decoded record to its patient's shard; the shards and lanes complete the
+/// record's ticket once its outputs are delivered.
+struct Dispatcher {
+    hr_topic: String,
+    running: Option<Running>,
+    shutdown: CancellationToken,
+}
+
+#[async_trait]
+impl StageHandler for Dispatcher {
+    type Record = Input;
+    type Error = InferenceError;
+
+    fn decode(&self, msg: &BusMessage, limits: &DecodeLimits) -> Decoded<Input> {
+        if msg.topic == self.hr_topic {
+            return Decoded::from_result(
+                codec::decode::<HrBatch>(&msg.payload, limits).map(|b| Input::Hr(Box::new(b))),
+            );
         }
+        let chunk: EegChunk = match codec::decode(&msg.payload, limits) {
+            Ok(chunk) => chunk,
+            Err(err) => return Decoded::Refuse(err.to_string()),
+        };
+        Decoded::from_result(
+            model_sample_rate(chunk.sample_rate_hz).map(|_| Input::Eeg(Box::new(chunk))),
+        )
     }
-}
 
-fn route_eeg(msg: &BusMessage, limits: &DecodeLimits, ticket: Ticket) -> Routed {
-    let chunk: EegChunk = match codec::decode(&msg.payload, limits) {
-        Ok(chunk) => chunk,
-        Err(err) => return Routed::DeadLetter(err.to_string()),
-    };
-    if let Err(err) = model_sample_rate(chunk.sample_rate_hz) {
-        return Routed::DeadLetter(err.to_string());
-    }
-    Routed::Shard(
-        chunk.patient_id.clone(),
-        ShardInput::Eeg(ticket, Box::new(chunk)),
-    )
-}
-
-fn route_heart_rate(msg: &BusMessage, limits: &DecodeLimits, ticket: Ticket) -> Routed {
-    match codec::decode::<HrBatch>(&msg.payload, limits) {
-        Ok(batch) => Routed::Shard(
-            batch.patient_id.clone(),
-            ShardInput::Hr(ticket, Box::new(batch)),
-        ),
-        Err(err) => Routed::DeadLetter(err.to_string()),
-    }
-}
-
-fn ack_done(tracker: &mut OffsetTracker, consumer: &mut dyn BusConsumer, ticket: Ticket) {
-    if let Some(msg) = tracker.complete(ticket) {
-        if let Err(err) = consumer.ack(&msg) {
-            tracing::warn!(%err, "ack after rebalance; the record will be redelivered");
+    async fn handle(&mut self, batch: Vec<Delivery<Input>>) -> Result<(), InferenceError> {
+        let Some(running) = &self.running else {
+            return Err(InferenceError::Bus("the stage has stopped".into()));
+        };
+        for delivery in batch {
+            let (patient_id, input) = match delivery.record {
+                Input::Eeg(chunk) => (
+                    chunk.patient_id.clone(),
+                    ShardInput::Eeg(delivery.ticket, chunk),
+                ),
+                Input::Hr(hr) => (hr.patient_id.clone(), ShardInput::Hr(delivery.ticket, hr)),
+            };
+            // A full shard holds the runner back (backpressure), but never a stop.
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Ok(()),
+                sent = running.shards.send(&patient_id, input) => sent?,
+            }
         }
+        Ok(())
+    }
+
+    fn tick(&mut self, in_flight: usize) {
+        if let Some(running) = &self.running {
+            running.shards.tick();
+        }
+        metrics::gauge!("vigil_inference_records_in_flight").set(in_flight as f64);
+    }
+
+    /// Stops taking records; lets the shards finish their queued windows and the lanes
+    /// deliver, so the runner acknowledges everything delivered before leaving the group.
+    async fn stop(&mut self) -> Result<(), InferenceError> {
+        let Some(running) = self.running.take() else {
+            return Ok(());
+        };
+        let stopped = running.shards.stop().await;
+        drop(running.lanes);
+        for task in running.tasks.into_iter().chain(running.lane_tasks) {
+            let _ = task.await;
+        }
+        stopped
     }
 }
 
-/// Folds one record of the alerts topic into the book (events of every producer: this stage,
-/// other instances, and clinicians' acknowledgements from the dashboard).
 /// Folds new alert events (clinicians' acknowledgements, other instances' transitions) into
 /// `book` until shutdown, then closes the feed.
 async fn follow_alerts(
@@ -456,6 +422,8 @@ async fn publish_timed_alerts(mut tick_rx: mpsc::Receiver<AlertEvent>, lanes: La
     }
 }
 
+/// Folds one record of the alerts topic into the book (events of every producer: this stage,
+/// other instances, and clinicians' acknowledgements from the dashboard).
 fn apply_alert(book: &AlertBook, policies: &AlertPolicies, msg: &BusMessage) {
     match codec::decode::<AlertEvent>(&msg.payload, &DecodeLimits::default()) {
         Ok(event) => {

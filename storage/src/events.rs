@@ -76,26 +76,6 @@ impl Emit for WriteRetry<'_> {
     }
 }
 
-/// A record refused and sent to the dead-letter topic.
-pub struct RecordDeadLettered<'a> {
-    /// Topic it came from.
-    pub topic: &'a str,
-    /// Why.
-    pub reason: &'a str,
-}
-
-impl Emit for RecordDeadLettered<'_> {
-    fn emit(&self) {
-        tracing::warn!(
-            topic = self.topic,
-            reason = self.reason,
-            "record dead-lettered"
-        );
-        metrics::counter!("vigil_storage_dead_lettered_total", "topic" => self.topic.to_owned())
-            .increment(1);
-    }
-}
-
 /// The retention job deleted old rows.
 pub struct RetentionApplied<'a> {
     /// Table.

@@ -40,24 +40,7 @@ fn memory_bus() -> BusConfig {
 }
 
 fn kafka_bus() -> Option<BusConfig> {
-    match std::env::var("VIGIL_TEST_KAFKA") {
-        Ok(servers) if !servers.is_empty() => Some(BusConfig {
-            url: format!("kafka://{servers}"),
-            topic_prefix: format!("st{}.", Uuid::new_v4().simple()),
-            partitions: 3,
-            publish_timeout_ms: 30_000,
-            ..BusConfig::default()
-        }),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("CI is set but VIGIL_TEST_KAFKA is not: the Kafka scenarios must run in CI")
-        }
-        _ => {
-            eprintln!(
-                "skipped: set VIGIL_TEST_KAFKA=host:port (scripts/test does) to run on Kafka"
-            );
-            None
-        }
-    }
+    vigil_core::testenv::kafka_bus(3)
 }
 
 fn stage_config(group: &str, archive: Option<&Path>) -> StorageConfig {

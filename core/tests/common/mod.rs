@@ -1,5 +1,5 @@
 //! Shared by the integration tests: proptest strategies producing valid records (codec and
-//! fuzz tests), and a bus with a fresh topic (bus tests).
+//! fuzz tests), and bus configurations and a bus with a fresh topic (bus and runner tests).
 
 #![allow(dead_code)]
 
@@ -354,4 +354,45 @@ pub async fn bus_with_topic(config: &BusConfig, partitions: i32) -> (Bus, String
     .await
     .expect("create topic");
     (bus, topic)
+}
+
+/// A fresh in-process bus.
+pub fn memory_config() -> Option<BusConfig> {
+    Some(BusConfig {
+        url: format!("memory://{}", Uuid::new_v4()),
+        ..BusConfig::default()
+    })
+}
+
+/// The test broker named by `VIGIL_TEST_KAFKA`, with topics of a fresh prefix (the testenv rule:
+/// skipped locally without it, a failure under CI).
+pub fn kafka_config() -> Option<BusConfig> {
+    let mut config = vigil_core::testenv::kafka_bus(BusConfig::default().partitions)?;
+    // e.g. VIGIL_TEST_KAFKA_DEBUG=cgrp,fetch to see librdkafka's group protocol.
+    if let Ok(debug) = std::env::var("VIGIL_TEST_KAFKA_DEBUG") {
+        vigil_core::telemetry::init(&vigil_core::config::TelemetryConfig {
+            log_filter: "debug".into(),
+            ..Default::default()
+        });
+        config.kafka.insert("debug".to_owned(), debug);
+    }
+    Some(config)
+}
+
+/// `scenarios!(backend, config_fn, [scenario, ...])`: one `#[tokio::test]` per scenario in
+/// `mod backend`, each run with `config_fn()` when it gives a config (bus and runner tests).
+#[allow(unused_macros)]
+macro_rules! scenarios {
+    ($backend:ident, $config:path, [$($scenario:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    if let Some(config) = $config() {
+                        super::$scenario(config).await;
+                    }
+                }
+            )*
+        }
+    };
 }

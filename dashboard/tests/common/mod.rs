@@ -36,19 +36,7 @@ pub fn memory_bus() -> BusConfig {
 
 /// The test broker, or `None` (skip) outside CI.
 pub fn kafka_bus() -> Option<BusConfig> {
-    match std::env::var("VIGIL_TEST_KAFKA") {
-        Ok(servers) if !servers.is_empty() => Some(BusConfig {
-            url: format!("kafka://{servers}"),
-            topic_prefix: format!("t{}.", Uuid::new_v4().simple()),
-            partitions: 2,
-            ..BusConfig::default()
-        }),
-        _ if std::env::var_os("CI").is_some() => panic!("CI needs VIGIL_TEST_KAFKA"),
-        _ => {
-            eprintln!("skipped: set VIGIL_TEST_KAFKA=host:port");
-            None
-        }
-    }
+    vigil_core::testenv::kafka_bus(2)
 }
 
 pub fn test_config() -> DashboardConfig {
