@@ -59,9 +59,9 @@ pub trait ClinicalDirectory: Send + Sync + 'static {
 }
 
 /// A time range of one patient's stored data, paged (storage's query type).
-pub use vigil_storage::HistoryQuery as HistoryRequest;
+pub use vigil_storage::HistoryQuery;
 /// One page of history, oldest first, with the cursor of the next (storage's page type).
-pub use vigil_storage::Page as HistoryPage;
+pub use vigil_storage::Page;
 
 /// A stored heart-rate observation.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -80,25 +80,16 @@ pub trait HistorySource: Send + Sync + 'static {
     /// Seizure probability records overlapping the range.
     async fn probabilities(
         &self,
-        query: &HistoryRequest,
-    ) -> Result<HistoryPage<SeizureProbability>, DirectoryError>;
+        query: &HistoryQuery,
+    ) -> Result<Page<SeizureProbability>, DirectoryError>;
     /// Heart-rate points in the range.
-    async fn heart_rate(
-        &self,
-        query: &HistoryRequest,
-    ) -> Result<HistoryPage<HrSample>, DirectoryError>;
+    async fn heart_rate(&self, query: &HistoryQuery) -> Result<Page<HrSample>, DirectoryError>;
     /// Alert events in the range.
-    async fn alerts(
-        &self,
-        query: &HistoryRequest,
-    ) -> Result<HistoryPage<AlertEvent>, DirectoryError>;
+    async fn alerts(&self, query: &HistoryQuery) -> Result<Page<AlertEvent>, DirectoryError>;
     /// Raw EEG chunks in the range.
-    async fn eeg(&self, query: &HistoryRequest) -> Result<HistoryPage<EegChunk>, DirectoryError>;
+    async fn eeg(&self, query: &HistoryQuery) -> Result<Page<EegChunk>, DirectoryError>;
     /// qEEG trend intervals starting in the range.
-    async fn trends(
-        &self,
-        query: &HistoryRequest,
-    ) -> Result<HistoryPage<EegTrends>, DirectoryError>;
+    async fn trends(&self, query: &HistoryQuery) -> Result<Page<EegTrends>, DirectoryError>;
 }
 
 pub mod memory {
@@ -209,8 +200,8 @@ pub mod memory {
 
     fn page<T: Clone>(
         mut matching: Vec<(i64, T)>,
-        query: &HistoryRequest,
-    ) -> Result<HistoryPage<T>, DirectoryError> {
+        query: &HistoryQuery,
+    ) -> Result<Page<T>, DirectoryError> {
         matching.sort_by_key(|(t, _)| *t);
         let skip = match &query.cursor {
             None => 0,
@@ -226,7 +217,7 @@ pub mod memory {
             .map(|(_, v)| v.clone())
             .collect();
         let next = skip + items.len();
-        Ok(HistoryPage {
+        Ok(Page {
             next_cursor: (next < matching.len()).then(|| next.to_string()),
             items,
         })
@@ -282,8 +273,8 @@ pub mod memory {
     impl HistorySource for MemoryClinicalStore {
         async fn probabilities(
             &self,
-            query: &HistoryRequest,
-        ) -> Result<HistoryPage<SeizureProbability>, DirectoryError> {
+            query: &HistoryQuery,
+        ) -> Result<Page<SeizureProbability>, DirectoryError> {
             let matching = self
                 .check()?
                 .probabilities
@@ -299,10 +290,7 @@ pub mod memory {
             page(matching, query)
         }
 
-        async fn heart_rate(
-            &self,
-            query: &HistoryRequest,
-        ) -> Result<HistoryPage<HrSample>, DirectoryError> {
+        async fn heart_rate(&self, query: &HistoryQuery) -> Result<Page<HrSample>, DirectoryError> {
             let matching = self
                 .check()?
                 .heart_rate
@@ -315,10 +303,7 @@ pub mod memory {
             page(matching, query)
         }
 
-        async fn alerts(
-            &self,
-            query: &HistoryRequest,
-        ) -> Result<HistoryPage<AlertEvent>, DirectoryError> {
+        async fn alerts(&self, query: &HistoryQuery) -> Result<Page<AlertEvent>, DirectoryError> {
             let matching = self
                 .check()?
                 .alerts
@@ -333,20 +318,14 @@ pub mod memory {
             page(matching, query)
         }
 
-        async fn eeg(
-            &self,
-            _query: &HistoryRequest,
-        ) -> Result<HistoryPage<EegChunk>, DirectoryError> {
-            Ok(HistoryPage {
+        async fn eeg(&self, _query: &HistoryQuery) -> Result<Page<EegChunk>, DirectoryError> {
+            Ok(Page {
                 items: Vec::new(),
                 next_cursor: None,
             })
         }
 
-        async fn trends(
-            &self,
-            query: &HistoryRequest,
-        ) -> Result<HistoryPage<EegTrends>, DirectoryError> {
+        async fn trends(&self, query: &HistoryQuery) -> Result<Page<EegTrends>, DirectoryError> {
             let matching = self
                 .check()?
                 .trends

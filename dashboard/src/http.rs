@@ -32,7 +32,7 @@ use vigil_core::record::{
 };
 use vigil_core::telemetry::events::Emit;
 
-use crate::directory::{AuditEntry, HistoryRequest, HistorySource, StaffUser};
+use crate::directory::{AuditEntry, HistoryQuery, HistorySource, StaffUser};
 use crate::error::DashboardError;
 use crate::events::{AlertAcknowledged, LoginAttempt};
 use crate::live::{self, AckRefusal, AlertEventJson};
@@ -336,7 +336,7 @@ async fn history(
             format!("{kind} [{}, {}) ns", params.from_ns, params.to_ns),
         )
         .await?;
-    let query = HistoryRequest {
+    let query = HistoryQuery {
         patient_id: patient_id.clone(),
         from_ns: params.from_ns,
         to_ns: params.to_ns,
@@ -410,7 +410,7 @@ const MAX_BUCKETED_INTERVALS: usize = 100_000;
 /// One page of trend intervals, or with `bucket_s` the whole range merged into columns.
 async fn trends_history(
     source: &dyn HistorySource,
-    mut query: HistoryRequest,
+    mut query: HistoryQuery,
     bucket_s: Option<u32>,
 ) -> Result<(Vec<EegTrends>, Option<String>), DashboardError> {
     let Some(bucket_s) = bucket_s else {

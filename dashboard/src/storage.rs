@@ -11,8 +11,8 @@ use vigil_core::record::{AlertEvent, EegChunk, EegTrends, SeizureProbability};
 use vigil_storage::{StorageError, Store};
 
 use crate::directory::{
-    AuditEntry, ClinicalDirectory, DirectoryError, HistoryPage, HistoryRequest, HistorySource,
-    HrSample, StaffUser,
+    AuditEntry, ClinicalDirectory, DirectoryError, HistoryQuery, HistorySource, HrSample, Page,
+    StaffUser,
 };
 
 fn wrap(err: StorageError) -> DirectoryError {
@@ -27,8 +27,8 @@ fn staff(user: vigil_storage::User) -> StaffUser {
     }
 }
 
-fn page<T, U>(page: vigil_storage::Page<T>, map: impl FnMut(T) -> U) -> HistoryPage<U> {
-    HistoryPage {
+fn page<T, U>(page: vigil_storage::Page<T>, map: impl FnMut(T) -> U) -> Page<U> {
+    Page {
         items: page.items.into_iter().map(map).collect(),
         next_cursor: page.next_cursor,
     }
@@ -77,15 +77,12 @@ impl ClinicalDirectory for Store {
 impl HistorySource for Store {
     async fn probabilities(
         &self,
-        q: &HistoryRequest,
-    ) -> Result<HistoryPage<SeizureProbability>, DirectoryError> {
+        q: &HistoryQuery,
+    ) -> Result<Page<SeizureProbability>, DirectoryError> {
         Store::probabilities(self, q).await.map_err(wrap)
     }
 
-    async fn heart_rate(
-        &self,
-        q: &HistoryRequest,
-    ) -> Result<HistoryPage<HrSample>, DirectoryError> {
+    async fn heart_rate(&self, q: &HistoryQuery) -> Result<Page<HrSample>, DirectoryError> {
         Ok(page(Store::heart_rate(self, q).await.map_err(wrap)?, |s| {
             HrSample {
                 t_ns: s.t_ns,
@@ -95,20 +92,20 @@ impl HistorySource for Store {
         }))
     }
 
-    async fn alerts(&self, q: &HistoryRequest) -> Result<HistoryPage<AlertEvent>, DirectoryError> {
+    async fn alerts(&self, q: &HistoryQuery) -> Result<Page<AlertEvent>, DirectoryError> {
         // The store pages alerts; the page shows their transitions.
         let alerts = Store::alerts(self, q).await.map_err(wrap)?;
-        Ok(HistoryPage {
+        Ok(Page {
             items: alerts.items.into_iter().flat_map(|a| a.events).collect(),
             next_cursor: alerts.next_cursor,
         })
     }
 
-    async fn eeg(&self, q: &HistoryRequest) -> Result<HistoryPage<EegChunk>, DirectoryError> {
+    async fn eeg(&self, q: &HistoryQuery) -> Result<Page<EegChunk>, DirectoryError> {
         Store::eeg(self, q).await.map_err(wrap)
     }
 
-    async fn trends(&self, q: &HistoryRequest) -> Result<HistoryPage<EegTrends>, DirectoryError> {
+    async fn trends(&self, q: &HistoryQuery) -> Result<Page<EegTrends>, DirectoryError> {
         Store::trends(self, q).await.map_err(wrap)
     }
 }

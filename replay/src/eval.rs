@@ -17,15 +17,15 @@ use serde::Serialize;
 use vigil_core::record::{AlertKind, AlertTransition, ModelRef, SeizureProbability};
 use vigil_inference::alerts::{AlertPolicy, PatientAlerts};
 use vigil_inference::model::SeizureModel;
-use vigil_inference::patient::aggregate;
+use vigil_inference::patient::{aggregate, STEP_NS};
 use vigil_inference::windowing::{predict_channel, WindowParams};
 use vigil_inference::InferenceError;
 
 use crate::scoring::{score_events, Detection, EventScore, Interval, ScoringParams};
 use crate::simulator::PatientSimulator;
 
-/// Output grid step of the model, s.
-pub const STEP_S: f64 = 0.5;
+/// Output grid step of the model, s (the stage's [`STEP_NS`]).
+pub const STEP_S: f64 = STEP_NS as f64 / 1e9;
 
 /// Everything that decides an evaluation's outcome.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -94,7 +94,7 @@ pub fn detections_from_trace(
     policy: AlertPolicy,
     duration_s: f64,
 ) -> Vec<Detection> {
-    let step_ns = (STEP_S * 1e9) as i64;
+    let step_ns = STEP_NS;
     let mut alerts = PatientAlerts::new("eval", policy);
     let mut open: Option<(f64, f64)> = None;
     let mut out = Vec::new();
