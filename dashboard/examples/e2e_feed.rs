@@ -5,6 +5,10 @@
 //!
 //! Prints `VIGIL_E2E_URL=<url>` once serving and `ACK <alert_id> <patient> by <user>` for
 //! every acknowledgement that reaches `vigil.alerts`. Runs until stdin closes or SIGTERM.
+//!
+//! For the ward measurement (`dashboard/e2e/ward.measure.mjs`), `VIGIL_E2E_PATIENTS` sets how
+//! many patients are assigned and fed (default 2) and `VIGIL_E2E_LIVE_S` how many seconds the
+//! live feed runs after its minute of history (default 30).
 //! Synthetic signals exercise the screen; they mean nothing clinically.
 //!
 //! `cargo run -p vigil-dashboard --example e2e_feed`
@@ -28,7 +32,18 @@ use vigil_dashboard::DashboardState;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-const PATIENTS: [&str; 2] = ["e2e-patient-1", "e2e-patient-2"];
+/// `e2e-patient-1` ... `e2e-patient-N`, N from `VIGIL_E2E_PATIENTS` (default 2).
+fn patients() -> Vec<String> {
+    let n = env_number("VIGIL_E2E_PATIENTS", 2).max(1);
+    (1..=n).map(|i| format!("e2e-patient-{i}")).collect()
+}
+
+fn env_number(name: &str, default: i64) -> i64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 const USERNAME: &str = "alice";
 const PASSWORD: &str = "correct horse battery staple";
 const FS: f64 = 256.0;
@@ -89,8 +104,7 @@ fn trends_at(patient_id: &str, start_ns: i64, index: i64) -> EegTrends {
 
 /// Stored history for the trends panel and its click-through: 30 min of trend intervals and
 /// raw EEG of patient 1 from 2 min before the feed starts to 3 min after.
-async fn store_history(store: &vigil_storage::Store, t0: i64) -> anyhow::Result<()> {
-    let patient = PATIENTS[0];
+async fn store_history(store: &vigil_storage::Store, patient: &str, t0: i64) -> anyhow::Result<()> {
     let trends = (0..900)
         .map(|i| trends_at(patient, t0 - (900 - i) * 2_000_000_000, i))
         .collect();
@@ -143,9 +157,15 @@ fn probability_at(
     common::probability(patient_id, start_ns, p)
 }
 
-async fn feed(bus: Bus, t0: i64, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn feed(
+    bus: Bus,
+    patients: &[String],
+    t0: i64,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     // A minute of history first so the charts have a past, then live every second.
-    for second in 0..90i64 {
+    let live_s = env_number("VIGIL_E2E_LIVE_S", 30);
+    for second in 0..60 + live_s {
         if second >= 60 {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -153,7 +173,7 @@ async fn feed(bus: Bus, t0: i64, shutdown: CancellationToken) -> anyhow::Result<
             }
         }
         let start_ns = t0 + second * 1_000_000_000;
-        for (k, patient) in PATIENTS.iter().enumerate() {
+        for (k, patient) in patients.iter().enumerate() {
             let batch = HrBatch {
                 patient_id: (*patient).to_owned(),
                 device_id: format!("strap-{k}"),
@@ -161,7 +181,7 @@ async fn feed(bus: Bus, t0: i64, shutdown: CancellationToken) -> anyhow::Result<
                 seq: second as u64,
                 points: vec![HrPoint {
                     t_ns: start_ns,
-                    bpm: 70.0 + 8.0 * k as f32 + (second % 9) as f32,
+                    bpm: 70.0 + 8.0 * (k % 10) as f32 + (second % 9) as f32,
                     rr_ms: None,
                 }],
                 source: HrSource::ChestStrap,
@@ -184,7 +204,7 @@ async fn feed(bus: Bus, t0: i64, shutdown: CancellationToken) -> anyhow::Result<
         if second == 62 {
             let event = AlertEvent {
                 alert_id: Uuid::new_v4(),
-                patient_id: PATIENTS[0].to_owned(),
+                patient_id: patients[0].clone(),
                 kind: AlertKind::Seizure,
                 transition: AlertTransition::Raised,
                 onset_ns: start_ns - 10_000_000_000,
@@ -195,9 +215,9 @@ async fn feed(bus: Bus, t0: i64, shutdown: CancellationToken) -> anyhow::Result<
                     ..AlertEvidence::default()
                 },
             };
-            bus.publish_record(Topic::Alerts, PATIENTS[0], &event)
+            bus.publish_record(Topic::Alerts, &patients[0], &event)
                 .await?;
-            println!("RAISED {} {}", event.alert_id, PATIENTS[0]);
+            println!("RAISED {} {}", event.alert_id, patients[0]);
         }
     }
     shutdown.cancelled().await;
@@ -248,11 +268,12 @@ async fn main() -> anyhow::Result<()> {
     let user = store
         .create_user(USERNAME, PASSWORD, vigil_storage::Role::Clinician)
         .await?;
-    for patient in PATIENTS {
+    let patients = patients();
+    for patient in &patients {
         store.assign(user.id, patient).await?;
     }
     let t0 = vigil_core::time::now_ns() - 60_000_000_000;
-    store_history(&store, t0).await?;
+    store_history(&store, &patients[0], t0).await?;
     let store = Arc::new(store);
     let config = DashboardConfig {
         listen: "127.0.0.1:0".parse()?,
@@ -278,7 +299,7 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     let acks = tokio::spawn(report_acks(bus.clone(), shutdown.clone()));
-    feed(bus, t0, shutdown.clone()).await?;
+    feed(bus, &patients, t0, shutdown.clone()).await?;
     acks.await??;
     running.wait().await?;
     Ok(())

@@ -419,7 +419,7 @@
       const s = severity(dy) - severity(dx);
       if (s) return s;
       const px = (latestProbability(dx) || {}).p ?? -1, py = (latestProbability(dy) || {}).p ?? -1;
-      return py - px || x.localeCompare(y);
+      return py - px || x.localeCompare(y, undefined, { numeric: true });
     });
     tiles.replaceChildren(...sorted.map((id) => {
       const d = patientData(id);
