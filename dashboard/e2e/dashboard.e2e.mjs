@@ -148,6 +148,17 @@ async function main() {
     await page.waitForTimeout(1500); // a few more live updates for the screenshot
     await page.screenshot({ path: join(ARTIFACTS, "patient.png"), fullPage: true });
 
+    // Back on the ward, values are current: no age note. Three minutes later (the page's clock
+    // moved on, no new data), every value says how old it is.
+    await page.evaluate(() => { location.hash = "#/"; });
+    const pTime = `[data-testid="tile-${P2}"] [data-testid="tile-p-time"]`;
+    await page.waitForSelector(pTime);
+    check(!/old\)/.test(await page.textContent(pTime)), `a current probability carries no age note: ${await page.textContent(pTime)}`);
+    await page.evaluate(() => { const now = Date.now.bind(Date); Date.now = () => now() + 180000; });
+    await page.waitForFunction((sel) => /\(3 min old\)$/.test(document.querySelector(sel)?.textContent || ""), pTime, { timeout: 5000 });
+    check(/\(3 min old\)$/.test(await page.textContent(`[data-testid="tile-${P2}"] [data-testid="tile-hr"]`)), "an old heart rate says how old it is");
+    check(true, `an old probability says how old it is: ${await page.textContent(pTime)}`);
+
     check(problems.length === 0, `no console errors or CSP violations (${problems.join(" | ")})`);
 
     // Receipt-to-socket latency of this run, from the server's histogram.

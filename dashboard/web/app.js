@@ -332,6 +332,14 @@
     return Number.isFinite(t) ? { t, p } : null;
   }
 
+  // " (3 min old)" when a value's own time is over a minute before now: a tile never shows an
+  // old value as if it were current (final probabilities trail the signal by up to a window).
+  function ageNote(t) {
+    const age = (Date.now() - t) / 1000;
+    if (!(age >= 60)) return "";
+    return age < 120 ? ` (${Math.round(age)} s old)` : ` (${Math.round(age / 60)} min old)`;
+  }
+
   function latestHr(d) {
     let t = -Infinity, bpm = null;
     for (const [k, v] of d.hr) if (k > t) { t = k; bpm = v; }
@@ -430,10 +438,10 @@
       const tile = el("a", { class: `tile sev-${severity(d)}`, href: `#/patient/${encodeURIComponent(id)}`, "data-testid": `tile-${id}`, "data-patient": id },
         el("h3", { text: id }),
         el("div", { class: "row" }, el("span", { text: "Seizure p" }),
-          el("span", { "data-testid": "tile-p" }, pText, lp ? el("span", { class: "muted", text: ` @ ${clock(lp.t)}` }) : null)),
+          el("span", { "data-testid": "tile-p" }, pText, lp ? el("span", { class: "muted", "data-testid": "tile-p-time", text: ` @ ${clock(lp.t)}${ageNote(lp.t)}` }) : null)),
         el("div", { class: "row" }, el("span", { text: "Heart rate" }),
           el("span", { "data-testid": "tile-hr" }, hr ? el("span", { class: "value", text: `${Math.round(hr.bpm)} bpm` }) : el("span", { class: "not-evaluated", text: "no data yet" }),
-            hr ? el("span", { class: "muted", text: ` @ ${clock(hr.t)}` }) : null)),
+            hr ? el("span", { class: "muted", text: ` @ ${clock(hr.t)}${ageNote(hr.t)}` }) : null)),
         el("div", { class: "row" }, el("span", { text: "Signal" }), el("span", { class: sig.cls, "data-testid": "tile-signal", text: sig.text })),
         w ? el("div", { class: "alert " + (w.alert.acknowledged_by ? "acked" : w.alert.escalated ? "escalated" : "unacked"), "data-testid": "tile-alert",
           text: `${KIND_LABEL[w.alert.kind] || w.alert.kind}: ${alertState(w.alert)}` }) : null);
