@@ -1,7 +1,9 @@
 //! Fault injection (docs/RELIABILITY.md, "Fault injection"): devices stream EEG through
 //! `vigil ingest` -> tansu -> `vigil store` -> MariaDB, each a real process, while one part is
 //! killed or stopped. Every scenario asserts sent = acknowledged = stored, no chunk refused,
-//! none lost and none stored twice, and prints its numbers.
+//! none lost and none stored twice, and prints its numbers. One more kills `vigil infer` right
+//! after it raised a seizure alert: its successor commits every record and raises nothing
+//! twice.
 //!
 //! Needs `VIGIL_TEST_TANSU` (the tansu binary; scripts/test sets it) and MariaDB as
 //! scripts/test sets it up (`VIGIL_TEST_MYSQL`, root over the local socket). Scenarios run one
@@ -12,8 +14,13 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 use tokio::time::{sleep, Instant};
+use uuid::Uuid;
 use vigil_bench::faults::{Binaries, Outcome, Rig};
+use vigil_core::bus::{Bus, BusConsumer, Topic};
+use vigil_core::codec::{self, DecodeLimits};
+use vigil_core::record::{AlertEvent, AlertKind, AlertTransition};
 use vigil_core::testenv::unavailable;
+use vigil_inference::synthetic::{SyntheticChannel, SyntheticStream};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
@@ -127,4 +134,138 @@ async fn store_killed_mid_stream_resumes_and_stores_everything() {
         resumed.as_secs_f64()
     );
     assert_eq!(outcome.sent, DEVICES as u64 * CHUNKS);
+}
+
+/// Seconds of EEG in the `vigil infer` scenario: a 300 s model window plus five 20 s steps.
+const INFER_SECONDS: usize = 400;
+/// The synthetic seizure-like burst on C3, seconds into the stream.
+const INFER_BURST: (f64, f64) = (20.0, 45.0);
+
+/// The next alert event on `reader`, or None after `quiet` without one.
+async fn next_alert(reader: &mut Box<dyn BusConsumer>, quiet: Duration) -> Option<AlertEvent> {
+    let msg = tokio::time::timeout(quiet, reader.recv()).await.ok()?;
+    let msg = msg.expect("read vigil.alerts");
+    Some(codec::decode(&msg.payload, &DecodeLimits::default()).expect("an alert event"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infer_killed_after_raising_an_alert_neither_loses_nor_repeats_it() {
+    let Some(bins) = binaries() else { return };
+    let Some(weights) = vigil_core::testenv::model_weights() else {
+        return;
+    };
+    let models = weights
+        .parent()
+        .expect("the models directory")
+        .to_path_buf();
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut rig = Rig::start(bins, 0, false).await.expect("rig");
+    rig.start_infer(&models).await.expect("start vigil infer");
+    let bus = Bus::connect(&rig.bus_config()).await.expect("bus");
+    let mut alerts = bus
+        .subscribe(
+            &format!("faults-alerts-{}", Uuid::new_v4().simple()),
+            &[bus.topic(Topic::Alerts)],
+        )
+        .await
+        .expect("alerts reader");
+    let rows = [
+        SyntheticChannel {
+            seed: 2,
+            burst: Some(INFER_BURST),
+            ..Default::default()
+        }
+        .generate(256.0, INFER_SECONDS as f64),
+        SyntheticChannel {
+            seed: 1,
+            ..Default::default()
+        }
+        .generate(256.0, INFER_SECONDS as f64),
+    ];
+    let t0_ns = vigil_core::time::now_ns();
+    let stream = SyntheticStream {
+        patient_id: "infer-p1",
+        device_id: "infer-headset",
+        stream_id: Uuid::new_v4(),
+        t0_ns,
+        channels: &["C3", "C4"],
+    };
+    for seq in 0..INFER_SECONDS {
+        bus.publish_record(Topic::EegRaw, "infer-p1", &stream.chunk(seq, &rows))
+            .await
+            .expect("publish EEG");
+    }
+
+    // The first seizure alert, then SIGKILL: whatever the dead process had not committed is
+    // read again by its successor.
+    let started = Instant::now();
+    let eeg = [bus.topic(Topic::EegRaw)];
+    let raised = loop {
+        let event = next_alert(&mut alerts, Duration::from_secs(300))
+            .await
+            .expect("a seizure alert within 300 s");
+        if event.kind == AlertKind::Seizure && event.transition == AlertTransition::Raised {
+            break event;
+        }
+    };
+    let raised_after = started.elapsed();
+    rig.kill_infer().await;
+    let lag_at_kill = tokio::task::block_in_place(|| rig.group_lag("vigil-inference", &eeg))
+        .expect("the inference group's lag at the kill");
+    sleep(Duration::from_secs(2)).await;
+    rig.start_infer(&models).await.expect("restart vigil infer");
+    let restarted = Instant::now();
+
+    // The successor evaluates to the end of the stream and commits every record.
+    let lag = loop {
+        let lag = tokio::task::block_in_place(|| rig.group_lag("vigil-inference", &eeg))
+            .expect("the inference group's lag");
+        if lag == 0.0 || restarted.elapsed() > Duration::from_secs(300) {
+            break lag;
+        }
+        sleep(Duration::from_secs(2)).await;
+    };
+    let caught_up = restarted.elapsed();
+    let mut later = Vec::new();
+    while let Some(event) = next_alert(&mut alerts, Duration::from_secs(10)).await {
+        later.push(event);
+    }
+    let raised_again: Vec<&AlertEvent> = later
+        .iter()
+        .filter(|e| e.kind == AlertKind::Seizure && e.transition == AlertTransition::Raised)
+        .collect();
+    println!(
+        "vigil infer SIGKILL after its first alert ({:.1} s), {lag_at_kill} of {INFER_SECONDS} \
+         records uncommitted; restarted 2 s later: every EEG record committed {:.1} s after the \
+         restart (lag {lag}); alert events since: {:?}; seizure alerts raised again: {}",
+        raised_after.as_secs_f64(),
+        caught_up.as_secs_f64(),
+        later
+            .iter()
+            .map(|e| (e.kind, e.transition))
+            .collect::<Vec<_>>(),
+        raised_again.len()
+    );
+    let onset_s = (raised.onset_ns - t0_ns) as f64 / 1e9;
+    let verdict = (|| {
+        anyhow::ensure!(
+            lag == 0.0,
+            "the restarted stage left {lag} records uncommitted"
+        );
+        anyhow::ensure!(
+            (INFER_BURST.0 - 5.0..=INFER_BURST.1).contains(&onset_s),
+            "onset {onset_s:.1} s is not in the burst"
+        );
+        anyhow::ensure!(
+            raised_again.is_empty(),
+            "the restarted stage raised the open alert again: {raised_again:?}"
+        );
+        Ok(())
+    })();
+    alerts.close().await.expect("close the reader");
+    if let Err(e) = verdict {
+        let logs = rig.keep();
+        panic!("vigil infer killed: {e:#} (logs in {})", logs.display());
+    }
+    rig.stop().await;
 }

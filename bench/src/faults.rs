@@ -13,6 +13,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use uuid::Uuid;
 use vigil_core::bus::Topic;
+use vigil_core::config::BusConfig;
 use vigil_core::record::EegChunk;
 use vigil_core::CancellationToken;
 use vigil_ingest::client::{ClientConfig, ClientStats, IngestClient};
@@ -33,6 +34,8 @@ const CHANNELS: [&str; 8] = [
 const PARTITIONS: i32 = 12;
 /// The store's static group membership id (docs/RELIABILITY.md, consumer crash).
 const STORE_INSTANCE: &str = "store-0";
+/// `bus.instance_id` of the rig's `vigil infer` (static membership, as for the store).
+const INFER_INSTANCE: &str = "infer-0";
 
 /// Where the rig's database lives.
 pub enum Database {
@@ -219,7 +222,8 @@ pub struct Device {
     pub token: String,
 }
 
-/// A broker, a database, `vigil ingest` and `vigil store`, each a process of its own.
+/// A broker, a database, `vigil ingest` and `vigil store` (and `vigil infer` when a scenario
+/// starts it), each a process of its own.
 pub struct Rig {
     work: tempfile::TempDir,
     bins: Binaries,
@@ -227,9 +231,11 @@ pub struct Rig {
     kafka_port: u16,
     ingest_addr: String,
     store_addr: String,
+    infer_addr: String,
     broker: Option<Service>,
     ingest: Option<Service>,
     store: Option<Service>,
+    infer: Option<Service>,
     /// The database the stages write.
     pub database: Database,
     /// Registered EEG devices, one per patient.
@@ -259,9 +265,11 @@ impl Rig {
             kafka_port: services::free_port()?,
             ingest_addr: format!("127.0.0.1:{}", services::free_port()?),
             store_addr: format!("127.0.0.1:{}", services::free_port()?),
+            infer_addr: format!("127.0.0.1:{}", services::free_port()?),
             broker: None,
             ingest: None,
             store: None,
+            infer: None,
             database,
             devices: Vec::new(),
         };
@@ -325,10 +333,16 @@ database_url = "{db}"
 [storage]
 listen = "{store}"
 database_url = "{db}"
+
+[inference]
+listen = "{infer}"
+# A device that stopped is finished soon, so a scenario's last chunks are evaluated quickly.
+idle_evict_s = 5.0
 "#,
             kafka = self.kafka_port,
             ingest = self.ingest_addr,
             store = self.store_addr,
+            infer = self.infer_addr,
             db = self.database.url(),
         );
         std::fs::write(&self.config, text).context("write the rig's config")
@@ -337,6 +351,7 @@ database_url = "{db}"
     fn spawn_stage(&self, name: &str, env: &[(&str, &str)]) -> anyhow::Result<Service> {
         let addr = match name {
             "ingest" => &self.ingest_addr,
+            "infer" => &self.infer_addr,
             _ => &self.store_addr,
         };
         let config = self.config.display().to_string();
@@ -388,6 +403,50 @@ database_url = "{db}"
         if let Some(s) = self.store.take() {
             s.kill().await;
         }
+    }
+
+    /// Starts `vigil infer` (a static group member) with the model weights in `models` (the
+    /// workspace's `models/`, with its `manifest.toml`) and waits for its readiness.
+    pub async fn start_infer(&mut self, models: &Path) -> anyhow::Result<()> {
+        let dir = models.display().to_string();
+        let manifest = models.join("manifest.toml").display().to_string();
+        let mut s = self.spawn_stage(
+            "infer",
+            &[
+                ("VIGIL__BUS__INSTANCE_ID", INFER_INSTANCE),
+                ("VIGIL__MODELS__DIR", &dir),
+                ("VIGIL__MODELS__MANIFEST", &manifest),
+            ],
+        )?;
+        s.wait_ready(Duration::from_secs(120), true).await?;
+        self.infer = Some(s);
+        Ok(())
+    }
+
+    /// Kills `vigil infer` with SIGKILL.
+    pub async fn kill_infer(&mut self) {
+        if let Some(s) = self.infer.take() {
+            s.kill().await;
+        }
+    }
+
+    /// The rig's bus, as a stage sees it.
+    pub fn bus_config(&self) -> BusConfig {
+        BusConfig {
+            url: format!("kafka://127.0.0.1:{}", self.kafka_port),
+            partitions: PARTITIONS,
+            ..BusConfig::default()
+        }
+    }
+
+    /// Records `group` has not committed on `topics` (blocking: call from a blocking thread).
+    pub fn group_lag(&self, group: &str, topics: &[String]) -> anyhow::Result<f64> {
+        let probe = probes::LagProbe::new(
+            &format!("127.0.0.1:{}", self.kafka_port),
+            &[(group, topics.to_vec())],
+            PARTITIONS,
+        )?;
+        Ok(probe.sample()?.first().map_or(0.0, |(_, lag)| *lag))
     }
 
     /// The private database server (None on the shared one).
@@ -494,9 +553,14 @@ database_url = "{db}"
 
     /// Stops every process cleanly (SIGTERM) and drops a shared database.
     pub async fn stop(mut self) -> PathBuf {
-        for s in [self.store.take(), self.ingest.take(), self.broker.take()]
-            .into_iter()
-            .flatten()
+        for s in [
+            self.infer.take(),
+            self.store.take(),
+            self.ingest.take(),
+            self.broker.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             s.stop(Duration::from_secs(30)).await;
         }

@@ -537,26 +537,18 @@ mod tests {
     use crate::synthetic::SyntheticChannel;
     use vigil_core::bus::Bus;
     use vigil_core::config::BusConfig;
-    use vigil_core::record::SignalUnit;
 
     const T0: i64 = 1_700_000_000_000_000_000;
 
     fn chunk(patient: usize, seq: usize, rows: &[Vec<f32>]) -> EegChunk {
-        EegChunk {
-            patient_id: format!("patient-{patient}"),
-            device_id: format!("headset-{patient}"),
+        crate::synthetic::SyntheticStream {
+            patient_id: &format!("patient-{patient}"),
+            device_id: &format!("headset-{patient}"),
             stream_id: uuid::Uuid::from_u128(patient as u128 + 1),
-            seq: seq as u64,
-            start_ns: T0 + seq as i64 * 1_000_000_000,
-            received_ns: T0 + seq as i64 * 1_000_000_000,
-            sample_rate_hz: 256.0,
-            channels: vec!["C3".into(), "C4".into()],
-            unit: SignalUnit::Microvolt,
-            samples: rows
-                .iter()
-                .map(|s| s[seq * 256..(seq + 1) * 256].to_vec())
-                .collect(),
+            t0_ns: T0,
+            channels: &["C3", "C4"],
         }
+        .chunk(seq, rows)
     }
 
     /// A backlog already in the inbox: the shard takes records only while fewer than

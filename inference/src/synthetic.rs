@@ -18,6 +18,44 @@ pub struct SyntheticChannel {
     pub flat: Option<(f64, f64)>,
 }
 
+/// Second `seq` of `rows` (whole signals at 256 Hz, one per channel) as a chunk of one
+/// device's stream starting at `t0_ns`: how tests and benchmarks feed synthetic EEG.
+#[derive(Debug, Clone, Copy)]
+pub struct SyntheticStream<'a> {
+    /// Patient.
+    pub patient_id: &'a str,
+    /// Device.
+    pub device_id: &'a str,
+    /// Stream id.
+    pub stream_id: uuid::Uuid,
+    /// Time of sample 0 (UTC ns).
+    pub t0_ns: i64,
+    /// Channel labels, one per row.
+    pub channels: &'a [&'a str],
+}
+
+impl SyntheticStream<'_> {
+    /// Second `seq` of `rows` as an EEG chunk (1 s, 256 samples per channel).
+    pub fn chunk(&self, seq: usize, rows: &[Vec<f32>]) -> vigil_core::record::EegChunk {
+        let start_ns = self.t0_ns + seq as i64 * 1_000_000_000;
+        vigil_core::record::EegChunk {
+            patient_id: self.patient_id.to_owned(),
+            device_id: self.device_id.to_owned(),
+            stream_id: self.stream_id,
+            seq: seq as u64,
+            start_ns,
+            received_ns: start_ns,
+            sample_rate_hz: 256.0,
+            channels: self.channels.iter().map(|c| (*c).to_owned()).collect(),
+            unit: vigil_core::record::SignalUnit::Microvolt,
+            samples: rows
+                .iter()
+                .map(|s| s[seq * 256..(seq + 1) * 256].to_vec())
+                .collect(),
+        }
+    }
+}
+
 fn lcg_uniforms(seed: u64, n: usize) -> Vec<f64> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
     (0..n)

@@ -14,12 +14,13 @@ use vigil_core::config::BusConfig;
 use vigil_core::config::{AlertPolicies, TrendsConfig};
 use vigil_core::record::{
     AlertEvent, AlertKind, AlertTransition, DeadLetter, EegChunk, EegTrace, EegTrends, HrBatch,
-    HrPoint, HrSource, ModelRef, MontageKind, SeizureProbability, SignalUnit,
+    HrPoint, HrSource, ModelRef, MontageKind, SeizureProbability,
 };
 use vigil_core::telemetry::Readiness;
 use vigil_core::CancellationToken;
 use vigil_inference::display::{DisplayFilter, Mains};
 use vigil_inference::model::SeizureModel;
+use vigil_inference::synthetic::SyntheticStream;
 
 const MAINS: Mains = Mains::Hz50;
 use vigil_inference::stage::{InferenceStage, STEP_NS};
@@ -74,21 +75,14 @@ fn eeg_chunk(
     channels: &[&str],
     rows: &[Vec<f32>],
 ) -> EegChunk {
-    EegChunk {
-        patient_id: patient_id.into(),
-        device_id: "headset-1".into(),
+    SyntheticStream {
+        patient_id,
+        device_id: "headset-1",
         stream_id,
-        seq: seq as u64,
-        start_ns: T0 + seq as i64 * 1_000_000_000,
-        received_ns: T0 + seq as i64 * 1_000_000_000,
-        sample_rate_hz: 256.0,
-        channels: channels.iter().map(|c| (*c).to_owned()).collect(),
-        unit: SignalUnit::Microvolt,
-        samples: rows
-            .iter()
-            .map(|s| s[seq * 256..(seq + 1) * 256].to_vec())
-            .collect(),
+        t0_ns: T0,
+        channels,
     }
+    .chunk(seq, rows)
 }
 
 /// Stops a running stage and checks it stopped cleanly.
