@@ -128,6 +128,9 @@ struct Patient {
 }
 
 pub(crate) struct Shard {
+    /// The shard's index, the `shard` label of its gauges (each shard reports its own share,
+    /// so a sum over shards is the instance's total).
+    label: String,
     config: ShardConfig,
     book: AlertBook,
     lanes: Lanes,
@@ -147,8 +150,9 @@ pub(crate) struct ShardReport {
 }
 
 impl Shard {
-    pub(crate) fn new(config: ShardConfig, book: AlertBook, lanes: Lanes) -> Self {
+    pub(crate) fn new(index: usize, config: ShardConfig, book: AlertBook, lanes: Lanes) -> Self {
         Self {
+            label: index.to_string(),
             config,
             book,
             lanes,
@@ -197,7 +201,8 @@ impl Shard {
             }
             self.peak_queued_windows = self.peak_queued_windows.max(self.queued_windows());
             self.run_batch()?;
-            metrics::gauge!("vigil_inference_queued_windows").set(self.queued_windows() as f64);
+            metrics::gauge!("vigil_inference_queued_windows", "shard" => self.label.clone())
+                .set(self.queued_windows() as f64);
         }
         self.drain()?;
         Ok(ShardReport {
@@ -526,7 +531,8 @@ impl Shard {
             self.end_stream(&patient_id)?;
         }
         self.heart.retain(|_, (_, seen)| seen.elapsed() < idle);
-        metrics::gauge!("vigil_inference_patients").set(self.patients.len() as f64);
+        metrics::gauge!("vigil_inference_patients", "shard" => self.label.clone())
+            .set(self.patients.len() as f64);
         Ok(())
     }
 }
@@ -551,6 +557,74 @@ mod tests {
         .chunk(seq, rows)
     }
 
+    /// One window per batch, at most 2 queued, patients kept for 10 minutes without EEG.
+    fn test_config(model: Arc<SeizureModel>) -> ShardConfig {
+        ShardConfig {
+            model,
+            model_ref: ModelRef {
+                id: "brainmaze-seizure-modelA".into(),
+                sha256: "0".repeat(64),
+            },
+            params: WindowParams::default(),
+            max_gap_s: 30.0,
+            mains: Mains::Hz50,
+            alert_policies: AlertPolicies::default(),
+            batch_windows: 1,
+            max_queued_windows: 2,
+            idle_evict_s: 600.0,
+            trends: None,
+        }
+    }
+
+    /// Each shard reports its own patients under its `shard` label, so a sum over shards is
+    /// the instance's total (one unlabelled gauge would show only the shard that wrote last).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_shard_reports_its_own_patients() {
+        let Some(weights) = vigil_core::testenv::model_weights() else {
+            return;
+        };
+        let metrics = vigil_core::telemetry::metrics_handle();
+        let model = Arc::new(SeizureModel::load(&weights).expect("model"));
+        let bus = Bus::connect(&BusConfig {
+            url: format!("memory://{}", uuid::Uuid::new_v4()),
+            ..BusConfig::default()
+        })
+        .await
+        .expect("bus");
+        bus.create_vigil_topics().await.expect("topics");
+        let (done_tx, _done_rx) = vigil_core::stage::Completions::channel();
+        let (lanes, _lane_tasks) = Lanes::spawn(&bus, 1, done_tx, &CancellationToken::new());
+        let config = test_config(model);
+        let rows: Vec<Vec<f32>> = (0..2)
+            .map(|seed| {
+                SyntheticChannel {
+                    seed,
+                    ..Default::default()
+                }
+                .generate(256.0, 2.0)
+            })
+            .collect();
+        let mut busy = Shard::new(7, config.clone(), AlertBook::default(), lanes.clone());
+        let mut idle = Shard::new(8, config, AlertBook::default(), lanes);
+        tokio::task::spawn_blocking(move || {
+            for patient in 0..2 {
+                let input = ShardInput::Eeg(patient as u64, Box::new(chunk(patient, 0, &rows)));
+                busy.take(input).expect("take a chunk");
+            }
+            busy.evict_idle().expect("report");
+            idle.evict_idle().expect("report");
+        })
+        .await
+        .expect("join");
+        let text = metrics.render();
+        for series in [
+            r#"vigil_inference_patients{shard="7"} 2"#,
+            r#"vigil_inference_patients{shard="8"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} missing from:\n{text}");
+        }
+    }
+
     /// A backlog already in the inbox: the shard takes records only while fewer than
     /// `max_queued_windows` windows wait, and still finishes every record.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -569,21 +643,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let (done_tx, mut done_rx) = vigil_core::stage::Completions::channel();
         let (lanes, lane_tasks) = Lanes::spawn(&bus, 2, done_tx, &shutdown);
-        let config = ShardConfig {
-            model,
-            model_ref: ModelRef {
-                id: "brainmaze-seizure-modelA".into(),
-                sha256: "0".repeat(64),
-            },
-            params: WindowParams::default(),
-            max_gap_s: 30.0,
-            mains: Mains::Hz50,
-            alert_policies: AlertPolicies::default(),
-            batch_windows: 1,
-            max_queued_windows: 2,
-            idle_evict_s: 600.0,
-            trends: None,
-        };
+        let config = test_config(model);
         // Two patients, two channels, 340 s: windows end at 300, 320 and 340 s, so 12 windows
         // in all, every one of them queued at once if the shard took the whole inbox.
         let seconds = 340;
@@ -606,7 +666,7 @@ mod tests {
             }
         }
         drop(inbox);
-        let shard = Shard::new(config, AlertBook::default(), lanes);
+        let shard = Shard::new(0, config, AlertBook::default(), lanes);
         let report = tokio::task::spawn_blocking(move || shard.run(rx, CancellationToken::new()))
             .await
             .expect("join")

@@ -109,7 +109,7 @@ impl Shards {
         };
         for i in 0..n.max(1) {
             let (tx, rx) = mpsc::channel(SHARD_DEPTH);
-            let shard = Shard::new(config.clone(), book.clone(), lanes.clone());
+            let shard = Shard::new(i, config.clone(), book.clone(), lanes.clone());
             let shutdown = shutdown.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("vigil-shard-{i}"))
