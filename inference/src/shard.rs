@@ -557,6 +557,18 @@ mod tests {
         .chunk(seq, rows)
     }
 
+    /// A fresh in-process bus with the Vigil topics (lanes publish to them).
+    async fn memory_bus() -> Bus {
+        let bus = Bus::connect(&BusConfig {
+            url: format!("memory://{}", uuid::Uuid::new_v4()),
+            ..BusConfig::default()
+        })
+        .await
+        .expect("bus");
+        bus.create_vigil_topics().await.expect("topics");
+        bus
+    }
+
     /// One window per batch, at most 2 queued, patients kept for 10 minutes without EEG.
     fn test_config(model: Arc<SeizureModel>) -> ShardConfig {
         ShardConfig {
@@ -585,13 +597,7 @@ mod tests {
         };
         let metrics = vigil_core::telemetry::metrics_handle();
         let model = Arc::new(SeizureModel::load(&weights).expect("model"));
-        let bus = Bus::connect(&BusConfig {
-            url: format!("memory://{}", uuid::Uuid::new_v4()),
-            ..BusConfig::default()
-        })
-        .await
-        .expect("bus");
-        bus.create_vigil_topics().await.expect("topics");
+        let bus = memory_bus().await;
         let (done_tx, _done_rx) = vigil_core::stage::Completions::channel();
         let (lanes, _lane_tasks) = Lanes::spawn(&bus, 1, done_tx, &CancellationToken::new());
         let config = test_config(model);
@@ -633,13 +639,7 @@ mod tests {
             return;
         };
         let model = Arc::new(SeizureModel::load(&weights).expect("model"));
-        let bus = Bus::connect(&BusConfig {
-            url: format!("memory://{}", uuid::Uuid::new_v4()),
-            ..BusConfig::default()
-        })
-        .await
-        .expect("bus");
-        bus.create_vigil_topics().await.expect("topics");
+        let bus = memory_bus().await;
         let shutdown = CancellationToken::new();
         let (done_tx, mut done_rx) = vigil_core::stage::Completions::channel();
         let (lanes, lane_tasks) = Lanes::spawn(&bus, 2, done_tx, &shutdown);
