@@ -9,7 +9,7 @@
 // Screenshots go to VIGIL_E2E_ARTIFACTS (default target/e2e/).
 import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { check, launchBrowser, log, logIn, run, startProcess } from "./harness.mjs";
+import { check, colouredPixels, launchBrowser, log, logIn, run, startProcess } from "./harness.mjs";
 
 const ROOT = resolve(new URL("../..", import.meta.url).pathname);
 const FEED = process.env.VIGIL_E2E_FEED || join(ROOT, "target/debug/examples/e2e_feed");
@@ -81,16 +81,7 @@ async function main() {
     // qEEG trends: 30 min of stored intervals plus live ones, drawn as heatmaps.
     await page.waitForFunction(() => /double banana/.test(document.getElementById("trends-montage").textContent), null, { timeout: 15000 });
     check(true, `trend regions named: ${await page.textContent('[data-testid="trends-montage"]')}`);
-    const heatPixels = () => page.evaluate(() => {
-      const c = document.getElementById("trends-canvas");
-      const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-      let coloured = 0; // viridis colours are saturated; background, text and hatch are grey
-      for (let i = 0; i < data.length; i += 4) {
-        const [r, g, b] = [data[i], data[i + 1], data[i + 2]];
-        if (Math.max(r, g, b) - Math.min(r, g, b) > 60) coloured++;
-      }
-      return coloured;
-    });
+    const heatPixels = () => colouredPixels(page, "trends-canvas");
     const coloured = await heatPixels();
     check(coloured > 5000, `CSA heatmaps drawn (${coloured} coloured pixels)`);
     await page.waitForSelector('[data-testid="trends-aeeg"] canvas');

@@ -8,17 +8,18 @@
 // Screenshots go to VIGIL_E2E_ARTIFACTS (default target/e2e/).
 import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { check, launchBrowser, log, logIn, run, startProcess } from "./harness.mjs";
+import { check, colouredPixels, launchBrowser, log, logIn, run, startProcess } from "./harness.mjs";
 
 const ROOT = resolve(new URL("../..", import.meta.url).pathname);
 const VIGIL = process.env.VIGIL_BIN || join(ROOT, "target/debug/vigil");
 const ARTIFACTS = process.env.VIGIL_E2E_ARTIFACTS || join(ROOT, "target/e2e");
 const PATIENTS = ["demo-patient-1", "demo-patient-2", "demo-patient-3"];
+const SPEED = 20;
 
 async function main() {
   mkdirSync(ARTIFACTS, { recursive: true });
   const demo = startProcess(VIGIL, ["demo"], {
-    VIGIL__DEMO__SPEED: "20",
+    VIGIL__DEMO__SPEED: String(SPEED),
     VIGIL__DEMO__PATIENTS: String(PATIENTS.length),
     VIGIL__DEMO__LISTEN: "127.0.0.1:0",
     VIGIL__DASHBOARD__LISTEN: "127.0.0.1:0",
@@ -78,6 +79,16 @@ async function main() {
     check(true, "alert shown as acknowledged (or closed) in the page");
     const line = await demo.waitLine(new RegExp(`^${alarmed}\\s+alert acknowledged: .*by demo`), 15000);
     check(true, `the acknowledgement went through the bus to the demo's terminal: ${line.trim()}`);
+    // The demo runs faster than real time, so its trend intervals carry times ahead of the
+    // clock: the panel's span must end at the newest interval, not at "now", or it stays empty.
+    await page.locator('[data-testid="trends-canvas"]').scrollIntoViewIfNeeded();
+    await page.waitForFunction(() => document.getElementById("trends-canvas").width > 0);
+    let coloured = 0;
+    for (let i = 0; i < 30 && coloured <= 6000; i++) {
+      await page.waitForTimeout(1000);
+      coloured = await colouredPixels(page, "trends-canvas");
+    }
+    check(coloured > 6000, `live CSA heatmaps drawn at ${SPEED}x real time (${coloured} coloured pixels)`);
     await page.waitForTimeout(1500);
     await page.screenshot({ path: join(ARTIFACTS, "demo-patient.png"), fullPage: true });
     check(problems.length === 0, `no console errors or CSP violations (${problems.join(" | ")})`);

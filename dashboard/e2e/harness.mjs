@@ -69,6 +69,21 @@ export async function logIn(page, username, password) {
   await page.click("#login-form button[type=submit]");
 }
 
+// Saturated pixels of a canvas: the trends heatmaps' viridis colours (background, text and the
+// not-evaluated hatch are grey).
+export function colouredPixels(page, canvasId) {
+  return page.evaluate((id) => {
+    const c = document.getElementById(id);
+    const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    let coloured = 0;
+    for (let i = 0; i < data.length; i += 4) {
+      const [r, g, b] = [data[i], data[i + 1], data[i + 2]];
+      if (Math.max(r, g, b) - Math.min(r, g, b) > 60) coloured++;
+    }
+    return coloured;
+  }, canvasId);
+}
+
 export function run(main) {
   main().then(() => { log("PASS"); process.exit(0); }, (err) => { console.error(err); log("FAIL"); process.exit(1); });
 }

@@ -216,9 +216,17 @@
   // ---------------------------------------------------------------- qEEG trends
   const trendView = { spanH: 1, renderedAt: 0, page: null, plot: null };
 
+  // The span ends now, or at the newest interval when the data runs ahead of the clock: a
+  // replay or `vigil demo` faster than real time stamps signal time, not wall time.
+  function trendsEnd(d) {
+    let end = Date.now();
+    for (const c of d.trends.live.values()) end = Math.max(end, c.start_ms + c.duration_ms);
+    return end;
+  }
+
   async function loadTrends(id) {
     const d = patientData(id);
-    const now = Date.now(), from = now - trendView.spanH * 3600 * 1000;
+    const now = trendsEnd(d), from = now - trendView.spanH * 3600 * 1000;
     const width = $("trends-canvas").clientWidth || 800;
     const q = new URLSearchParams({
       from_ns: msToNs(from), to_ns: msToNs(now), limit: "5000",
@@ -236,10 +244,11 @@
     if (!d.trends.dirty && now - trendView.renderedAt < 10000) return;
     d.trends.dirty = false; trendView.renderedAt = now;
     for (const b of document.querySelectorAll(".span-button")) b.classList.toggle("active", Number(b.dataset.span) === trendView.spanH);
+    const end = trendsEnd(d);
     VigilTrends.render({
       canvas: $("trends-canvas"), aeeg: $("trends-aeeg"), bsr: $("trends-bsr"),
       montage: $("trends-montage"), legend: $("trends-legend"),
-    }, d.trends, now - trendView.spanH * 3600 * 1000, now, (t) => openEegPage(d.id, t));
+    }, d.trends, end - trendView.spanH * 3600 * 1000, end, (t) => openEegPage(d.id, t));
   }
 
   // ---------------------------------------------------------------- stored EEG page
