@@ -211,12 +211,15 @@ impl DeadLetters {
 
 /// A subscribed stage, ready to run a [`StageHandler`].
 pub struct StageRunner {
-    bus: Bus,
     stage: &'static str,
     group: String,
     consumer: Box<dyn BusConsumer>,
     readiness: Readiness,
     options: StageOptions,
+    /// The bus's record limits, for every decode.
+    limits: DecodeLimits,
+    /// Built once: refusals are published from the loop without cloning the bus per batch.
+    dead_letters: DeadLetters,
     tracker: OffsetTracker,
     done_tx: mpsc::UnboundedSender<Ticket>,
     done_rx: mpsc::UnboundedReceiver<Ticket>,
@@ -247,11 +250,19 @@ impl StageRunner {
         tracing::info!(stage, group, topics = ?names, "stage consuming");
         let (Completions(done_tx), done_rx) = Completions::channel();
         Ok(Self {
-            bus: bus.clone(),
             stage,
             group: group.to_owned(),
             consumer,
             readiness,
+            limits: DecodeLimits {
+                max_record_bytes: bus.max_record_bytes(),
+                ..DecodeLimits::default()
+            },
+            dead_letters: DeadLetters {
+                bus: bus.clone(),
+                stage,
+                retry: options.retry,
+            },
             options,
             tracker: OffsetTracker::default(),
             done_tx,
@@ -267,19 +278,7 @@ impl StageRunner {
     /// The stage's dead-letter publisher (for records refused after decoding, e.g. by the
     /// database).
     pub fn dead_letters(&self) -> DeadLetters {
-        DeadLetters {
-            bus: self.bus.clone(),
-            stage: self.stage,
-            retry: self.options.retry,
-        }
-    }
-
-    /// The decode limits of this bus.
-    pub fn limits(&self) -> DecodeLimits {
-        DecodeLimits {
-            max_record_bytes: self.bus.max_record_bytes(),
-            ..DecodeLimits::default()
-        }
+        self.dead_letters.clone()
     }
 
     /// Feeds `handler` until `shutdown` (or the bus closes), then stops it, acknowledges what
@@ -289,7 +288,6 @@ impl StageRunner {
         mut handler: H,
         shutdown: &CancellationToken,
     ) -> Result<(), H::Error> {
-        let limits = self.limits();
         let mut ticker =
             tokio::time::interval(self.options.tick.unwrap_or(Duration::from_secs(3600)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -325,7 +323,7 @@ impl StageRunner {
                 backoff = Backoff::new(&self.options.retry);
             }
             let (messages, error) = self.collect_more(first, shutdown).await;
-            let deliveries = self.intake(&handler, messages, &limits, shutdown).await;
+            let deliveries = self.intake(&handler, messages, shutdown).await;
             if !deliveries.is_empty() {
                 if let Err(err) = handler.handle(deliveries).await {
                     result = Err(err);
@@ -377,15 +375,13 @@ impl StageRunner {
         &mut self,
         handler: &H,
         messages: Vec<BusMessage>,
-        limits: &DecodeLimits,
         shutdown: &CancellationToken,
     ) -> Vec<Delivery<H::Record>> {
-        let dead_letters = self.dead_letters();
         let deadline = FlushDeadline::new(shutdown, self.options.retry.shutdown_budget);
         let mut deliveries = Vec::with_capacity(messages.len());
         for msg in messages {
             let ticket = self.tracker.register(&msg);
-            match handler.decode(&msg, limits) {
+            match handler.decode(&msg, &self.limits) {
                 Decoded::Record(record) => deliveries.push(Delivery {
                     ticket,
                     msg,
@@ -404,7 +400,7 @@ impl StageRunner {
                         self.ack(ticket);
                     }
                     Refusals::DeadLetter => {
-                        if dead_letters.publish(&msg, &reason, &deadline).await {
+                        if self.dead_letters.publish(&msg, &reason, &deadline).await {
                             self.ack(ticket);
                         }
                     }
