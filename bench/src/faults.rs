@@ -192,6 +192,13 @@ impl PrivateMariaDb {
     }
 }
 
+/// Kills the service in `slot` (if any) with SIGKILL.
+async fn kill(slot: &mut Option<Service>) {
+    if let Some(s) = slot.take() {
+        s.kill().await;
+    }
+}
+
 async fn signal(child: &Child, name: &str) {
     if let Some(pid) = child.id() {
         // std offers no signals without unsafe code; kill(1) sends them.
@@ -377,32 +384,43 @@ idle_evict_s = 5.0
 
     /// Kills the broker with SIGKILL.
     pub async fn kill_broker(&mut self) {
-        if let Some(b) = self.broker.take() {
-            b.kill().await;
-        }
+        kill(&mut self.broker).await;
+    }
+
+    /// Starts stage `name` and waits up to `within` for its readiness.
+    async fn start_stage(
+        &self,
+        name: &str,
+        env: &[(&str, &str)],
+        within: Duration,
+    ) -> anyhow::Result<Service> {
+        let mut s = self.spawn_stage(name, env)?;
+        s.wait_ready(within, true).await?;
+        Ok(s)
     }
 
     /// Starts `vigil ingest` and waits for its readiness.
     pub async fn start_ingest(&mut self) -> anyhow::Result<()> {
-        let mut s = self.spawn_stage("ingest", &[])?;
-        s.wait_ready(Duration::from_secs(60), true).await?;
-        self.ingest = Some(s);
+        self.ingest = Some(
+            self.start_stage("ingest", &[], Duration::from_secs(60))
+                .await?,
+        );
         Ok(())
     }
 
     /// Starts `vigil store` (a static group member) and waits for its readiness.
     pub async fn start_store(&mut self) -> anyhow::Result<()> {
-        let mut s = self.spawn_stage("store", &[("VIGIL__BUS__INSTANCE_ID", STORE_INSTANCE)])?;
-        s.wait_ready(Duration::from_secs(60), true).await?;
-        self.store = Some(s);
+        let env = [("VIGIL__BUS__INSTANCE_ID", STORE_INSTANCE)];
+        self.store = Some(
+            self.start_stage("store", &env, Duration::from_secs(60))
+                .await?,
+        );
         Ok(())
     }
 
     /// Kills `vigil store` with SIGKILL.
     pub async fn kill_store(&mut self) {
-        if let Some(s) = self.store.take() {
-            s.kill().await;
-        }
+        kill(&mut self.store).await;
     }
 
     /// Starts `vigil infer` (a static group member) with the model weights in `models` (the
@@ -410,42 +428,45 @@ idle_evict_s = 5.0
     pub async fn start_infer(&mut self, models: &Path) -> anyhow::Result<()> {
         let dir = models.display().to_string();
         let manifest = models.join("manifest.toml").display().to_string();
-        let mut s = self.spawn_stage(
-            "infer",
-            &[
-                ("VIGIL__BUS__INSTANCE_ID", INFER_INSTANCE),
-                ("VIGIL__MODELS__DIR", &dir),
-                ("VIGIL__MODELS__MANIFEST", &manifest),
-            ],
-        )?;
-        s.wait_ready(Duration::from_secs(120), true).await?;
-        self.infer = Some(s);
+        let env = [
+            ("VIGIL__BUS__INSTANCE_ID", INFER_INSTANCE),
+            ("VIGIL__MODELS__DIR", dir.as_str()),
+            ("VIGIL__MODELS__MANIFEST", manifest.as_str()),
+        ];
+        self.infer = Some(
+            self.start_stage("infer", &env, Duration::from_secs(120))
+                .await?,
+        );
         Ok(())
     }
 
     /// Kills `vigil infer` with SIGKILL.
     pub async fn kill_infer(&mut self) {
-        if let Some(s) = self.infer.take() {
-            s.kill().await;
-        }
+        kill(&mut self.infer).await;
+    }
+
+    /// The broker's `host:port`.
+    fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.kafka_port)
     }
 
     /// The rig's bus, as a stage sees it.
     pub fn bus_config(&self) -> BusConfig {
         BusConfig {
-            url: format!("kafka://127.0.0.1:{}", self.kafka_port),
+            url: format!("kafka://{}", self.brokers()),
             partitions: PARTITIONS,
             ..BusConfig::default()
         }
     }
 
+    /// A probe of `group`'s lag on `topics` (full names).
+    fn lag_probe(&self, group: &str, topics: Vec<String>) -> anyhow::Result<probes::LagProbe> {
+        probes::LagProbe::new(&self.brokers(), &[(group, topics)], PARTITIONS)
+    }
+
     /// Records `group` has not committed on `topics` (blocking: call from a blocking thread).
     pub fn group_lag(&self, group: &str, topics: &[String]) -> anyhow::Result<f64> {
-        let probe = probes::LagProbe::new(
-            &format!("127.0.0.1:{}", self.kafka_port),
-            &[(group, topics.to_vec())],
-            PARTITIONS,
-        )?;
+        let probe = self.lag_probe(group, topics.to_vec())?;
         Ok(probe.sample()?.first().map_or(0.0, |(_, lag)| *lag))
     }
 
@@ -523,13 +544,8 @@ idle_evict_s = 5.0
             lost += exact;
         }
         let (rows, distinct) = self.stored().await?;
-        let brokers = format!("127.0.0.1:{}", self.kafka_port);
         let topic = Topic::EegRaw.base_name().to_owned();
-        let lag = probes::LagProbe::new(
-            &brokers,
-            &[("vigil-storage", vec![topic.clone()])],
-            PARTITIONS,
-        )?;
+        let lag = self.lag_probe("vigil-storage", vec![topic.clone()])?;
         let (produced, storage_lag) = tokio::task::spawn_blocking(move || {
             anyhow::Ok((lag.topic_records(&topic)?, lag.sample()?))
         })
