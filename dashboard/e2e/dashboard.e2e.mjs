@@ -166,7 +166,7 @@ async function main() {
   } finally {
     if (browser) await browser.close();
     feed.child.stdin.end();
-    feed.child.kill("SIGTERM");
+    await feed.stop();
   }
 }
 

@@ -18,7 +18,7 @@ export function check(cond, msg) {
 }
 
 // Spawns `cmd` and collects its stdout lines; `waitLine(re, ms)` resolves with the first line
-// (already printed or still to come) matching `re`.
+// (already printed or still to come) matching `re`; `stop()` ends it.
 export function startProcess(cmd, args = [], env = {}) {
   const child = spawn(cmd, args, { stdio: ["pipe", "pipe", "inherit"], env: { ...process.env, ...env } });
   const lines = [];
@@ -35,7 +35,24 @@ export function startProcess(cmd, args = [], env = {}) {
     setTimeout(() => rej(new Error(`${cmd} printed no line matching ${re} in ${ms} ms`)), ms);
   });
   child.on("exit", (code, signal) => { if (code) log(`${cmd} exited with ${code ?? signal}`); });
-  return { child, lines, waitLine };
+  const exited = new Promise((res) => child.once("exit", () => res("exited")));
+  // SIGTERM, then SIGKILL if it has not exited after `ms`: a process still draining must not
+  // outlive the test and load the machine for the next one.
+  const stop = async (ms = 20000) => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const since = Date.now();
+    child.kill("SIGTERM");
+    let timer;
+    const late = new Promise((res) => { timer = setTimeout(() => res("late"), ms); });
+    const how = await Promise.race([exited, late]);
+    clearTimeout(timer);
+    if (how === "late") {
+      child.kill("SIGKILL");
+      await exited;
+    }
+    log(`${cmd} ${how === "late" ? `still running ${ms / 1000} s after SIGTERM: killed` : `stopped ${((Date.now() - since) / 1000).toFixed(1)} s after SIGTERM`}`);
+  };
+  return { child, lines, waitLine, stop };
 }
 
 // A headless Chromium with a throwaway profile; `close()` removes the profile.

@@ -58,9 +58,10 @@ window.VigilTrends = (() => {
     const x = (t) => left + ((t - from) / (to - from)) * plotW;
     const nan = hatch(ctx);
     const labels = regions.map((r) => `CSA ${r}`).concat(["asymmetry L-R"]);
+    const rowTop = (r) => r * (rowH + gap) + gap - 2;
     ctx.font = "11px sans-serif";
     labels.forEach((label, r) => {
-      const top = r * (rowH + gap) + gap - 2;
+      const top = rowTop(r);
       ctx.fillStyle = "#1b2430"; ctx.fillText(label, left, top - 3);
       ctx.fillStyle = "#5b6775";
       ctx.fillText("30 Hz", 4, top + 9); ctx.fillText("1 Hz", 4, top + rowH);
@@ -80,7 +81,8 @@ window.VigilTrends = (() => {
         }
       }
     });
-    return { left, plotW };
+    // Row r spans [top, top + height); bin b (b = 0 at 1 Hz, top bin at the top) is binPx high.
+    return { left, plotW, binPx: ROW_PX, rows: labels.map((label, r) => ({ label, top: rowTop(r), height: rowH })) };
   }
 
   /// Semi-log amplitude scale of aEEG: linear 0-10 uV, logarithmic 10-100 uV and above.
@@ -161,6 +163,9 @@ window.VigilTrends = (() => {
     const drawRows = (u) => {
       const dpr = window.devicePixelRatio || 1;
       const layout = drawHeatmaps(els.canvas, cols, regions, from, to, { left: u.bbox.left / dpr, width: u.bbox.width / dpr });
+      // Read-only, for the browser tests: the span (ms) and layout (CSS px) of what was drawn,
+      // so a test can map a time to x on the pixels it reads in the same task.
+      els.canvas.dataset.layout = JSON.stringify({ from, to, ...layout });
       els.canvas.onclick = (e) => {
         const f = (e.offsetX - layout.left) / layout.plotW;
         if (f >= 0 && f <= 1) onClick(from + f * (to - from));
