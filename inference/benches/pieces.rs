@@ -1,15 +1,17 @@
 //! Per-piece costs of the model on one 300 s window (599 columns): the native runtime's conv1,
-//! conv2 and LSTM stack, and the whole graph at batch 1 and 23 on both engines.
+//! conv2 and LSTM stack, and the whole graph on both engines at batch 1, at the stage's batch
+//! (`inference.batch_windows`) and at 23 (one window of every channel).
 //!
 //! Run: `cargo bench -p vigil-inference --bench pieces` (needs `vigil models fetch`); pin to a
-//! core with `taskset -c 1` for stable figures. Batch-23 groups report time per call of 23
-//! windows (criterion's throughput line gives windows/s).
+//! core with `taskset -c 1` for stable figures. Batched groups report time per call of all
+//! its windows (criterion's throughput line gives windows/s).
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use vigil_core::config::InferenceConfig;
 use vigil_inference::model::{ModelEngine, SeizureModel};
 use vigil_inference::runtime::NativeModel;
 use vigil_inference::spectrogram::{SpectrogramPlan, WindowSpectrogram};
@@ -61,9 +63,10 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("whole_window");
     group.sample_size(10);
+    let stage_batch = InferenceConfig::default().batch_windows;
     for engine in [ModelEngine::Native, ModelEngine::Tract] {
         let model = SeizureModel::load_with(&path, engine).expect("model");
-        for batch in [1, 23] {
+        for batch in [1, stage_batch, 23] {
             let windows = vec![input.clone(); batch];
             model.predict(&windows, COLS).expect("warm-up");
             group.throughput(Throughput::Elements(batch as u64));

@@ -36,9 +36,9 @@ pub(crate) struct Conv {
 pub(crate) struct Lstm {
     pub hidden: usize,
     pub input: usize,
-    /// `W` per direction, transposed and blocked by `simd::pack_recurrent`
-    /// (`4 * hidden * input` values per direction).
-    pub w_packed: Vec<f32>,
+    /// `W^T` per direction, `[input][4 * hidden]` row-major (`4 * hidden * input` values per
+    /// direction).
+    pub w_t: Vec<f32>,
     /// `R` per direction, transposed and blocked by `simd::pack_recurrent`
     /// (`4 * hidden * hidden` values per direction).
     pub r_packed: Vec<f32>,
@@ -564,14 +564,11 @@ fn lstm_layer(
         let (d, row, k) = (i / (g4 * input), (i / input) % g4, i % input);
         w_t[(d * input + k) * g4 + row] = *v;
     }
-    let w_packed = w_t
-        .chunks_exact(g4 * input)
-        .flat_map(|w_t| super::simd::pack_recurrent(w_t, input))
-        .collect();
+
     Ok(Lstm {
         hidden,
         input,
-        w_packed,
+        w_t,
         r_packed,
         bias,
     })

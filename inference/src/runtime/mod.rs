@@ -5,10 +5,10 @@
 //! is not of this family is refused with [`UnsupportedModel`], and
 //! [`crate::model::SeizureModel`] then serves it with tract. The convolutions are GEMMs through
 //! ndarray (matrixmultiply picks AVX/FMA kernels at run time): conv1 as im2col + GEMM, conv2 in
-//! Winograd F(4, 3) (one GEMM per tap for other time kernels). The LSTM (each direction's input
-//! projection per block of time steps, and the recurrence across every sequence of the call)
-//! and the element-wise loops run in [`simd`]'s register-blocked kernels, compiled for AVX-512,
-//! AVX2 + FMA and the baseline and chosen at run time.
+//! Winograd F(4, 3) (one GEMM per tap for other time kernels). The LSTM's input projections
+//! are GEMMs too, one per direction and block of time steps; its recurrence (across every
+//! sequence of the call) and the element-wise loops run in [`simd`]'s register-blocked
+//! kernels, compiled for AVX-512, AVX2 + FMA and the baseline and chosen at run time.
 //!
 //! Buffers live in a per-thread scratch reused across calls, so steady-state calls allocate
 //! only their result.
