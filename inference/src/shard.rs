@@ -128,9 +128,11 @@ struct Patient {
 }
 
 pub(crate) struct Shard {
-    /// The shard's index, the `shard` label of its gauges (each shard reports its own share,
-    /// so a sum over shards is the instance's total).
-    label: String,
+    /// `vigil_inference_patients` and `vigil_inference_queued_windows` of this shard, labelled
+    /// with its index (each shard reports its own share, so a sum over shards is the
+    /// instance's total). Registered once: the batch loop only sets them.
+    patients_gauge: metrics::Gauge,
+    queued_gauge: metrics::Gauge,
     config: ShardConfig,
     book: AlertBook,
     lanes: Lanes,
@@ -152,7 +154,8 @@ pub(crate) struct ShardReport {
 impl Shard {
     pub(crate) fn new(index: usize, config: ShardConfig, book: AlertBook, lanes: Lanes) -> Self {
         Self {
-            label: index.to_string(),
+            patients_gauge: metrics::gauge!("vigil_inference_patients", "shard" => index.to_string()),
+            queued_gauge: metrics::gauge!("vigil_inference_queued_windows", "shard" => index.to_string()),
             config,
             book,
             lanes,
@@ -201,8 +204,7 @@ impl Shard {
             }
             self.peak_queued_windows = self.peak_queued_windows.max(self.queued_windows());
             self.run_batch()?;
-            metrics::gauge!("vigil_inference_queued_windows", "shard" => self.label.clone())
-                .set(self.queued_windows() as f64);
+            self.queued_gauge.set(self.queued_windows() as f64);
         }
         self.drain()?;
         Ok(ShardReport {
@@ -531,8 +533,7 @@ impl Shard {
             self.end_stream(&patient_id)?;
         }
         self.heart.retain(|_, (_, seen)| seen.elapsed() < idle);
-        metrics::gauge!("vigil_inference_patients", "shard" => self.label.clone())
-            .set(self.patients.len() as f64);
+        self.patients_gauge.set(self.patients.len() as f64);
         Ok(())
     }
 }

@@ -564,7 +564,6 @@ fn lstm_layer(
         let (d, row, k) = (i / (g4 * input), (i / input) % g4, i % input);
         w_t[(d * input + k) * g4 + row] = *v;
     }
-
     Ok(Lstm {
         hidden,
         input,
