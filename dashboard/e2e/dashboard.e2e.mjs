@@ -165,7 +165,6 @@ async function main() {
     log(`screenshots in ${ARTIFACTS}`);
   } finally {
     if (browser) await browser.close();
-    feed.child.stdin.end();
     await feed.stop();
   }
 }

@@ -36,11 +36,13 @@ export function startProcess(cmd, args = [], env = {}) {
   });
   child.on("exit", (code, signal) => { if (code) log(`${cmd} exited with ${code ?? signal}`); });
   const exited = new Promise((res) => child.once("exit", () => res("exited")));
-  // SIGTERM, then SIGKILL if it has not exited after `ms`: a process still draining must not
-  // outlive the test and load the machine for the next one.
+  // Closes its stdin (the e2e feed runs until it closes), sends SIGTERM, then SIGKILL if it has
+  // not exited after `ms`: a process still draining must not outlive the test and load the
+  // machine for the next one.
   const stop = async (ms = 20000) => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     const since = Date.now();
+    child.stdin.end();
     child.kill("SIGTERM");
     let timer;
     const late = new Promise((res) => { timer = setTimeout(() => res("late"), ms); });

@@ -88,7 +88,7 @@ async function main() {
     check(hrShown === PATIENTS, `every tile shows a live heart rate (${hrShown})`);
   } finally {
     if (browser) await browser.close();
-    feed.child.kill("SIGTERM");
+    await feed.stop();
   }
 }
 
