@@ -368,6 +368,13 @@ pub struct BusConfig {
     /// broker load"). 0 (the default) = always fetch: on tansu a consumer paused before it
     /// read anything from a partition can starve, so this stays off until that is solved.
     pub idle_pause_ms: u64,
+    /// Kafka only, dynamic members only (`instance_id` empty): when a partition of a
+    /// consumer's topics that it does not hold keeps records past the group's committed
+    /// offset, unchanged, for this many seconds, the consumer leaves and rejoins its group so
+    /// the partition is assigned again. tansu 0.6.0 never reassigns a dead member's
+    /// partitions by itself (docs/RELIABILITY.md "Orphaned partitions"). Longer than the
+    /// broker's session timeout (45 s), or the dead member may be assigned again. 0 = off.
+    pub stall_rejoin_s: u64,
     /// Extra librdkafka properties for every Kafka client (e.g. `security.protocol`).
     pub kafka: BTreeMap<String, String>,
 }
@@ -384,6 +391,7 @@ impl Default for BusConfig {
             memory_retention_records: 100_000,
             instance_id: String::new(),
             idle_pause_ms: 0,
+            stall_rejoin_s: 90,
             kafka: BTreeMap::new(),
         }
     }

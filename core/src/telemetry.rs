@@ -208,6 +208,58 @@ pub mod events {
         }
     }
 
+    /// A consumer left and rejoined its group because partitions of its topics were consumed
+    /// by nobody (`core/src/bus/orphans.rs`).
+    pub struct GroupRejoined<'a> {
+        /// Consumer group.
+        pub group: &'a str,
+        /// `(topic, partition)` whose committed offset stayed behind its records.
+        pub stalled: &'a [(String, i32)],
+        /// How long they stayed so (`bus.stall_rejoin_s`).
+        pub stall: Duration,
+    }
+
+    impl Emit for GroupRejoined<'_> {
+        fn emit(&self) {
+            tracing::warn!(
+                group = self.group,
+                stalled = ?self.stalled,
+                stall_s = self.stall.as_secs(),
+                "partitions consumed by nobody: leaving and rejoining the group to rebalance"
+            );
+            metrics::counter!("vigil_bus_group_rejoins_total", "group" => self.group.to_owned())
+                .increment(1);
+        }
+    }
+
+    /// A record a stage took from the bus, and how long after it was produced: one hop's
+    /// share of an end-to-end latency (the producer's publish latency is the other).
+    pub struct RecordConsumed<'a> {
+        /// The stage (`storage`, `inference`, `dashboard`).
+        pub stage: &'a str,
+        /// Full topic name it came from.
+        pub topic: &'a str,
+        /// From the record's timestamp (producer create time, ms) to its decode.
+        pub delay: Duration,
+    }
+
+    impl Emit for RecordConsumed<'_> {
+        fn emit(&self) {
+            tracing::trace!(
+                stage = self.stage,
+                topic = self.topic,
+                delay_ms = self.delay.as_secs_f64() * 1e3,
+                "record consumed"
+            );
+            metrics::histogram!(
+                "vigil_bus_consume_delay_seconds",
+                "stage" => self.stage.to_owned(),
+                "topic" => self.topic.to_owned()
+            )
+            .record(self.delay.as_secs_f64());
+        }
+    }
+
     /// A consumed record a stage refused (undecodable, invalid, or not storable).
     pub struct RecordRefused<'a> {
         /// The stage (`storage`, `inference`, `dashboard`).

@@ -1,6 +1,7 @@
 //! The shared stage runner (`vigil_core::stage`), written once and run on every bus backend:
 //! offsets advance only over completed records, refused records reach `vigil.dlq` with the
-//! reason, and batches hold what arrives within the wait.
+//! reason, batches hold what arrives within the wait, and every record's delay since it was
+//! produced is measured.
 //!
 //! The Kafka run needs `VIGIL_TEST_KAFKA=host:port` (scripts/test starts tansu); without it
 //! the Kafka cases are skipped locally and fail when `CI` is set.
@@ -257,6 +258,45 @@ async fn a_batch_holds_what_arrives_within_the_wait(config: BusConfig) {
     assert_eq!(batches.concat(), payloads, "in consumption order");
 }
 
+/// The `_sum` and `_count` of the consume-delay histogram for `topic` on the metrics page.
+fn consume_delay(topic: &str) -> Option<(f64, f64)> {
+    let page = vigil_core::telemetry::metrics_handle().render();
+    let series = format!("{{stage=\"test\",topic=\"{topic}\"}} ");
+    let value = |name: &str| {
+        page.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("vigil_bus_consume_delay_seconds_{name}{series}"))
+            })
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    Some((value("sum")?, value("count")?))
+}
+
+async fn every_consumed_record_has_its_delay_since_produced(config: BusConfig) {
+    // A topic of its own: the histogram is process-wide and other scenarios run alongside.
+    let config = BusConfig {
+        topic_prefix: format!("delay-{}.", Uuid::new_v4().simple()),
+        ..config
+    };
+    let bus = bus_with_records(&config, &["r0", "r1", "r2"]).await;
+    let topic = bus.topic(Topic::EegProb);
+    assert_eq!(
+        consume_delay(&topic),
+        None,
+        "nothing consumed from {topic} yet"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut running = start_plain(&bus, &group()).await;
+    running.handled(3).await;
+    running.stop().await;
+    let (sum, count) = consume_delay(&topic).expect("the delay histogram of the topic");
+    assert_eq!(count, 3.0, "one observation per record");
+    assert!(
+        (3.0 * 0.39..3.0 * 45.0).contains(&sum),
+        "each record waited at least the 400 ms before the stage started: sum {sum} s"
+    );
+}
+
 scenarios!(
     memory,
     crate::common::memory_config,
@@ -265,6 +305,7 @@ scenarios!(
         refused_records_are_dead_lettered_with_the_reason,
         skipped_refusals_are_not_dead_lettered,
         a_batch_holds_what_arrives_within_the_wait,
+        every_consumed_record_has_its_delay_since_produced,
     ]
 );
 scenarios!(
@@ -275,5 +316,6 @@ scenarios!(
         refused_records_are_dead_lettered_with_the_reason,
         skipped_refusals_are_not_dead_lettered,
         a_batch_holds_what_arrives_within_the_wait,
+        every_consumed_record_has_its_delay_since_produced,
     ]
 );

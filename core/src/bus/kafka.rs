@@ -43,6 +43,9 @@ pub(super) struct KafkaBackend {
     static_groups: Arc<Mutex<HashSet<String>>>,
     /// Pause between fetch checks of an idle consumer; zero = never pause.
     idle_pause: Duration,
+    /// How long a partition may stay consumed by nobody before a dynamic member rejoins;
+    /// zero = never (`orphans.rs`).
+    stall_rejoin: Duration,
 }
 
 /// A group's claim on the instance id, released when its consumer goes away.
@@ -124,6 +127,7 @@ impl KafkaBackend {
             instance_id: config.instance_id.clone(),
             static_groups: Arc::default(),
             idle_pause: Duration::from_millis(config.idle_pause_ms),
+            stall_rejoin: Duration::from_secs(config.stall_rejoin_s),
         })
     }
 }
@@ -211,8 +215,18 @@ impl BusBackend for KafkaBackend {
         let consumer: StreamConsumer = cfg.create().map_err(kafka_err("consumer creation"))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(kafka_err("subscribe"))?;
+        let consumer = Arc::new(consumer);
+        // A static member keeps its assignment when it rejoins, so only dynamic ones watch.
+        if claim.is_none() && !self.stall_rejoin.is_zero() {
+            super::orphans::watch(
+                Arc::downgrade(&consumer),
+                group.to_owned(),
+                topics.to_vec(),
+                self.stall_rejoin,
+            );
+        }
         Ok(Box::new(KafkaConsumer {
-            consumer: Some(Arc::new(consumer)),
+            consumer: Some(consumer),
             claim,
             idle: IdlePause::new(self.idle_pause),
         }))

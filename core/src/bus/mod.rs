@@ -14,6 +14,7 @@
 
 mod kafka;
 mod memory;
+mod orphans;
 pub mod partitioner;
 
 use std::sync::Arc;

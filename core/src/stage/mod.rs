@@ -25,7 +25,7 @@ pub use retry::{Backoff, FlushDeadline, RetryPolicy};
 use crate::bus::{Bus, BusConsumer, BusError, BusMessage, Topic};
 use crate::codec::{self, DecodeLimits};
 use crate::record::DeadLetter;
-use crate::telemetry::events::{Emit, ReceiveFailed, RecordRefused};
+use crate::telemetry::events::{Emit, ReceiveFailed, RecordConsumed, RecordRefused};
 use crate::telemetry::Readiness;
 use crate::CancellationToken;
 
@@ -379,7 +379,16 @@ impl StageRunner {
     ) -> Vec<Delivery<H::Record>> {
         let deadline = FlushDeadline::new(shutdown, self.options.retry.shutdown_budget);
         let mut deliveries = Vec::with_capacity(messages.len());
+        let now_ms = crate::time::now_ns() / 1_000_000;
         for msg in messages {
+            if let Some(produced_ms) = msg.timestamp_ms {
+                RecordConsumed {
+                    stage: self.stage,
+                    topic: &msg.topic,
+                    delay: Duration::from_millis(now_ms.saturating_sub(produced_ms).max(0) as u64),
+                }
+                .emit();
+            }
             let ticket = self.tracker.register(&msg);
             match handler.decode(&msg, &self.limits) {
                 Decoded::Record(record) => deliveries.push(Delivery {
