@@ -3,7 +3,8 @@
 //! killed or stopped. Every scenario asserts sent = acknowledged = stored, no chunk refused,
 //! none lost and none stored twice, and prints its numbers. One more kills `vigil infer` right
 //! after it raised a seizure alert: its successor commits every record and raises nothing
-//! twice.
+//! twice. Two `vigil infer` instances share the patients, and when one is killed the other
+//! takes over its partitions and raises no alert twice.
 //!
 //! Needs `VIGIL_TEST_TANSU` (the tansu binary; scripts/test sets it) and MariaDB as
 //! scripts/test sets it up (`VIGIL_TEST_MYSQL`, root over the local socket). Scenarios run one
@@ -141,6 +142,44 @@ const INFER_SECONDS: usize = 400;
 /// The synthetic seizure-like burst on C3, seconds into the stream.
 const INFER_BURST: (f64, f64) = (20.0, 45.0);
 
+/// The model weights directory (the workspace's `models/`), or None where they are missing.
+fn models_dir() -> Option<PathBuf> {
+    let weights = vigil_core::testenv::model_weights()?;
+    Some(
+        weights
+            .parent()
+            .expect("the models directory")
+            .to_path_buf(),
+    )
+}
+
+/// A reader of every alert event published from now on (a group of its own).
+async fn alerts_reader(bus: &Bus) -> Box<dyn BusConsumer> {
+    bus.subscribe(
+        &format!("faults-alerts-{}", Uuid::new_v4().simple()),
+        &[bus.topic(Topic::Alerts)],
+    )
+    .await
+    .expect("alerts reader")
+}
+
+/// `seconds` of two channels at 256 Hz: C3 with the seizure-like burst, C4 background.
+fn burst_rows(seconds: usize) -> [Vec<f32>; 2] {
+    [
+        SyntheticChannel {
+            seed: 2,
+            burst: Some(INFER_BURST),
+            ..Default::default()
+        }
+        .generate(256.0, seconds as f64),
+        SyntheticChannel {
+            seed: 1,
+            ..Default::default()
+        }
+        .generate(256.0, seconds as f64),
+    ]
+}
+
 /// The next alert event on `reader`, or None after `quiet` without one.
 async fn next_alert(reader: &mut Box<dyn BusConsumer>, quiet: Duration) -> Option<AlertEvent> {
     let msg = tokio::time::timeout(quiet, reader.recv()).await.ok()?;
@@ -151,37 +190,15 @@ async fn next_alert(reader: &mut Box<dyn BusConsumer>, quiet: Duration) -> Optio
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infer_killed_after_raising_an_alert_neither_loses_nor_repeats_it() {
     let Some(bins) = binaries() else { return };
-    let Some(weights) = vigil_core::testenv::model_weights() else {
+    let Some(models) = models_dir() else {
         return;
     };
-    let models = weights
-        .parent()
-        .expect("the models directory")
-        .to_path_buf();
     let _one = ONE_AT_A_TIME.lock().await;
     let mut rig = Rig::start(bins, 0, false).await.expect("rig");
     rig.start_infer(&models).await.expect("start vigil infer");
     let bus = Bus::connect(&rig.bus_config()).await.expect("bus");
-    let mut alerts = bus
-        .subscribe(
-            &format!("faults-alerts-{}", Uuid::new_v4().simple()),
-            &[bus.topic(Topic::Alerts)],
-        )
-        .await
-        .expect("alerts reader");
-    let rows = [
-        SyntheticChannel {
-            seed: 2,
-            burst: Some(INFER_BURST),
-            ..Default::default()
-        }
-        .generate(256.0, INFER_SECONDS as f64),
-        SyntheticChannel {
-            seed: 1,
-            ..Default::default()
-        }
-        .generate(256.0, INFER_SECONDS as f64),
-    ];
+    let mut alerts = alerts_reader(&bus).await;
+    let rows = burst_rows(INFER_SECONDS);
     let t0_ns = vigil_core::time::now_ns();
     let stream = SyntheticStream {
         patient_id: "infer-p1",
@@ -266,6 +283,161 @@ async fn infer_killed_after_raising_an_alert_neither_loses_nor_repeats_it() {
     if let Err(e) = verdict {
         let logs = rig.keep();
         panic!("vigil infer killed: {e:#} (logs in {})", logs.display());
+    }
+    rig.stop().await;
+}
+
+/// Seconds of EEG the scale-out scenario sends before the kill (the first window, at 300 s,
+/// alerts on the burst) and in all.
+const SCALE_OUT_SPLIT: usize = 340;
+const SCALE_OUT_SECONDS: usize = 400;
+/// The instances' orphaned-partition watch (`bus.stall_rejoin_s`): past tansu's 45 s session
+/// timeout, so one rejoin finds the dead member gone.
+const SCALE_OUT_STALL_REJOIN_S: u64 = 50;
+/// Long enough for tansu to rebalance the group over its second member.
+const GROUP_SETTLE: Duration = Duration::from_secs(15);
+
+/// Two patients on each half of the partitions: with two members, the range assignor gives
+/// each half to one of them.
+fn scale_out_patients() -> Vec<String> {
+    let (mut low, mut high) = (Vec::new(), Vec::new());
+    for i in 0.. {
+        let id = format!("scale-p{i}");
+        let half = vigil_core::bus::partitioner::partition_for(id.as_bytes(), 12) < 6;
+        let side = if half { &mut low } else { &mut high };
+        if side.len() < 2 {
+            side.push(id);
+        }
+        if low.len() == 2 && high.len() == 2 {
+            break;
+        }
+    }
+    low.into_iter().chain(high).collect()
+}
+
+/// Seizure alerts raised per patient among `events`.
+fn raised_per_patient(events: &[AlertEvent]) -> std::collections::BTreeMap<String, usize> {
+    let mut raised = std::collections::BTreeMap::new();
+    for e in events
+        .iter()
+        .filter(|e| e.kind == AlertKind::Seizure && e.transition == AlertTransition::Raised)
+    {
+        *raised.entry(e.patient_id.clone()).or_insert(0) += 1;
+    }
+    raised
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_infer_instances_split_patients_and_the_survivor_takes_over() {
+    let Some(bins) = binaries() else { return };
+    let Some(models) = models_dir() else {
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut rig = Rig::start(bins, 0, false).await.expect("rig");
+    rig.start_infer_instances(&models, 2, SCALE_OUT_STALL_REJOIN_S)
+        .await
+        .expect("start two vigil infer instances");
+    // The second member's join moves half the partitions; a move mid-stream loses the moved
+    // patients' window context (docs/RELIABILITY.md), so the streams start after it.
+    sleep(GROUP_SETTLE).await;
+    let bus = Bus::connect(&rig.bus_config()).await.expect("bus");
+    let mut alerts = alerts_reader(&bus).await;
+    let patients = scale_out_patients();
+    let rows = burst_rows(SCALE_OUT_SECONDS);
+    let t0_ns = vigil_core::time::now_ns();
+    let streams: Vec<SyntheticStream> = patients
+        .iter()
+        .map(|p| SyntheticStream {
+            patient_id: p,
+            device_id: p,
+            stream_id: Uuid::new_v4(),
+            t0_ns,
+            channels: &["C3", "C4"],
+        })
+        .collect();
+    let publish = |seqs: std::ops::Range<usize>| {
+        let (bus, streams, rows) = (&bus, &streams, &rows);
+        async move {
+            for seq in seqs {
+                for s in streams {
+                    bus.publish_record(Topic::EegRaw, s.patient_id, &s.chunk(seq, rows))
+                        .await
+                        .expect("publish EEG");
+                }
+            }
+        }
+    };
+    publish(0..SCALE_OUT_SPLIT).await;
+
+    // Every patient's burst alerted, with the patients split over both instances.
+    let mut events = Vec::new();
+    let started = Instant::now();
+    while raised_per_patient(&events).len() < patients.len() {
+        let event = next_alert(&mut alerts, Duration::from_secs(300))
+            .await
+            .expect("every patient's seizure alert within 300 s");
+        events.push(event);
+    }
+    let held = [
+        rig.infer_instance_metric(0, "vigil_inference_patients")
+            .await,
+        rig.infer_instance_metric(1, "vigil_inference_patients")
+            .await,
+    ];
+    println!(
+        "both instances ready; every burst alerted after {:.1} s; patients held: {held:?}",
+        started.elapsed().as_secs_f64()
+    );
+    let doomed = held
+        .iter()
+        .position(|h| h.is_some_and(|n| n > 0.0))
+        .expect("an instance holds patients");
+    let survivor = 1 - doomed;
+    rig.kill_infer_instance(doomed).await;
+    let killed = Instant::now();
+
+    // The rest of every stream, half of it on the dead instance's partitions.
+    publish(SCALE_OUT_SPLIT..SCALE_OUT_SECONDS).await;
+    let eeg = [bus.topic(Topic::EegRaw)];
+    let lag = loop {
+        let lag = tokio::task::block_in_place(|| rig.group_lag("vigil-inference", &eeg))
+            .expect("the inference group's lag");
+        if lag == 0.0 || killed.elapsed() > Duration::from_secs(420) {
+            break lag;
+        }
+        sleep(Duration::from_secs(2)).await;
+    };
+    let caught_up = killed.elapsed();
+    while let Some(event) = next_alert(&mut alerts, Duration::from_secs(10)).await {
+        events.push(event);
+    }
+    let rejoins = rig
+        .infer_instance_metric(survivor, "vigil_bus_group_rejoins_total")
+        .await;
+    let raised = raised_per_patient(&events);
+    println!(
+        "instance {doomed} SIGKILLed holding {:?} patients; instance {survivor} committed every \
+         EEG record {:.1} s later (lag {lag}) after {rejoins:?} group rejoins; seizure alerts \
+         raised per patient: {raised:?}",
+        held[doomed],
+        caught_up.as_secs_f64()
+    );
+    let verdict = (|| {
+        anyhow::ensure!(
+            lag == 0.0,
+            "{lag} EEG records left uncommitted: the survivor did not take over"
+        );
+        anyhow::ensure!(
+            raised.len() == patients.len() && raised.values().all(|n| *n == 1),
+            "each patient's seizure alert must be raised exactly once: {raised:?}"
+        );
+        Ok(())
+    })();
+    alerts.close().await.expect("close the reader");
+    if let Err(e) = verdict {
+        let logs = rig.keep();
+        panic!("scale-out: {e:#} (logs in {})", logs.display());
     }
     rig.stop().await;
 }

@@ -2,6 +2,9 @@
 //! bench/README.md). A manual command: it starts a broker, a database and four Vigil
 //! processes, and takes about 15-25 minutes.
 
+mod config;
+mod hops;
+mod ingest_only;
 mod load;
 mod ramp;
 mod report;
@@ -24,6 +27,7 @@ use vigil_core::config::BusConfig;
 use vigil_ingest::{DeviceDirectory, NewDevice, SqlDeviceDirectory};
 use vigil_storage::{Role, Store};
 
+use config::{configure, ConfigValues};
 use load::{Observed, PatientSpec, RECORDS_PER_PATIENT_S};
 use report::{ProcUsage, StepResult};
 
@@ -111,6 +115,15 @@ struct Args {
     /// Partitions per topic (`bus.partitions` of every stage and of `vigil topics create`).
     #[arg(long, default_value_t = BusConfig::default().partitions)]
     partitions: i32,
+    /// Load the ingest path alone: every patient one device POSTing a 1 s JSON chunk per
+    /// second, open loop, to `vigil ingest` with `vigil store` behind it (bench/README.md
+    /// "Ingest only").
+    #[arg(long)]
+    ingest_only: bool,
+    /// With --ingest-only: load the comparison peer started by this script (bench/peer/run)
+    /// instead of Vigil.
+    #[arg(long, requires = "ingest_only")]
+    peer: Option<PathBuf>,
 }
 
 /// The idle phase (`--idle-s`): CPU and memory of every process with no device connected.
@@ -348,6 +361,7 @@ impl Bench {
     ) -> anyhow::Result<StepResult> {
         let pids = self.monitored();
         let (trace0, hr0) = self.dashboard_metrics().await;
+        let hops0 = hops::scrape(&self.stages).await;
         let start = Instant::now();
         let first: Vec<Option<ProcSample>> = pids
             .iter()
@@ -365,6 +379,7 @@ impl Bench {
         } = sampled;
         let elapsed = start.elapsed().as_secs_f64();
         let (trace1, hr1) = self.dashboard_metrics().await;
+        let hops = hops::between(&hops0, hops::scrape(&self.stages).await);
         let trace = trace1.map(|h| h.since(trace0.as_ref()));
         let hr = hr1.map(|h| h.since(hr0.as_ref()));
         let mut processes = Vec::new();
@@ -436,6 +451,7 @@ impl Bench {
                 .and_then(|h| h.quantile_bound(0.99))
                 .map(|s| s * 1e3),
             trace_pushes: trace.as_ref().map_or(0.0, |h| h.count),
+            hops,
             hr_latency_p50_ms: quantile_ms(&hr, 0.5),
             hr_latency_p99_ms: quantile_ms(&hr, 0.99),
             send_lateness_p99_s,
@@ -449,66 +465,6 @@ impl Bench {
             loadavg: loadavg(),
         })
     }
-}
-
-fn write_config(path: &Path, a: &ConfigValues) -> anyhow::Result<()> {
-    let text = format!(
-        r#"# Written by vigil-loadbench for one run.
-[bus]
-url = "kafka://{kafka}"
-partitions = {partitions}
-
-[telemetry]
-log_filter = "info"
-
-[models]
-manifest = "{manifest}"
-dir = "{models}"
-
-[inference]
-listen = "{infer}"
-
-[ingest]
-listen = "{ingest}"
-database_url = "{db}"
-# Warm-up streams at 10x real time: 20 chunks/s per device, over the default limit of 20/s.
-rate_limit_per_s = 1000.0
-rate_limit_burst = 2000
-
-[storage]
-database_url = "{db}"
-listen = "{store}"
-
-[dashboard]
-listen = "{dashboard}"
-database_url = "{db}"
-session_key = "{session_key}"
-"#,
-        kafka = a.kafka,
-        partitions = a.partitions,
-        manifest = a.manifest.display(),
-        models = a.models.display(),
-        infer = a.infer,
-        ingest = a.ingest,
-        db = a.db,
-        store = a.store,
-        dashboard = a.dashboard,
-        session_key = a.session_key,
-    );
-    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
-}
-
-struct ConfigValues {
-    kafka: String,
-    partitions: i32,
-    manifest: PathBuf,
-    models: PathBuf,
-    infer: String,
-    ingest: String,
-    store: String,
-    dashboard: String,
-    db: String,
-    session_key: String,
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
@@ -529,7 +485,7 @@ async fn main() -> anyhow::Result<()> {
     let work = work_dir.path().to_owned();
     eprintln!("run {run}, work dir {}", work.display());
     let vigil = absolute(&args.vigil)?;
-    if !vigil.is_file() {
+    if !vigil.is_file() && args.peer.is_none() {
         bail!(
             "{} not found: build it with `cargo build --release --workspace --bins`",
             vigil.display()
@@ -540,6 +496,8 @@ async fn main() -> anyhow::Result<()> {
     let mut infra = Vec::new();
     let kafka = match &args.kafka {
         Some(k) => k.clone(),
+        // The peer has no broker.
+        None if args.peer.is_some() => String::new(),
         None => {
             let port = services::free_port()?;
             let tansu = args.tansu.clone().unwrap_or_else(services::default_tansu);
@@ -560,7 +518,11 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
-    let result = run_bench(args, run, work.clone(), vigil, kafka, db_url, infra).await;
+    let result = if args.ingest_only {
+        run_ingest_only(args, run, work.clone(), vigil, kafka, db_url, infra).await
+    } else {
+        run_bench(args, run, work.clone(), vigil, kafka, db_url, infra).await
+    };
     if let Some(name) = db_name {
         if result.as_ref().is_ok_and(|keep| *keep) {
             eprintln!("kept database {name}");
@@ -639,6 +601,53 @@ fn lag_groups(bus: &Bus, stages: &[String]) -> Vec<(&'static str, Vec<String>)> 
     groups
 }
 
+/// `--ingest-only`: Vigil's ingest and store stages, or the peer, under the HTTP ramp.
+async fn run_ingest_only(
+    mut args: Args,
+    run: String,
+    work: PathBuf,
+    vigil: PathBuf,
+    kafka: String,
+    db_url: String,
+    mut infra: Vec<Service>,
+) -> anyhow::Result<bool> {
+    let target = match &args.peer {
+        Some(script) => {
+            let script = ingest_only::peer_script(script)?;
+            ingest_only::start_peer(&script, &work, &db_url).await?
+        }
+        None => {
+            args.stages = vec!["ingest".to_owned(), "store".to_owned()];
+            let (values, config_arg) = configure(&args, &work, &vigil, &kafka, &db_url).await?;
+            Store::connect(&db_url)
+                .await
+                .context("storage schema")?
+                .close()
+                .await;
+            let stages = start_stages(&args, &vigil, &config_arg, &work, &values).await?;
+            ingest_only::Target::Vigil {
+                stages,
+                broker: infra.first().and_then(Service::pid),
+            }
+        }
+    };
+    let outcome = ingest_only::ramp(&args, &run, target, &db_url).await;
+    for s in infra.drain(..) {
+        s.stop(Duration::from_secs(10)).await;
+    }
+    let report = outcome?;
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("write {}", args.out.display()))?;
+    eprintln!("wrote {}", args.out.display());
+    if report["stored_all"] != serde_json::Value::Bool(true) {
+        bail!(
+            "not every accepted chunk was stored (see {})",
+            args.out.display()
+        );
+    }
+    Ok(args.keep)
+}
+
 async fn run_bench(
     args: Args,
     run: String,
@@ -648,36 +657,7 @@ async fn run_bench(
     db_url: String,
     mut infra: Vec<Service>,
 ) -> anyhow::Result<bool> {
-    let models = absolute(&args.models_dir)?;
-    let values = ConfigValues {
-        kafka: kafka.clone(),
-        partitions: args.partitions,
-        manifest: models.join("manifest.toml"),
-        models: models.clone(),
-        infer: format!("127.0.0.1:{}", services::free_port()?),
-        ingest: format!("127.0.0.1:{}", services::free_port()?),
-        store: format!("127.0.0.1:{}", services::free_port()?),
-        dashboard: format!("127.0.0.1:{}", services::free_port()?),
-        db: db_url.clone(),
-        // A fresh random signing key per run (the dashboard refuses short keys).
-        session_key: format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        ),
-    };
-    let config_path = work.join("vigil.toml");
-    write_config(&config_path, &values)?;
-    let config_arg = config_path.to_string_lossy().into_owned();
-
-    // Topics, schema, devices table, clinician.
-    let status = tokio::process::Command::new(&vigil)
-        .args(["--config", &config_arg, "topics", "create"])
-        .status()
-        .await?;
-    if !status.success() {
-        bail!("vigil topics create failed");
-    }
+    let (values, config_arg) = configure(&args, &work, &vigil, &kafka, &db_url).await?;
     let store = Store::connect(&db_url).await.context("storage schema")?;
     let directory = SqlDeviceDirectory::connect(&db_url).await?;
     let password = format!("{}", uuid::Uuid::new_v4().simple());

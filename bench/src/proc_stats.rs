@@ -47,6 +47,51 @@ pub fn read(pid: u32, ticks_per_s: f64) -> Option<ProcSample> {
     })
 }
 
+/// [`read`] summed over `pid` and every process descended from it (a pre-fork server's
+/// workers): CPU and RSS added up, peak RSS the largest single one.
+pub fn read_tree(pid: u32, ticks_per_s: f64) -> Option<ProcSample> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if let Some(ppid) = parse_stat_ppid(&stat) {
+            parents.push((child, ppid));
+        }
+    }
+    let mut tree = vec![pid];
+    let mut k = 0;
+    while k < tree.len() {
+        let parent = tree[k];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        k += 1;
+    }
+    let mut total = read(pid, ticks_per_s)?;
+    for &p in &tree[1..] {
+        if let Some(s) = read(p, ticks_per_s) {
+            total.cpu_s += s.cpu_s;
+            total.rss_bytes += s.rss_bytes;
+            total.peak_rss_bytes = total.peak_rss_bytes.max(s.peak_rss_bytes);
+        }
+    }
+    Some(total)
+}
+
+/// The parent pid (field 4) from the text of `/proc/<pid>/stat`.
+pub fn parse_stat_ppid(stat: &str) -> Option<u32> {
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// The pid of the first process whose command name (`/proc/<pid>/comm`) is `name`.
 pub fn find_by_name(name: &str) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
@@ -65,7 +110,9 @@ mod tests {
         let stat = "4242 (vigil (infer) x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 \
                     1234 567 0 0 20 0 9 0 100 123456789 2000 18446744073709551615";
         assert_eq!(parse_stat_ticks(stat), Some(1234 + 567));
+        assert_eq!(parse_stat_ppid(stat), Some(1));
         assert_eq!(parse_stat_ticks("garbage"), None);
+        assert_eq!(parse_stat_ppid("garbage"), None);
     }
 
     #[test]
@@ -74,6 +121,23 @@ mod tests {
         assert_eq!(parse_status_kib(status, "VmRSS:"), Some(100 * 1024 * 1024));
         assert_eq!(parse_status_kib(status, "VmHWM:"), Some(200 * 1024 * 1024));
         assert_eq!(parse_status_kib(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn a_tree_counts_the_children() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("start sleep");
+        let me = read(std::process::id(), 100.0).expect("own /proc entry");
+        let tree = read_tree(std::process::id(), 100.0).expect("own tree");
+        let sleep = read(child.id(), 100.0).expect("the child's /proc entry");
+        child.kill().expect("stop sleep");
+        let _ = child.wait();
+        assert!(
+            tree.rss_bytes >= me.rss_bytes + sleep.rss_bytes / 2,
+            "tree {tree:?}, self {me:?}, child {sleep:?}"
+        );
     }
 
     #[test]

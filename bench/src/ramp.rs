@@ -135,7 +135,7 @@ fn summarize(
 
 /// The replay simulator over a real recording: first `channels` signals, resampled, the
 /// recording repeated to 10 min so a burst recurs every 10 min of signal.
-fn simulator(args: &Args) -> anyhow::Result<(PathBuf, Arc<PatientSimulator>)> {
+pub(crate) fn simulator(args: &Args) -> anyhow::Result<(PathBuf, Arc<PatientSimulator>)> {
     let path = if args.recording.is_file() || args.recording.is_absolute() {
         args.recording.clone()
     } else {

@@ -30,6 +30,8 @@ pub struct StepResult {
     pub trace_latency_p99_ms: Option<f64>,
     pub trace_latency_p99_bucket_ms: Option<f64>,
     pub trace_pushes: f64,
+    /// The trace's path hop by hop (bench/src/hops.rs).
+    pub hops: Vec<crate::hops::Hop>,
     pub hr_latency_p50_ms: Option<f64>,
     pub hr_latency_p99_ms: Option<f64>,
     pub send_lateness_p99_s: Option<f64>,
@@ -113,6 +115,15 @@ pub fn print_step(s: &StepResult) {
             format!(" | {}", s.reasons.join("; "))
         }
     );
+    for hop in &s.hops {
+        println!(
+            "       {:<48} p50 {:>6} p99 {:>6} ms ({:.0} records)",
+            hop.name,
+            fmt(hop.p50_ms),
+            fmt(hop.p99_ms),
+            hop.count
+        );
+    }
     for (p, (_, growth)) in s.processes.iter().zip(&s.rss_growth_mib_per_min) {
         println!(
             "       {:<10} {:>5.2} cores  rss avg {:>7.1} MiB  peak {:>7.1} MiB  growth {} MiB/min",

@@ -74,14 +74,23 @@ impl Service {
 
     /// Waits until `GET /readyz` answers 200 (stages) or the port accepts (broker).
     pub async fn wait_ready(&mut self, timeout: Duration, http: bool) -> anyhow::Result<()> {
+        self.wait_ready_at(timeout, http.then_some("/readyz")).await
+    }
+
+    /// Waits until `GET path` answers 200, or with no path until the port accepts.
+    pub async fn wait_ready_at(
+        &mut self,
+        timeout: Duration,
+        path: Option<&str>,
+    ) -> anyhow::Result<()> {
         let addr = self.addr.clone().context("no address")?;
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
                 bail!("{} exited with {status} (see its log)", self.name);
             }
-            let ready = if http {
-                matches!(get(&addr, "/readyz").await, Ok((200, _)))
+            let ready = if let Some(path) = path {
+                matches!(get(&addr, path).await, Ok((200, _)))
             } else {
                 tokio::net::TcpStream::connect(&addr).await.is_ok()
             };

@@ -5,11 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::time::Instant;
 use uuid::Uuid;
 use vigil_core::bus::Topic;
@@ -21,6 +20,10 @@ use vigil_ingest::{DeviceDirectory, NewDevice, SqlDeviceDirectory};
 
 use crate::probes;
 use crate::services::{self, Service};
+
+mod database;
+
+pub use database::{Database, PrivateMariaDb};
 
 /// EEG rate of the fault devices.
 const RATE_HZ: f64 = 256.0;
@@ -37,175 +40,10 @@ const STORE_INSTANCE: &str = "store-0";
 /// `bus.instance_id` of the rig's `vigil infer` (static membership, as for the store).
 const INFER_INSTANCE: &str = "infer-0";
 
-/// Where the rig's database lives.
-pub enum Database {
-    /// A fresh `vigil_bench_<run>` database on the machine's MariaDB (scripts/test's user).
-    Shared {
-        /// Database name.
-        name: String,
-    },
-    /// A MariaDB server of the rig's own, in its work dir, which a scenario may stop.
-    Private(PrivateMariaDb),
-}
-
-impl Database {
-    fn port(&self) -> u16 {
-        match self {
-            Database::Shared { .. } => 3306,
-            Database::Private(db) => db.port,
-        }
-    }
-
-    fn name(&self) -> &str {
-        match self {
-            Database::Shared { name } => name,
-            Database::Private(_) => PrivateMariaDb::DATABASE,
-        }
-    }
-
-    /// The URL Vigil's stages use.
-    pub fn url(&self) -> String {
-        format!(
-            "mysql://vigil:vigil@127.0.0.1:{}/{}",
-            self.port(),
-            self.name()
-        )
-    }
-
-    /// Runs `sql` with the `mysql` client as the test user; the rows, tab-separated.
-    pub async fn query(&self, sql: &str) -> anyhow::Result<Vec<Vec<String>>> {
-        mysql(self.port(), Some(self.name()), sql).await
-    }
-}
-
-/// Runs `sql` with the `mysql` client as `vigil` over TCP on `port`; the rows, tab-separated.
-async fn mysql(port: u16, database: Option<&str>, sql: &str) -> anyhow::Result<Vec<Vec<String>>> {
-    let out = Command::new("mysql")
-        .args([
-            "--protocol=tcp",
-            "-h127.0.0.1",
-            "-uvigil",
-            "-pvigil",
-            "-N",
-            "-B",
-        ])
-        .arg(format!("-P{port}"))
-        .args(["-e", sql])
-        .args(database)
-        .output()
-        .await
-        .context("run the mysql client")?;
-    if !out.status.success() {
-        bail!("mysql: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.split('\t').map(str::to_owned).collect())
-        .collect())
-}
-
-/// A MariaDB server started from an empty data directory, with grant tables skipped (loopback
-/// only, a test instance): any user may connect, as `vigil`/`vigil` does.
-pub struct PrivateMariaDb {
-    dir: PathBuf,
-    port: u16,
-    server: Option<Child>,
-    starts: u32,
-}
-
-impl PrivateMariaDb {
-    /// The one database the rig uses on it.
-    const DATABASE: &'static str = "vigil_faults";
-
-    /// Initialises a data directory in `dir`, starts the server and creates the database.
-    pub async fn start_new(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let install = Command::new("mariadb-install-db")
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", dir.join("data").display()))
-            .args(["--user=root", "--auth-root-authentication-method=normal"])
-            .arg("--skip-test-db")
-            .output()
-            .await
-            .context("run mariadb-install-db (is mariadb-server installed?)")?;
-        ensure!(
-            install.status.success(),
-            "mariadb-install-db: {}",
-            String::from_utf8_lossy(&install.stderr)
-        );
-        let mut db = Self {
-            dir: dir.to_owned(),
-            port: services::free_port()?,
-            server: None,
-            starts: 0,
-        };
-        db.start().await?;
-        mysql(
-            db.port,
-            None,
-            &format!("CREATE DATABASE {}", Self::DATABASE),
-        )
-        .await?;
-        Ok(db)
-    }
-
-    /// Starts the server on its data directory and waits until it accepts connections.
-    pub async fn start(&mut self) -> anyhow::Result<()> {
-        self.starts += 1;
-        let log = std::fs::File::create(self.dir.join(format!("mariadbd-{}.log", self.starts)))?;
-        let d = |name: &str| self.dir.join(name).display().to_string();
-        let child = Command::new("mariadbd")
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", d("data")))
-            .arg(format!("--socket={}", d("mysqld.sock")))
-            .arg(format!("--pid-file={}", d("mysqld.pid")))
-            .arg(format!("--port={}", self.port))
-            .args(["--bind-address=127.0.0.1", "--skip-grant-tables"])
-            .args(["--user=root", "--skip-log-bin"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .context("start mariadbd")?;
-        self.server = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .is_err()
-        {
-            ensure!(Instant::now() < deadline, "mariadbd did not start");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Ok(())
-    }
-
-    /// Stops the server cleanly (SIGTERM) and waits for it to exit.
-    pub async fn stop(&mut self) -> anyhow::Result<()> {
-        if let Some(mut child) = self.server.take() {
-            signal(&child, "TERM").await;
-            tokio::time::timeout(Duration::from_secs(60), child.wait())
-                .await
-                .context("mariadbd did not stop within 60 s")??;
-        }
-        Ok(())
-    }
-}
-
 /// Kills the service in `slot` (if any) with SIGKILL.
 async fn kill(slot: &mut Option<Service>) {
     if let Some(s) = slot.take() {
         s.kill().await;
-    }
-}
-
-async fn signal(child: &Child, name: &str) {
-    if let Some(pid) = child.id() {
-        // std offers no signals without unsafe code; kill(1) sends them.
-        let _ = Command::new("kill")
-            .args([format!("-{name}"), pid.to_string()])
-            .status()
-            .await;
     }
 }
 
@@ -243,6 +81,8 @@ pub struct Rig {
     ingest: Option<Service>,
     store: Option<Service>,
     infer: Option<Service>,
+    /// `vigil infer` instances started as dynamic members of one group, by index.
+    infer_instances: Vec<Option<Service>>,
     /// The database the stages write.
     pub database: Database,
     /// Registered EEG devices, one per patient.
@@ -277,6 +117,7 @@ impl Rig {
             ingest: None,
             store: None,
             infer: None,
+            infer_instances: Vec::new(),
             database,
             devices: Vec::new(),
         };
@@ -328,7 +169,7 @@ impl Rig {
 
     fn write_config(&self) -> anyhow::Result<()> {
         let text = format!(
-            r#"# Written by the fault-injection rig (bench/src/faults.rs) for one scenario.
+            r#"# Written by the fault-injection rig (bench/src/faults/) for one scenario.
 [bus]
 url = "kafka://127.0.0.1:{kafka}"
 partitions = {PARTITIONS}
@@ -426,12 +267,11 @@ idle_evict_s = 5.0
     /// Starts `vigil infer` (a static group member) with the model weights in `models` (the
     /// workspace's `models/`, with its `manifest.toml`) and waits for its readiness.
     pub async fn start_infer(&mut self, models: &Path) -> anyhow::Result<()> {
-        let dir = models.display().to_string();
-        let manifest = models.join("manifest.toml").display().to_string();
+        let [(dir_key, dir), (manifest_key, manifest)] = model_env(models);
         let env = [
             ("VIGIL__BUS__INSTANCE_ID", INFER_INSTANCE),
-            ("VIGIL__MODELS__DIR", dir.as_str()),
-            ("VIGIL__MODELS__MANIFEST", manifest.as_str()),
+            (dir_key, dir.as_str()),
+            (manifest_key, manifest.as_str()),
         ];
         self.infer = Some(
             self.start_stage("infer", &env, Duration::from_secs(120))
@@ -443,6 +283,60 @@ idle_evict_s = 5.0
     /// Kills `vigil infer` with SIGKILL.
     pub async fn kill_infer(&mut self) {
         kill(&mut self.infer).await;
+    }
+
+    /// Starts `n` `vigil infer` instances as dynamic members of the inference group, each on
+    /// a port of its own, with the orphaned-partition watch after `stall_rejoin_s`, and waits
+    /// for each one's readiness.
+    pub async fn start_infer_instances(
+        &mut self,
+        models: &Path,
+        n: usize,
+        stall_rejoin_s: u64,
+    ) -> anyhow::Result<()> {
+        let [(dir_key, dir), (manifest_key, manifest)] = model_env(models);
+        let stall = stall_rejoin_s.to_string();
+        let config = self.config.display().to_string();
+        for _ in 0..n {
+            let addr = format!("127.0.0.1:{}", services::free_port()?);
+            let env = [
+                ("VIGIL__INFERENCE__LISTEN", addr.as_str()),
+                ("VIGIL__BUS__STALL_REJOIN_S", stall.as_str()),
+                (dir_key, dir.as_str()),
+                (manifest_key, manifest.as_str()),
+            ];
+            let mut instance = Service::spawn_with_env(
+                &format!("infer-{}", self.infer_instances.len()),
+                &self.bins.vigil,
+                &["--config", &config, "infer"],
+                &env,
+                self.work.path(),
+                Some(addr.clone()),
+            )?;
+            instance.wait_ready(Duration::from_secs(120), true).await?;
+            self.infer_instances.push(Some(instance));
+        }
+        Ok(())
+    }
+
+    /// Kills instance `k` of [`Rig::start_infer_instances`] with SIGKILL.
+    pub async fn kill_infer_instance(&mut self, k: usize) {
+        if let Some(slot) = self.infer_instances.get_mut(k) {
+            kill(slot).await;
+        }
+    }
+
+    /// The sum of every series of metric `name` on instance `k`'s `/metrics`; None when the
+    /// instance is not running or has no such series yet.
+    pub async fn infer_instance_metric(&self, k: usize, name: &str) -> Option<f64> {
+        let addr = self.infer_instances.get(k)?.as_ref()?.addr.clone()?;
+        let (_, page) = services::get(&addr, "/metrics").await.ok()?;
+        let values: Vec<f64> = page
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
     }
 
     /// The broker's `host:port`.
@@ -569,15 +463,14 @@ idle_evict_s = 5.0
 
     /// Stops every process cleanly (SIGTERM) and drops a shared database.
     pub async fn stop(mut self) -> PathBuf {
-        for s in [
+        let instances = std::mem::take(&mut self.infer_instances);
+        let stages = [
             self.infer.take(),
             self.store.take(),
             self.ingest.take(),
             self.broker.take(),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        ];
+        for s in instances.into_iter().chain(stages).flatten() {
             s.stop(Duration::from_secs(30)).await;
         }
         if let Some(db) = self.private_database() {
@@ -790,4 +683,16 @@ impl Outcome {
         ensure!(self.produced >= self.sent, "fewer records than chunks");
         Ok(())
     }
+}
+
+/// The environment naming the model weights in `models` (the workspace's `models/`, with its
+/// `manifest.toml`).
+fn model_env(models: &Path) -> [(&'static str, String); 2] {
+    [
+        ("VIGIL__MODELS__DIR", models.display().to_string()),
+        (
+            "VIGIL__MODELS__MANIFEST",
+            models.join("manifest.toml").display().to_string(),
+        ),
+    ]
 }
