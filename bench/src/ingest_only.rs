@@ -701,3 +701,102 @@ pub fn peer_script(path: &Path) -> anyhow::Result<PathBuf> {
     }
     Ok(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` answers of `answer` at `latency_s`.
+    fn answers(n: usize, latency_s: f64, answer: Answer) -> Vec<(f64, Answer)> {
+        vec![(latency_s, answer); n]
+    }
+
+    fn judge(answers: &[(f64, Answer)], sent: u64, stored_per_s: f64) -> IngestStep {
+        let mut lateness = vec![0.001; sent as usize];
+        judge_step(
+            10,
+            10.0,
+            sent,
+            answers,
+            &mut lateness,
+            5888.0,
+            stored_per_s,
+            Vec::new(),
+        )
+    }
+
+    #[test]
+    fn a_step_is_sustained_when_everything_is_accepted_in_time_and_stored() {
+        let step = judge(&answers(100, 0.05, Answer::Accepted), 100, 10.0);
+        assert!(step.sustained, "{:?}", step.reasons);
+        assert_eq!(step.accepted, 100);
+        assert_eq!(step.samples_per_s, 100.0 * 5888.0 / 10.0);
+        assert_eq!(step.latency_p99_ms, Some(50.0));
+    }
+
+    #[test]
+    fn refusals_duplicates_failures_and_silence_each_fail_a_step() {
+        let mut mixed = answers(96, 0.05, Answer::Accepted);
+        mixed.push((0.05, Answer::Duplicate));
+        mixed.push((0.05, Answer::Status(503)));
+        mixed.push((30.0, Answer::Failed));
+        let step = judge(&mixed, 100, 10.0);
+        assert!(!step.sustained);
+        assert_eq!(
+            (
+                step.duplicate,
+                step.refused.clone(),
+                step.failed,
+                step.unanswered
+            ),
+            (1, vec![(503, 1)], 1, 1)
+        );
+        assert!(
+            step.reasons[0].starts_with("4 of 100"),
+            "{:?}",
+            step.reasons
+        );
+    }
+
+    #[test]
+    fn slow_answers_or_a_lagging_database_fail_a_step() {
+        let mut slow = answers(98, 0.05, Answer::Accepted);
+        slow.extend(answers(2, 1.5, Answer::Accepted));
+        let step = judge(&slow, 100, 10.0);
+        assert!(!step.sustained);
+        assert!(
+            step.reasons[0].contains("p99 latency 1500 ms"),
+            "{:?}",
+            step.reasons
+        );
+
+        let step = judge(&answers(100, 0.05, Answer::Accepted), 100, 9.0);
+        assert!(!step.sustained);
+        assert!(
+            step.reasons[0].contains("stored 9 chunks/s against 10"),
+            "{:?}",
+            step.reasons
+        );
+    }
+
+    #[test]
+    fn a_late_load_generator_invalidates_the_step() {
+        let mut lateness = vec![0.5; 100];
+        let step = judge_step(
+            10,
+            10.0,
+            100,
+            &answers(100, 0.05, Answer::Accepted),
+            &mut lateness,
+            5888.0,
+            10.0,
+            Vec::new(),
+        );
+        assert!(!step.sustained);
+        assert!(
+            step.reasons[0].contains("load generator fell behind"),
+            "{:?}",
+            step.reasons
+        );
+    }
+}
