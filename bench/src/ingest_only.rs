@@ -11,7 +11,6 @@
 //! exactly once.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,12 +58,24 @@ struct Load {
     client: reqwest::Client,
     url: String,
     done: Mutex<Vec<Done>>,
-    /// Requests handed to the client so far.
-    sent: AtomicU64,
-    /// Seconds each request started after its scheduled instant.
+    /// Each request's send instant and how many seconds after its scheduled instant it went:
+    /// one entry per request sent.
     lateness: Mutex<Vec<(Instant, f64)>>,
-    /// Chunks answered "accepted", to count the stored ones against.
-    accepted: AtomicU64,
+}
+
+impl Load {
+    /// Requests sent so far.
+    fn sent(&self) -> usize {
+        self.lateness.lock().map_or(0, |l| l.len())
+    }
+
+    /// Requests answered so far, and how many of them "accepted".
+    fn answered(&self) -> (usize, u64) {
+        self.done.lock().map_or((0, 0), |d| {
+            let accepted = d.iter().filter(|x| x.answer == Answer::Accepted).count();
+            (d.len(), accepted as u64)
+        })
+    }
 }
 
 /// The service under load.
@@ -243,7 +254,6 @@ fn spawn_device(
                 .header("authorization", &auth)
                 .header("content-type", "application/json")
                 .body(body);
-            load.sent.fetch_add(1, Ordering::Relaxed);
             let load = load.clone();
             tokio::spawn(async move {
                 let answer = match request.send().await {
@@ -260,9 +270,6 @@ fn spawn_device(
                     Ok(r) => Answer::Status(r.status().as_u16()),
                     Err(_) => Answer::Failed,
                 };
-                if answer == Answer::Accepted {
-                    load.accepted.fetch_add(1, Ordering::Relaxed);
-                }
                 let latency_s = now.elapsed().as_secs_f64();
                 if let Ok(mut d) = load.done.lock() {
                     d.push(Done {
@@ -341,7 +348,7 @@ fn read(pid: u32, tree: bool, ticks_per_s: f64) -> Option<proc_stats::ProcSample
     }
 }
 
-/// Every answer to a request sent in `[from, to)`, and how many were sent then.
+/// Every answer to a request sent in `[from, to)`.
 fn window_answers(load: &Load, from: Instant, to: Instant) -> Vec<(f64, Answer)> {
     load.done
         .lock()
@@ -531,9 +538,7 @@ async fn ramp_inner(
             .build()?,
         url: format!("http://{addr}/v1/eeg"),
         done: Mutex::new(Vec::new()),
-        sent: AtomicU64::new(0),
         lateness: Mutex::new(Vec::new()),
-        accepted: AtomicU64::new(0),
     });
     let mut processes = target.processes();
     if let Some(pid) = proc_stats::find_by_name("mariadbd") {
@@ -620,12 +625,10 @@ async fn ramp_inner(
         let _ = d.await;
     }
     let in_flight = Instant::now() + ANSWER_GRACE;
-    while load.done.lock().map(|d| d.len() as u64).unwrap_or(0) < load.sent.load(Ordering::Relaxed)
-        && Instant::now() < in_flight
-    {
+    while load.answered().0 < load.sent() && Instant::now() < in_flight {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let accepted = load.accepted.load(Ordering::Relaxed);
+    let (_, accepted) = load.answered();
     let drain = verify_stored(&db, target.table(), accepted, args.drain_timeout_s).await?;
     let (rows, distinct) = drain.counts;
     println!(
