@@ -431,6 +431,63 @@ async fn watermarks_bound_what_was_written(config: BusConfig) {
     consumer.close().await.expect("close");
 }
 
+/// A range read returns exactly one partition's records in `from..until`, in order, stops at
+/// the end of what was written, and commits nothing: a group still starts from the first
+/// record afterwards.
+async fn range_read_takes_a_partition_slice_outside_any_group(config: BusConfig) {
+    let (bus, topic) = setup(config, 2).await;
+    publish_all(
+        &bus,
+        &topic,
+        (0..40).map(|i| (format!("key-{}", i % 5), format!("record-{i}"))),
+    )
+    .await;
+    let marks = bus.watermarks(&topic).await.expect("watermarks");
+    let fullest = marks
+        .iter()
+        .max_by_key(|w| w.high - w.low)
+        .expect("a partition");
+    let (p, high) = (fullest.partition, fullest.high);
+    assert!(high >= 8, "{marks:?}");
+    let slice = bus.read_range(&topic, p, 2, high - 3).await.expect("range");
+    let offsets: Vec<i64> = slice.iter().map(|m| m.offset).collect();
+    assert_eq!(offsets, (2..high - 3).collect::<Vec<_>>());
+    assert!(slice.iter().all(|m| m.partition == p && m.topic == topic));
+    let past_end = bus
+        .read_range(&topic, p, high - 2, high + 100)
+        .await
+        .expect("range");
+    assert_eq!(past_end.len(), 2, "up to the end of what was written");
+    assert!(bus
+        .read_range(&topic, p, 5, 5)
+        .await
+        .expect("range")
+        .is_empty());
+    // The payloads are the partition's, in publishing order.
+    let mut consumer = bus
+        .subscribe(&group(), std::slice::from_ref(&topic))
+        .await
+        .expect("subscribe");
+    let mut from_group = Vec::new();
+    while from_group.len() < 40 {
+        let msg = recv(&mut consumer).await;
+        if msg.partition == p {
+            from_group.push(msg.payload);
+        }
+        if from_group.len() as i64 == high {
+            break;
+        }
+    }
+    assert_eq!(
+        from_group.len() as i64,
+        high,
+        "the group reads the partition from offset 0"
+    );
+    let ranged: Vec<Vec<u8>> = slice.into_iter().map(|m| m.payload).collect();
+    assert_eq!(ranged, from_group[2..(high - 3) as usize].to_vec());
+    consumer.close().await.expect("close");
+}
+
 /// A consumer that went quiet (on Kafka: its partitions paused between checks, the idle
 /// pause) still gets every record of each burst that follows, in order, once. (How soon is
 /// measured, not asserted: docs/RELIABILITY.md "Idle broker load".)
@@ -511,6 +568,7 @@ scenarios!(
         watermarks_bound_what_was_written,
         quiet_consumer_gets_every_later_burst,
         quiet_restarted_consumer_keeps_its_committed_position,
+        range_read_takes_a_partition_slice_outside_any_group,
     ]
 );
 
@@ -527,5 +585,6 @@ scenarios!(
         watermarks_bound_what_was_written,
         quiet_consumer_gets_every_later_burst,
         quiet_restarted_consumer_keeps_its_committed_position,
+        range_read_takes_a_partition_slice_outside_any_group,
     ]
 );

@@ -33,6 +33,7 @@ struct TextStage {
     completions: Completions,
     hold: Vec<&'static str>,
     batches: mpsc::UnboundedSender<Vec<String>>,
+    revoked: mpsc::UnboundedSender<Vec<(String, i32)>>,
 }
 
 #[async_trait]
@@ -62,12 +63,18 @@ impl StageHandler for TextStage {
         let _ = self.batches.send(texts);
         Ok(())
     }
+
+    async fn revoked(&mut self, partitions: Vec<(String, i32)>) -> Result<(), BusError> {
+        let _ = self.revoked.send(partitions);
+        Ok(())
+    }
 }
 
 struct Running {
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), BusError>>,
     batches: mpsc::UnboundedReceiver<Vec<String>>,
+    revoked: mpsc::UnboundedReceiver<Vec<(String, i32)>>,
 }
 
 impl Running {
@@ -106,10 +113,12 @@ async fn start(bus: &Bus, group: &str, options: StageOptions, hold: Vec<&'static
     .await
     .expect("subscribe");
     let (tx, batches) = mpsc::unbounded_channel();
+    let (revoked_tx, revoked) = mpsc::unbounded_channel();
     let stage = TextStage {
         completions: runner.completions(),
         hold,
         batches: tx,
+        revoked: revoked_tx,
     };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
@@ -120,6 +129,7 @@ async fn start(bus: &Bus, group: &str, options: StageOptions, hold: Vec<&'static
         shutdown,
         task,
         batches,
+        revoked,
     }
 }
 
@@ -297,6 +307,59 @@ async fn every_consumed_record_has_its_delay_since_produced(config: BusConfig) {
     );
 }
 
+/// A member that loses partitions to a new member of its group is told which, at its next
+/// tick, and the new member then gets their records.
+async fn a_member_is_told_which_partitions_it_lost(config: BusConfig) {
+    let bus = Bus::connect(&config).await.expect("connect");
+    bus.create_vigil_topics().await.expect("topics");
+    let topic = bus.topic(Topic::EegProb);
+    let options = StageOptions {
+        tick: Some(Duration::from_millis(200)),
+        ..StageOptions::one_at_a_time(Refusals::DeadLetter)
+    };
+    let stage_group = group();
+    let mut first = start(&bus, &stage_group, options.clone(), Vec::new()).await;
+    // Keys over every partition, until the first member has handled some.
+    let publish_round = |round: usize| {
+        let (bus, topic) = (bus.clone(), topic.clone());
+        async move {
+            for k in 0..16 {
+                bus.publish(
+                    &topic,
+                    format!("patient-{k}").as_bytes(),
+                    format!("r{round}-{k}").as_bytes(),
+                )
+                .await
+                .expect("publish");
+            }
+        }
+    };
+    publish_round(0).await;
+    first.handled(16).await;
+    let mut second = start(&bus, &stage_group, options, Vec::new()).await;
+    let lost = timeout(WAIT, first.revoked.recv())
+        .await
+        .expect("told within the wait")
+        .expect("stage running");
+    assert!(
+        !lost.is_empty() && lost.iter().all(|(t, _)| *t == topic),
+        "{lost:?}"
+    );
+    // Records keep coming on every partition: the new member gets those of the lost ones.
+    let mut round = 1;
+    let got = loop {
+        publish_round(round).await;
+        round += 1;
+        if let Ok(Some(batch)) = timeout(Duration::from_secs(2), second.batches.recv()).await {
+            break batch;
+        }
+        assert!(round < 30, "the new member got no record");
+    };
+    assert!(!got.is_empty());
+    second.stop().await;
+    first.stop().await;
+}
+
 scenarios!(
     memory,
     crate::common::memory_config,
@@ -306,6 +369,7 @@ scenarios!(
         skipped_refusals_are_not_dead_lettered,
         a_batch_holds_what_arrives_within_the_wait,
         every_consumed_record_has_its_delay_since_produced,
+        a_member_is_told_which_partitions_it_lost,
     ]
 );
 scenarios!(
@@ -317,5 +381,6 @@ scenarios!(
         skipped_refusals_are_not_dead_lettered,
         a_batch_holds_what_arrives_within_the_wait,
         every_consumed_record_has_its_delay_since_produced,
+        a_member_is_told_which_partitions_it_lost,
     ]
 );

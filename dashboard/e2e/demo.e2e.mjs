@@ -156,6 +156,21 @@ async function storedTrends(page, id, from, to) {
 
 // Opens a patient's view and waits until its trends panel is drawn from its own data (the
 // canvas is shared: it shows the previous patient until the first redraw).
+// Reads the open patient's CSA rows until the panel holds a whole burst time (with its margins)
+// of `bursts`, streamed from `t0`. At 20x the first burst is whole within seconds; a busy machine
+// slows the demo to ~3x, and a patient's trends can lag another's while inference catches up.
+async function readWholeBursts(page, t0, bursts) {
+  let read, windows, drawn = [];
+  for (const deadline = Date.now() + 240000; !drawn.length && Date.now() < deadline;) {
+    if (read !== undefined) await page.waitForTimeout(1000);
+    read = await readCsa(page, BAND_HZ);
+    if (!read) continue;
+    windows = burstWindows(t0, bursts, read.layout.to);
+    drawn = rises(windows, windows, Math.max(t0, read.layout.from), read.layout.to, AFFECTED, drawnValue(read));
+  }
+  return { read, windows, drawn };
+}
+
 async function openPatient(page, id) {
   const loaded = page.waitForResponse((r) => r.url().includes(`/api/patients/${id}/history/trends`));
   await page.evaluate((p) => { location.hash = `#/patient/${p}`; }, id);
@@ -249,15 +264,7 @@ async function main() {
     if (alarmed !== BURST_PATIENT) await openPatient(page, BURST_PATIENT);
     const bursts = BURSTS[BURST_PATIENT];
     const t0 = await streamStart(page, BURST_PATIENT);
-    // At 20x the first burst is whole within seconds; a busy machine slows the demo to ~3x.
-    let read, windows, drawn = [];
-    for (const deadline = Date.now() + 240000; !drawn.length && Date.now() < deadline;) {
-      if (read !== undefined) await page.waitForTimeout(1000);
-      read = await readCsa(page, BAND_HZ);
-      if (!read) continue;
-      windows = burstWindows(t0, bursts, read.layout.to);
-      drawn = rises(windows, windows, Math.max(t0, read.layout.from), read.layout.to, AFFECTED, drawnValue(read));
-    }
+    const { read, windows, drawn } = await readWholeBursts(page, t0, bursts);
     writeFileSync(join(ARTIFACTS, "demo-trends-read.json"), JSON.stringify({ t0, read })); // for a failure's post-mortem
     check(drawn.length > 0, `a whole burst of ${BURST_PATIENT} is in the trends panel (signal ${read ? ((read.layout.to - t0) / 1000).toFixed(0) : "?"} s so far)`);
     for (const r of drawn) {
@@ -328,12 +335,9 @@ async function main() {
     // Control: a patient without bursts (same recording, same start) shows no rise at those times.
     const calm = CALM_PATIENT;
     await openPatient(page, calm);
-    const calmRead = await readCsa(page, BAND_HZ);
     const calmT0 = await streamStart(page, calm);
-    const calmWindows = burstWindows(calmT0, bursts, calmRead.layout.to);
-    const calmRises = rises(calmWindows, calmWindows, Math.max(calmT0, calmRead.layout.from), calmRead.layout.to,
-      AFFECTED, drawnValue(calmRead));
-    check(calmRises.length > 0, `${calm}'s panel covers ${BURST_PATIENT}'s burst times`);
+    const { read: calmRead, drawn: calmRises } = await readWholeBursts(page, calmT0, bursts);
+    check(calmRises.length > 0, `${calm}'s panel covers ${BURST_PATIENT}'s burst times (signal ${calmRead ? ((calmRead.layout.to - calmT0) / 1000).toFixed(0) : "?"} s so far)`);
     for (const r of calmRises) {
       check(r.rows.every((x) => Math.abs(x.rise) < MAX_QUIET_DB), `${calm} (no bursts) at ${r.a}-${r.b} s of loop ${r.k}: ${fmt(r)}`);
     }

@@ -142,6 +142,16 @@ impl PatientAlerts {
         self.last_samples_ns.is_some()
     }
 
+    /// This instance no longer holds the patient's partition: its wall-clock checks stop and
+    /// the folds over its points (seizure runs, burden, heart-rate bands) are forgotten, as
+    /// the new owner continues them. Open alerts stay: every instance follows them on the
+    /// alerts topic.
+    pub fn release(&mut self) {
+        let open = std::mem::take(&mut self.open);
+        *self = Self::new(&self.patient_id, self.policy);
+        self.open = open;
+    }
+
     /// Alerts not yet both resolved and acknowledged.
     pub fn open(&self) -> impl Iterator<Item = &OpenAlert> {
         self.open.iter()
@@ -247,6 +257,11 @@ impl PatientAlerts {
                             self.seizure_on = Run::default();
                         }
                     }
+                }
+                // Points before the alert's onset say nothing about its end: an instance that
+                // took the patient over after an early raise finalizes them first.
+                Some(id) if self.open.get(&id).is_some_and(|a| t < a.onset_ns) => {
+                    self.seizure_on = Run::default();
                 }
                 Some(id) => {
                     self.seizure_on = Run::default();

@@ -25,6 +25,7 @@
 
 pub mod alerts;
 pub mod display;
+mod handover;
 pub mod heart_rate;
 pub mod model;
 mod output;

@@ -41,6 +41,13 @@ const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 pub(crate) enum ShardInput {
     /// A decoded EEG chunk at a rate the model accepts.
     Eeg(Ticket, Box<EegChunk>),
+    /// A chunk consumed before by another owner of its partition, replayed to rebuild the
+    /// patient's windows ([`crate::handover`]): processed like a live one, but nothing is
+    /// published for it (its owner did that) and it has no record to acknowledge.
+    Replayed(Box<EegChunk>),
+    /// Patients whose partition this instance no longer holds: their state is dropped
+    /// without publishing (the new owner rebuilds and continues it).
+    Release(Vec<String>),
     /// A decoded heart-rate batch.
     Hr(Ticket, Box<HrBatch>),
     /// About once a second: evict idle patients.
@@ -76,7 +83,8 @@ enum Slot {
 /// A chunk whose windows are queued or running.
 struct PendingChunk {
     patient_id: String,
-    ticket: Ticket,
+    /// None for a replayed chunk, whose outputs are not published.
+    ticket: Option<Ticket>,
     /// Per channel: job slots with their window starts.
     slots: Vec<Vec<(usize, Slot)>>,
     final_ends: Vec<usize>,
@@ -84,7 +92,7 @@ struct PendingChunk {
 }
 
 impl PendingChunk {
-    fn new(patient_id: String, ticket: Ticket, pushed: Vec<PushedChunk>) -> Self {
+    fn new(patient_id: String, ticket: Option<Ticket>, pushed: Vec<PushedChunk>) -> Self {
         let mut waiting = 0;
         let final_ends = pushed.iter().map(|p| p.final_end).collect();
         let slots = pushed
@@ -235,7 +243,12 @@ impl Shard {
 
     fn take(&mut self, input: ShardInput) -> Result<(), InferenceError> {
         match input {
-            ShardInput::Eeg(ticket, chunk) => self.on_chunk(ticket, *chunk),
+            ShardInput::Eeg(ticket, chunk) => self.on_chunk(Some(ticket), *chunk),
+            ShardInput::Replayed(chunk) => self.on_chunk(None, *chunk),
+            ShardInput::Release(patients) => {
+                self.release(&patients);
+                Ok(())
+            }
             ShardInput::Hr(ticket, batch) => {
                 self.on_heart_rate(ticket, &batch);
                 Ok(())
@@ -255,8 +268,10 @@ impl Shard {
         f(state)
     }
 
-    fn on_chunk(&mut self, ticket: Ticket, chunk: EegChunk) -> Result<(), InferenceError> {
+    /// Takes one chunk; `ticket` None = replayed (state only, nothing published).
+    fn on_chunk(&mut self, ticket: Option<Ticket>, chunk: EegChunk) -> Result<(), InferenceError> {
         let patient_id = chunk.patient_id.clone();
+        let publish = ticket.is_some();
         let now = vigil_core::time::now_ns();
         let fresh = match self.patients.get(&patient_id) {
             Some(p) if p.stream.continues(&chunk) => {
@@ -264,7 +279,7 @@ impl Shard {
                     // A redelivery, or a late chunk behind a gap already filled with NaN:
                     // that span stays "not evaluated" (docs/INGEST.md); storage keeps it.
                     metrics::counter!("vigil_inference_chunks_total", "outcome" => "duplicate_or_late").increment(1);
-                    self.send(&patient_id, Vec::new(), Some(ticket));
+                    self.send(&patient_id, Vec::new(), ticket);
                     return Ok(());
                 }
                 let gap_ns = chunk.start_ns - p.stream.expected_start_ns();
@@ -291,7 +306,7 @@ impl Shard {
             None => {
                 // A new device session, another channel set or rate, or a long gap: the old
                 // stream ended, so its remaining points are published before new windows start.
-                self.end_stream(&patient_id)?;
+                self.end_stream(&patient_id, publish)?;
                 let stream = PatientStream::start(
                     &chunk,
                     self.config.params,
@@ -315,19 +330,26 @@ impl Shard {
         let trace = patient.stream.trace(&patient_id, &chunk, gap_samples);
         let trends = patient.stream.trends(&patient_id, &chunk, gap_samples);
         let pushed = patient.stream.push_samples(&chunk, gap_samples);
-        let mut records: Vec<(Topic, Vec<u8>)> = trace
-            .iter()
-            .filter_map(|t| encode(Topic::EegTrace, t))
-            .collect();
-        records.extend(trends.iter().filter_map(|t| encode(Topic::EegTrends, t)));
-        let resolved = self.alerts(&patient_id, |a| a.on_samples(now));
-        records.extend(resolved.iter().filter_map(|e| encode(Topic::Alerts, e)));
-        // Traces don't wait for the model.
-        self.send(&patient_id, records, None);
-        metrics::counter!("vigil_inference_chunks_total", "outcome" => "processed").increment(1);
-        let chunk = PendingChunk::new(patient_id, ticket, pushed);
-        self.queued += chunk.waiting;
-        self.pending.push_back(chunk);
+        let pending = PendingChunk::new(patient_id.clone(), ticket, pushed);
+        self.queued += pending.waiting;
+        if publish {
+            let mut records: Vec<(Topic, Vec<u8>)> = trace
+                .iter()
+                .filter_map(|t| encode(Topic::EegTrace, t))
+                .collect();
+            records.extend(trends.iter().filter_map(|t| encode(Topic::EegTrends, t)));
+            let resolved = self.alerts(&patient_id, |a| a.on_samples(now));
+            records.extend(resolved.iter().filter_map(|e| encode(Topic::Alerts, e)));
+            // Traces don't wait for the model.
+            self.send(&patient_id, records, None);
+            metrics::counter!("vigil_inference_chunks_total", "outcome" => "processed")
+                .increment(1);
+        } else {
+            // Replayed: the filters and trends advanced as they did for the chunk's first
+            // owner, which published their outputs.
+            metrics::counter!("vigil_inference_chunks_total", "outcome" => "replayed").increment(1);
+        }
+        self.pending.push_back(pending);
         self.complete_ready();
         Ok(())
     }
@@ -445,10 +467,14 @@ impl Shard {
                 })
                 .collect();
             let Some(patient) = self.patients.get_mut(&chunk.patient_id) else {
-                self.send(&chunk.patient_id, Vec::new(), Some(chunk.ticket));
+                self.send(&chunk.patient_id, Vec::new(), chunk.ticket);
                 continue;
             };
             let points = patient.stream.complete(results, &chunk.final_ends);
+            if chunk.ticket.is_none() {
+                // Replayed: the points' first owner published them and their alerts.
+                continue;
+            }
             let record = patient
                 .stream
                 .record(&chunk.patient_id, points, &self.config.model_ref);
@@ -472,7 +498,7 @@ impl Shard {
             });
             records.extend(record.iter().filter_map(|r| encode(Topic::EegProb, r)));
             records.extend(events.iter().filter_map(|e| encode(Topic::Alerts, e)));
-            self.send(&chunk.patient_id, records, Some(chunk.ticket));
+            self.send(&chunk.patient_id, records, chunk.ticket);
         }
     }
 
@@ -484,9 +510,9 @@ impl Shard {
         Ok(())
     }
 
-    /// Finishes a patient's stream (after its queued windows) and publishes the remaining
-    /// points, then frees it.
-    fn end_stream(&mut self, patient_id: &str) -> Result<(), InferenceError> {
+    /// Finishes a patient's stream (after its queued windows) and, when `publish`, publishes
+    /// the remaining points, then frees it.
+    fn end_stream(&mut self, patient_id: &str, publish: bool) -> Result<(), InferenceError> {
         if !self.patients.contains_key(patient_id) {
             return Ok(());
         }
@@ -496,6 +522,9 @@ impl Shard {
         let Some(mut patient) = self.patients.remove(patient_id) else {
             return Ok(());
         };
+        if !publish {
+            return Ok(());
+        }
         let points = patient.stream.finish(&self.config.model)?;
         let Some(record) = patient
             .stream
@@ -517,6 +546,24 @@ impl Shard {
         Ok(())
     }
 
+    /// Drops the state of patients whose partition moved to another instance, without
+    /// publishing anything: their queued windows are skipped (their records are not
+    /// acknowledged here any more) and their wall-clock alert checks stop.
+    fn release(&mut self, patients: &[String]) {
+        let mut book = lock(&self.book);
+        for patient_id in patients {
+            let had_stream = self.patients.remove(patient_id).is_some();
+            self.heart.remove(patient_id);
+            if let Some(alerts) = book.get_mut(patient_id) {
+                alerts.release();
+            }
+            if had_stream {
+                tracing::info!(patient_id, "partition moved: patient released");
+            }
+        }
+        self.patients_gauge.set(self.patients.len() as f64);
+    }
+
     fn evict_idle(&mut self) -> Result<(), InferenceError> {
         let idle = std::time::Duration::from_secs_f64(self.config.idle_evict_s.max(0.0));
         let stale: Vec<String> = self
@@ -530,7 +577,7 @@ impl Shard {
                 patient_id,
                 "no EEG for the idle timeout: finishing and freeing the patient"
             );
-            self.end_stream(&patient_id)?;
+            self.end_stream(&patient_id, true)?;
         }
         self.heart.retain(|_, (_, seen)| seen.elapsed() < idle);
         self.patients_gauge.set(self.patients.len() as f64);

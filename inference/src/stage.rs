@@ -22,9 +22,10 @@
 //! and heart rate land on the same instance (Kafka's range assignor gives partition `i` of both
 //! topics to one member; the memory bus does the same), and on the same shard.
 //!
-//! Restart semantics (known limit): window state is in memory. After a restart a patient's
-//! windows start again from the next chunk, so up to one window (300 s) of points after the
-//! restart are reported as not evaluated (NaN), never as a made-up value.
+//! Window state is in memory, so an instance that starts consuming a partition (at start-up,
+//! or when the group moves it here) first replays, publishing nothing, the earlier records its
+//! patients' windows still need ([`crate::handover`]); one that loses a partition drops its
+//! patients' state and alert timers without publishing ([`StageHandler::revoked`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,6 +43,7 @@ use vigil_core::CancellationToken;
 
 use crate::alerts::{run_ticks, PatientAlerts, TokioClock};
 use crate::display::Mains;
+use crate::handover;
 use crate::model::SeizureModel;
 use crate::output::{encode, route, Lanes, OutputBatch};
 use crate::shard::{lock, AlertBook, Shard, ShardConfig, ShardInput, ShardReport};
@@ -126,6 +128,23 @@ impl Shards {
             .send(input)
             .await
             .map_err(|_| InferenceError::Bus("a shard stopped".into()))
+    }
+
+    /// Drops the state of `patients` in their shards (their partition moved away).
+    async fn release(&self, patients: Vec<String>) -> Result<(), InferenceError> {
+        let mut per_shard: Vec<Vec<String>> = vec![Vec::new(); self.inboxes.len()];
+        for patient_id in patients {
+            per_shard[route(&patient_id, self.inboxes.len())].push(patient_id);
+        }
+        for (inbox, patients) in self.inboxes.iter().zip(per_shard) {
+            if !patients.is_empty() {
+                inbox
+                    .send(ShardInput::Release(patients))
+                    .await
+                    .map_err(|_| InferenceError::Bus("a shard stopped".into()))?;
+            }
+        }
+        Ok(())
     }
 
     fn tick(&self) {
@@ -213,6 +232,17 @@ impl InferenceStage {
         );
         let dispatcher = Dispatcher {
             hr_topic: self.bus.topic(Topic::HrRaw),
+            eeg_topic: self.bus.topic(Topic::EegRaw),
+            handover: Handover {
+                bus: self.bus.clone(),
+                limits: DecodeLimits {
+                    max_record_bytes: self.bus.max_record_bytes(),
+                    ..DecodeLimits::default()
+                },
+                lookback_s: self.params.handover_lookback_s(),
+                positions: HashMap::new(),
+                partition_of: HashMap::new(),
+            },
             running: Some(Running {
                 shards,
                 lanes,
@@ -315,8 +345,135 @@ struct Running {
 /// record's ticket once its outputs are delivered.
 struct Dispatcher {
     hr_topic: String,
+    eeg_topic: String,
+    handover: Handover,
     running: Option<Running>,
     shutdown: CancellationToken,
+}
+
+/// Which EEG partitions this instance consumes and which patients' state came from each, so
+/// that a partition that arrives is replayed first ([`crate::handover`]) and one that leaves
+/// takes its patients' state along.
+struct Handover {
+    bus: Bus,
+    limits: DecodeLimits,
+    lookback_s: f64,
+    /// EEG partition -> the last offset handed to the shards since it was assigned here.
+    positions: HashMap<i32, i64>,
+    /// Patient -> the EEG partition their records came from.
+    partition_of: HashMap<String, i32>,
+}
+
+impl Handover {
+    /// Called with every EEG record before it goes to a shard. A partition not consumed here
+    /// yet, or read again from an older offset (the group moved it away and back, so the
+    /// state held here is not the committed one), is first replayed up to the record.
+    async fn before(
+        &mut self,
+        shards: &Shards,
+        msg: &BusMessage,
+        patient_id: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<(), InferenceError> {
+        let partition = msg.partition;
+        let last = self.positions.insert(partition, msg.offset);
+        if !self.partition_of.contains_key(patient_id) {
+            self.partition_of.insert(patient_id.to_owned(), partition);
+        }
+        match last {
+            Some(last) if msg.offset > last => return Ok(()),
+            Some(_) => shards.release(self.take_patients(partition)).await?,
+            None => {}
+        }
+        let started = std::time::Instant::now();
+        match self
+            .replay(shards, &msg.topic, partition, msg.offset, shutdown)
+            .await
+        {
+            Ok((patients, chunks)) => tracing::info!(
+                partition,
+                until = msg.offset,
+                patients,
+                chunks,
+                seconds = started.elapsed().as_secs_f64(),
+                "partition taken over: windows rebuilt from its earlier records"
+            ),
+            // The windows of its patients then start afresh: points up to a window after the
+            // start are not evaluated (NaN), never made up.
+            Err(err) => tracing::warn!(partition, %err, "partition taken over without replay"),
+        }
+        Ok(())
+    }
+
+    /// Replays what the partition's patients' windows need before `until`; returns how many
+    /// patients and chunks.
+    async fn replay(
+        &mut self,
+        shards: &Shards,
+        topic: &str,
+        partition: i32,
+        until: i64,
+        shutdown: &CancellationToken,
+    ) -> Result<(usize, usize), InferenceError> {
+        let bus_err = |e: vigil_core::bus::BusError| InferenceError::Bus(e.to_string());
+        let plan = handover::plan(
+            &self.bus,
+            &self.limits,
+            topic,
+            partition,
+            until,
+            self.lookback_s,
+        )
+        .await
+        .map_err(bus_err)?;
+        let Some(mut at) = plan.replay_start() else {
+            return Ok((0, 0));
+        };
+        let mut chunks = 0;
+        while at < until {
+            let records = self
+                .bus
+                .read_range(
+                    topic,
+                    partition,
+                    at,
+                    (at + handover::REPLAY_BLOCK).min(until),
+                )
+                .await
+                .map_err(bus_err)?;
+            let Some(last) = records.last() else { break };
+            at = last.offset + 1;
+            for msg in &records {
+                let Some(chunk) = handover::decode_chunk(msg, &self.limits) else {
+                    continue;
+                };
+                if !plan.wants(msg.offset, &chunk) {
+                    continue;
+                }
+                let patient_id = chunk.patient_id.clone();
+                self.partition_of.insert(patient_id.clone(), partition);
+                chunks += 1;
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok((plan.patients(), chunks)),
+                    sent = shards.send(&patient_id, ShardInput::Replayed(Box::new(chunk))) => sent?,
+                }
+            }
+        }
+        Ok((plan.patients(), chunks))
+    }
+
+    /// Forgets the partition's patients, returning them.
+    fn take_patients(&mut self, partition: i32) -> Vec<String> {
+        let mut patients = Vec::new();
+        self.partition_of.retain(|patient_id, p| {
+            let keep = *p != partition;
+            if !keep {
+                patients.push(patient_id.clone());
+            }
+            keep
+        });
+        patients
+    }
 }
 
 #[async_trait]
@@ -345,16 +502,40 @@ impl StageHandler for Dispatcher {
         };
         for delivery in batch {
             let (patient_id, input) = match delivery.record {
-                Input::Eeg(chunk) => (
-                    chunk.patient_id.clone(),
-                    ShardInput::Eeg(delivery.ticket, chunk),
-                ),
+                Input::Eeg(chunk) => {
+                    self.handover
+                        .before(
+                            &running.shards,
+                            &delivery.msg,
+                            &chunk.patient_id,
+                            &self.shutdown,
+                        )
+                        .await?;
+                    (
+                        chunk.patient_id.clone(),
+                        ShardInput::Eeg(delivery.ticket, chunk),
+                    )
+                }
                 Input::Hr(hr) => (hr.patient_id.clone(), ShardInput::Hr(delivery.ticket, hr)),
             };
             // A full shard holds the runner back (backpressure), but never a stop.
             tokio::select! {
                 () = self.shutdown.cancelled() => return Ok(()),
                 sent = running.shards.send(&patient_id, input) => sent?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn revoked(&mut self, partitions: Vec<(String, i32)>) -> Result<(), InferenceError> {
+        let Some(running) = &self.running else {
+            return Ok(());
+        };
+        for (topic, partition) in partitions {
+            if topic == self.eeg_topic {
+                self.handover.positions.remove(&partition);
+                let patients = self.handover.take_patients(partition);
+                running.shards.release(patients).await?;
             }
         }
         Ok(())

@@ -36,6 +36,15 @@ pub struct WindowParams {
     pub discard_edges_s: f64,
 }
 
+impl WindowParams {
+    /// Seconds of signal before a stream position that its not yet final points depend on:
+    /// the points up to `window - edge` old are not final there, and the oldest window that
+    /// covers them started `window - edge` before them (`crate::handover`).
+    pub fn handover_lookback_s(&self) -> f64 {
+        2.0 * (self.window_s - self.discard_edges_s)
+    }
+}
+
 impl Default for WindowParams {
     fn default() -> Self {
         Self {

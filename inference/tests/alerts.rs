@@ -355,3 +355,55 @@ fn a_provisional_run_raises_before_the_points_are_final() {
     assert_eq!(resolved[0].transition, AlertTransition::Resolved);
     assert_eq!(resolved[0].alert_id, raised[0].alert_id);
 }
+
+/// Another instance takes the patient over after an early raise: it knows the alert from the
+/// alerts topic, and the final points it finalizes first lie before the seizure. They must
+/// not resolve it; the final points after the onset do, under the same id.
+#[test]
+fn a_new_owner_resolves_an_early_alert_only_on_points_after_its_onset() {
+    let mut first = PatientAlerts::new("p1", AlertPolicy::default());
+    assert!(first.on_probability(&record(0, &[0.1; 10]), 0).is_empty());
+    let raised = first.on_provisional(T0 + 100 * STEP, STEP, &[0.9; 20], 1);
+    assert_eq!(raised.len(), 1);
+
+    let mut next = PatientAlerts::new("p1", AlertPolicy::default());
+    next.apply(&raised[0]);
+    assert!(
+        next.on_probability(&record(10, &[0.1; 90]), 2).is_empty(),
+        "45 s of calm before the onset resolve nothing"
+    );
+    assert!(next.on_probability(&record(100, &[0.9; 20]), 3).is_empty());
+    let resolved = next.on_probability(&record(120, &[0.1; 60]), 4);
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].transition, AlertTransition::Resolved);
+    assert_eq!(resolved[0].alert_id, raised[0].alert_id);
+}
+
+/// An instance that lost the patient's partition stops its wall-clock checks (no signal loss
+/// raised for EEG that now goes elsewhere) and forgets its runs, but keeps the open alerts.
+#[test]
+fn a_released_patient_keeps_its_open_alerts_and_stops_its_checks() {
+    let mut alerts = PatientAlerts::new("p1", AlertPolicy::default());
+    alerts.on_samples(T0);
+    let raised = alerts.on_probability(&record(0, &[0.9; 20]), T0);
+    assert_eq!(raised.len(), 1);
+    assert!(alerts
+        .on_probability(&record(20, &[0.1; 30]), T0)
+        .is_empty());
+    assert!(alerts.is_fed());
+
+    alerts.release();
+    assert!(!alerts.is_fed(), "no wall-clock checks once released");
+    assert!(
+        alerts
+            .on_tick(T0 + 3_600_000_000_000)
+            .iter()
+            .all(|e| e.kind != AlertKind::SignalLoss),
+        "no signal loss raised for a released patient"
+    );
+    assert_eq!(alerts.open().count(), 1, "the open alert stays");
+    // The off-run of 15 s before the release is forgotten: 20 s more do not resolve it yet.
+    assert!(alerts
+        .on_probability(&record(35, &[0.1; 40]), T0)
+        .is_empty());
+}

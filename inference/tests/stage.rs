@@ -85,6 +85,22 @@ fn eeg_chunk(
     .chunk(seq, rows)
 }
 
+/// Publishes seconds `seqs` of a one-channel (Cz) stream of `patient_id`.
+async fn publish_cz(
+    bus: &Bus,
+    patient_id: &str,
+    stream_id: Uuid,
+    signal: &[Vec<f32>],
+    seqs: std::ops::Range<usize>,
+) {
+    for seq in seqs {
+        let chunk = eeg_chunk(patient_id, stream_id, seq, &["Cz"], signal);
+        bus.publish_record(Topic::EegRaw, patient_id, &chunk)
+            .await
+            .expect("publish");
+    }
+}
+
 /// Stops a running stage and checks it stopped cleanly.
 async fn stop(
     shutdown: &CancellationToken,
@@ -323,9 +339,11 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
     again.close().await.expect("close");
     dlq.close().await.expect("close");
 
-    // Restart: a new stage instance in the same group. Its window state starts over, but its
-    // alert state is rebuilt from vigil.alerts: the seizure alert is still open (not resolved),
-    // so the second burst must not raise another one.
+    // Restart: a new stage instance in the same group. It first replays, publishing nothing,
+    // the earlier records its windows need, so its points continue the first instance's grid
+    // exactly (equal to the offline reference of the whole signal), and its alert state is
+    // rebuilt from vigil.alerts: the first burst's alert is never raised again, the calm after
+    // it resolves it, and the second burst raises a new one.
     for seq in seconds..2 * seconds {
         bus.publish_record(Topic::EegRaw, "patient-1", &chunk(seq))
             .await
@@ -334,37 +352,68 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
     let shutdown = CancellationToken::new();
     let restarted = new_stage();
     let running = tokio::spawn(restarted.run(shutdown.clone()));
-    let mut second_half = 0;
-    let mut second_peak = 0.0f32;
-    while second_half < expected_points {
+    // Windows end every 20 s up to 660 s: points before 370 s are final.
+    let final_until = T0 + 370_000_000_000;
+    let mut next = T0 + expected_points as i64 * STEP_NS;
+    let mut second: Vec<SeizureProbability> = Vec::new();
+    while next < final_until {
         let (msg, record) = next_record::<SeizureProbability>(&mut probs).await;
         probs.ack(&msg).expect("ack");
-        assert!(
-            record.start_ns >= T0 + seconds as i64 * 1_000_000_000,
-            "no input reprocessed"
+        assert_eq!(
+            record.start_ns, next,
+            "the restarted stage continues the grid where the first one stopped"
         );
-        second_half += record.aggregate_p.len();
-        second_peak = record
-            .aggregate_p
-            .iter()
-            .copied()
-            .filter(|p| !p.is_nan())
-            .fold(second_peak, f32::max);
+        next += record.aggregate_p.len() as i64 * STEP_NS;
+        second.push(record);
     }
-    assert!(second_peak > 0.9, "the second burst is seen: {second_peak}");
     stop(&shutdown, running).await;
+    for (ch, signal) in signals.iter().enumerate() {
+        let offline =
+            predict_channel(&model, signal, fs, WindowParams::default()).expect("offline");
+        let stream: Vec<f32> = second
+            .iter()
+            .flat_map(|r| r.channel_p[ch].clone())
+            .collect();
+        for (k, (a, b)) in stream.iter().zip(&offline[expected_points..]).enumerate() {
+            assert!(
+                a.is_nan() == b.is_nan() && (a.is_nan() || (a - b).abs() < 1e-6),
+                "after the restart, ch {ch} point {}: {a} vs {b}",
+                expected_points + k
+            );
+        }
+    }
+    let aggregate: Vec<f32> = second.iter().flat_map(|r| r.aggregate_p.clone()).collect();
+    // 350..370 s: the final part of the second burst.
+    let second_peak = aggregate[700 - expected_points..740 - expected_points]
+        .iter()
+        .copied()
+        .fold(0.0f32, f32::max);
+    assert!(second_peak > 0.9, "the second burst is seen: {second_peak}");
     let mut all_alerts = reader(&bus, Topic::Alerts).await;
-    let mut raised = 0;
+    let (mut raised, mut resolved) = (Vec::new(), Vec::new());
     while let Ok(Ok(msg)) = timeout(Duration::from_secs(3), all_alerts.recv()).await {
         let event: AlertEvent =
             codec::decode(&msg.payload, &DecodeLimits::default()).expect("alert");
-        if event.kind == AlertKind::Seizure && event.transition == AlertTransition::Raised {
-            raised += 1;
+        match (event.kind, event.transition) {
+            (AlertKind::Seizure, AlertTransition::Raised) => raised.push(event),
+            (AlertKind::Seizure, AlertTransition::Resolved) => resolved.push(event.alert_id),
+            _ => {}
         }
     }
+    assert_eq!(raised.len(), 2, "one alert per burst: {raised:?}");
     assert_eq!(
-        raised, 1,
-        "the restarted stage did not raise the open seizure alert again"
+        raised[0].alert_id, alert.alert_id,
+        "the first burst's, raised once"
+    );
+    assert_eq!(
+        resolved,
+        vec![alert.alert_id],
+        "resolved by the calm after it"
+    );
+    let second_onset_s = (raised[1].onset_ns - T0) as f64 / 1e9;
+    assert!(
+        (350.0..375.0).contains(&second_onset_s),
+        "second onset {second_onset_s} s inside the 350-375 s burst"
     );
     all_alerts.close().await.expect("close");
     probs.close().await.expect("close");
@@ -512,39 +561,17 @@ async fn stage_finishes_a_stopped_device(config: BusConfig) {
         ..Default::default()
     }
     .generate(fs, seconds as f64);
-    let stream_id = Uuid::new_v4();
-    for seq in 0..seconds {
-        let chunk = eeg_chunk(
-            "patient-stop",
-            stream_id,
-            seq,
-            &["Cz"],
-            std::slice::from_ref(&signal),
-        );
-        bus.publish_record(Topic::EegRaw, "patient-stop", &chunk)
-            .await
-            .expect("publish");
-    }
+    publish_cz(
+        &bus,
+        "patient-stop",
+        Uuid::new_v4(),
+        std::slice::from_ref(&signal),
+        0..seconds,
+    )
+    .await;
     let shutdown = CancellationToken::new();
-    let stage = InferenceStage {
-        bus: bus.clone(),
-        model: model.clone(),
-        model_ref: ModelRef {
-            id: "m".into(),
-            sha256: "0".repeat(64),
-        },
-        params: WindowParams::default(),
-        group: format!("inference-{}", Uuid::new_v4().simple()),
-        max_gap_s: 30.0,
-        workers: 2,
-        batch_windows: 7,
-        max_queued_windows: 2048,
-        idle_evict_s: 2.0,
-        readiness: Readiness::default(),
-        alert_policies: AlertPolicies::default(),
-        mains: MAINS,
-        trends: TrendsConfig::default(),
-    };
+    let group = format!("inference-{}", Uuid::new_v4().simple());
+    let stage = stage_of(&bus, &model, &group, 2.0);
     let running = tokio::spawn(stage.run(shutdown.clone()));
     let expected = predict_channel(&model, &signal, fs, WindowParams::default()).expect("offline");
     assert_eq!(
@@ -578,8 +605,136 @@ async fn stage_finishes_a_stopped_device(config: BusConfig) {
     stop(&shutdown, running).await;
 }
 
+/// An inference stage of `group` with default windows, finishing a patient after
+/// `idle_evict_s` without EEG.
+fn stage_of(
+    bus: &Bus,
+    model: &Arc<SeizureModel>,
+    group: &str,
+    idle_evict_s: f64,
+) -> InferenceStage {
+    InferenceStage {
+        bus: bus.clone(),
+        model: model.clone(),
+        model_ref: ModelRef {
+            id: "m".into(),
+            sha256: "0".repeat(64),
+        },
+        params: WindowParams::default(),
+        group: group.to_owned(),
+        max_gap_s: 30.0,
+        workers: 2,
+        batch_windows: 7,
+        max_queued_windows: 2048,
+        idle_evict_s,
+        readiness: Readiness::default(),
+        alert_policies: AlertPolicies::default(),
+        mains: MAINS,
+        trends: TrendsConfig::default(),
+    }
+}
+
+/// Reads probability records until a point at or after `until_ns` arrived; folds every point
+/// into `points` (time -> value of the one channel), asserting that a point published twice
+/// (by two owners) has one value.
+async fn collect_points(
+    probs: &mut Box<dyn BusConsumer>,
+    points: &mut std::collections::BTreeMap<i64, f32>,
+    until_ns: i64,
+) {
+    while points.last_key_value().is_none_or(|(t, _)| *t < until_ns) {
+        let (_, record) = next_record::<SeizureProbability>(probs).await;
+        for (k, &p) in record.channel_p[0].iter().enumerate() {
+            let t = record.start_ns + k as i64 * STEP_NS;
+            if let Some(before) = points.insert(t, p) {
+                assert!(
+                    before.is_nan() == p.is_nan() && (p.is_nan() || (before - p).abs() < 1e-6),
+                    "point at {} s published twice with {before} and {p}",
+                    (t - T0) as f64 / 1e9
+                );
+            }
+        }
+    }
+}
+
+/// A partition moves between two instances of the group mid-stream (the first one stops
+/// after 340 s of EEG, the second takes over): the second replays the earlier records its
+/// windows need, so together they publish every point of the recording exactly as one
+/// instance would have (equal to the whole-recording reference), and no alert twice.
+async fn stage_takes_a_patient_over_with_its_windows(config: BusConfig) {
+    let Some(model) = model() else { return };
+    let bus = Bus::connect(&config).await.expect("bus");
+    bus.create_vigil_topics().await.expect("topics");
+    let (fs, seconds, moved_at) = (256.0, 400, 340);
+    let signal = SyntheticChannel {
+        seed: 5,
+        burst: Some((200.0, 230.0)),
+        ..Default::default()
+    }
+    .generate(fs, seconds as f64);
+    let stream_id = Uuid::new_v4();
+    let publish = |seqs| {
+        publish_cz(
+            &bus,
+            "patient-moved",
+            stream_id,
+            std::slice::from_ref(&signal),
+            seqs,
+        )
+    };
+    let group = format!("inference-{}", Uuid::new_v4().simple());
+    let mut probs = reader(&bus, Topic::EegProb).await;
+    let mut points = std::collections::BTreeMap::new();
+
+    publish(0..moved_at).await;
+    let first = CancellationToken::new();
+    let running = tokio::spawn(stage_of(&bus, &model, &group, 600.0).run(first.clone()));
+    // Windows end at 300, 320 and 340 s: points before 50 s are final.
+    collect_points(&mut probs, &mut points, T0 + 49_500_000_000).await;
+    stop(&first, running).await;
+    let before_move = points.len();
+
+    publish(moved_at..seconds).await;
+    let second = CancellationToken::new();
+    let running = tokio::spawn(stage_of(&bus, &model, &group, 2.0).run(second.clone()));
+    let last_ns = T0 + (seconds as i64 * 2 - 1) * STEP_NS;
+    collect_points(&mut probs, &mut points, last_ns).await;
+    stop(&second, running).await;
+
+    let expected = predict_channel(&model, &signal, fs, WindowParams::default()).expect("offline");
+    let got: Vec<(i64, f32)> = points.into_iter().collect();
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "every 0.5 s point once ({before_move} before the move)"
+    );
+    for (k, ((t, a), b)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(*t, T0 + k as i64 * STEP_NS, "contiguous grid");
+        assert!(
+            a.is_nan() == b.is_nan() && (a.is_nan() || (a - b).abs() < 1e-6),
+            "point {k}: {a} vs {b}"
+        );
+    }
+    let mut alerts = reader(&bus, Topic::Alerts).await;
+    let mut raised = 0;
+    while let Ok(Ok(msg)) = timeout(Duration::from_secs(3), alerts.recv()).await {
+        let event: AlertEvent =
+            codec::decode(&msg.payload, &DecodeLimits::default()).expect("alert");
+        if event.kind == AlertKind::Seizure && event.transition == AlertTransition::Raised {
+            raised += 1;
+        }
+    }
+    assert!(
+        raised <= 1,
+        "the burst's seizure alert raised {raised} times"
+    );
+    alerts.close().await.expect("close");
+    probs.close().await.expect("close");
+}
+
 on_every_bus!(
     stage_turns_chunks_into_reference_probabilities,
     stage_turns_heart_rate_into_alerts,
     stage_finishes_a_stopped_device,
+    stage_takes_a_patient_over_with_its_windows,
 );

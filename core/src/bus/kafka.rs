@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -280,7 +280,77 @@ impl BusBackend for KafkaBackend {
         .await
         .map_err(|_| BusError::Closed)?
     }
+
+    async fn read_range(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        until: i64,
+    ) -> Result<Vec<BusMessage>, BusError> {
+        // A consumer of its own, assigned (not subscribed) so it joins no group, and with
+        // auto-commit off so it never commits; `earliest` starts at the oldest kept record
+        // when retention deleted `from`.
+        let mut cfg = self.common.clone();
+        cfg.set(
+            "group.id",
+            format!("vigil-range-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "10");
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let reader: BaseConsumer = cfg.create().map_err(kafka_err("range reader creation"))?;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, partition, Offset::Offset(from))
+                .map_err(kafka_err("range reader assign"))?;
+            reader
+                .assign(&tpl)
+                .map_err(kafka_err("range reader assign"))?;
+            let deadline = std::time::Instant::now() + RANGE_TIMEOUT;
+            let mut out = Vec::new();
+            loop {
+                let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else {
+                    return Err(BusError::Timeout {
+                        op: "range read",
+                        after: RANGE_TIMEOUT,
+                    });
+                };
+                match reader.poll(left.min(Duration::from_millis(500))) {
+                    None => continue,
+                    Some(Ok(m)) => {
+                        if m.offset() >= until {
+                            break;
+                        }
+                        let last = m.offset() + 1 >= until;
+                        out.push(bus_message(&m));
+                        if last {
+                            break;
+                        }
+                    }
+                    // The end of what the partition holds (`until` past the end, or only
+                    // deleted records before it).
+                    Some(Err(KafkaError::PartitionEOF(_))) => break,
+                    Some(Err(source)) => {
+                        return Err(BusError::Kafka {
+                            op: "range read",
+                            source,
+                        })
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|_| BusError::Closed)?
+    }
 }
+
+/// Longest a range read may take.
+const RANGE_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct KafkaConsumer {
     /// `None` once closed.
@@ -372,6 +442,17 @@ impl KafkaConsumer {
     }
 }
 
+fn bus_message<M: Message>(m: &M) -> BusMessage {
+    BusMessage {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().unwrap_or_default().to_vec(),
+        payload: m.payload().unwrap_or_default().to_vec(),
+        timestamp_ms: m.timestamp().to_millis(),
+    }
+}
+
 /// Commits stored offsets; "nothing to commit" is success.
 fn commit_stored(consumer: &StreamConsumer) -> Result<(), BusError> {
     match consumer.commit_consumer_state(CommitMode::Sync) {
@@ -405,14 +486,7 @@ impl BusConsumer for KafkaConsumer {
             match received {
                 Ok(m) => {
                     self.idle.last_record = std::time::Instant::now();
-                    return Ok(BusMessage {
-                        topic: m.topic().to_owned(),
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        key: m.key().unwrap_or_default().to_vec(),
-                        payload: m.payload().unwrap_or_default().to_vec(),
-                        timestamp_ms: m.timestamp().to_millis(),
-                    });
+                    return Ok(bus_message(&m));
                 }
                 // Reaching the end of a partition is informational, not a failure.
                 Err(KafkaError::PartitionEOF(_)) => continue,

@@ -226,6 +226,36 @@ impl BusBackend for MemoryBroker {
             })
             .collect())
     }
+
+    async fn read_range(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        until: i64,
+    ) -> Result<Vec<BusMessage>, BusError> {
+        let state = lock(&self.inner.state);
+        let log = state
+            .topics
+            .get(topic)
+            .and_then(|parts| parts.get(usize::try_from(partition).ok()?))
+            .ok_or_else(|| BusError::UnknownTopic(topic.to_owned()))?;
+        let first = from.max(log.start_offset);
+        let last = until.min(log.end_offset());
+        Ok((first..last)
+            .map(|offset| {
+                let record = &log.records[(offset - log.start_offset) as usize];
+                BusMessage {
+                    topic: topic.to_owned(),
+                    partition,
+                    offset,
+                    key: record.key.clone(),
+                    payload: record.payload.clone(),
+                    timestamp_ms: Some(record.timestamp_ms),
+                }
+            })
+            .collect())
+    }
 }
 
 struct MemoryConsumer {

@@ -217,6 +217,16 @@ pub trait BusBackend: Send + Sync + 'static {
     /// kept and the end offset (of the next record to be written). A reader from the start
     /// has seen everything written before the call once it passed every end offset.
     async fn watermarks(&self, topic: &str) -> Result<Vec<Watermarks>, BusError>;
+    /// The records of one partition with offsets in `from..until`, in offset order, read
+    /// outside any consumer group (nothing is committed). Records deleted by retention are
+    /// missing, so the result may start after `from`.
+    async fn read_range(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        until: i64,
+    ) -> Result<Vec<BusMessage>, BusError>;
 }
 
 /// A member of a consumer group.
@@ -366,6 +376,22 @@ impl Bus {
     /// [`BusBackend::watermarks`]).
     pub async fn watermarks(&self, topic: &str) -> Result<Vec<Watermarks>, BusError> {
         self.backend.watermarks(topic).await
+    }
+
+    /// The records of partition `partition` of the full topic name `topic` with offsets in
+    /// `from..until`, outside any group (see [`BusBackend::read_range`]): for a stage that
+    /// rebuilds state from records it did not consume itself.
+    pub async fn read_range(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        until: i64,
+    ) -> Result<Vec<BusMessage>, BusError> {
+        if from >= until {
+            return Ok(Vec::new());
+        }
+        self.backend.read_range(topic, partition, from, until).await
     }
 
     /// Checks the broker answers.

@@ -14,6 +14,7 @@
 mod offsets;
 mod retry;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -97,6 +98,13 @@ pub trait StageHandler: Send {
     /// Called every [`StageOptions::tick`], with the records not yet completed.
     fn tick(&mut self, in_flight: usize) {
         let _ = in_flight;
+    }
+    /// Partitions `(topic, partition)` this member held at the previous tick and no longer
+    /// holds (the group rebalanced): state kept for their keys belongs to their new owner now.
+    /// Checked every [`StageOptions::tick`], before [`StageHandler::tick`].
+    async fn revoked(&mut self, partitions: Vec<(String, i32)>) -> Result<(), Self::Error> {
+        let _ = partitions;
+        Ok(())
     }
     /// Called once after the last batch, at shutdown: finish what was handed over. Tickets
     /// completed before it returns are acknowledged before the consumer leaves.
@@ -221,6 +229,8 @@ pub struct StageRunner {
     /// Built once: refusals are published from the loop without cloning the bus per batch.
     dead_letters: DeadLetters,
     tracker: OffsetTracker,
+    /// The assignment seen at the last tick.
+    assigned: HashSet<(String, i32)>,
     done_tx: mpsc::UnboundedSender<Ticket>,
     done_rx: mpsc::UnboundedReceiver<Ticket>,
 }
@@ -265,6 +275,7 @@ impl StageRunner {
             },
             options,
             tracker: OffsetTracker::default(),
+            assigned: HashSet::new(),
             done_tx,
             done_rx,
         })
@@ -293,6 +304,14 @@ impl StageRunner {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut backoff = Backoff::new(&self.options.retry);
         let mut result = Ok(());
+        // What is assigned already (memory:// assigns on subscribing; Kafka once the group
+        // formed, seen at a later tick).
+        self.assigned = self
+            .consumer
+            .assignment()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         loop {
             let wake = tokio::select! {
                 biased;
@@ -308,6 +327,10 @@ impl StageRunner {
                     continue;
                 }
                 Wake::Tick => {
+                    if let Err(err) = self.notice_revocations(&mut handler).await {
+                        result = Err(err);
+                        break;
+                    }
                     handler.tick(self.tracker.in_flight());
                     continue;
                 }
@@ -437,6 +460,29 @@ impl StageRunner {
             () = shutdown.cancelled() => {}
             () = tokio::time::sleep(wait) => {}
         }
+    }
+
+    /// Tells the handler which partitions it lost since the last tick.
+    async fn notice_revocations<H: StageHandler>(
+        &mut self,
+        handler: &mut H,
+    ) -> Result<(), H::Error> {
+        let Ok(now) = self.consumer.assignment() else {
+            // Unknown for now (e.g. the broker is away): compare again at the next tick.
+            return Ok(());
+        };
+        let now: HashSet<(String, i32)> = now.into_iter().collect();
+        let mut revoked: Vec<(String, i32)> = self.assigned.difference(&now).cloned().collect();
+        self.assigned = now;
+        if revoked.is_empty() {
+            return Ok(());
+        }
+        revoked.sort();
+        tracing::info!(stage = self.stage, ?revoked, "partitions revoked");
+        for (topic, partition) in &revoked {
+            self.tracker.forget(topic, *partition);
+        }
+        handler.revoked(revoked).await
     }
 
     fn ack_completed(&mut self) {

@@ -9,16 +9,29 @@ pub type Ticket = u64;
 
 /// Per partition, the offsets handed out and which of them are done; the committed position is
 /// the end of the contiguous done prefix.
+///
+/// A partition read again from an offset it already handed out (the group moved it, or moved
+/// it away and back, and the consumer restarted at the committed position) starts afresh: the
+/// tickets still in flight from before are forgotten, so that only the new deliveries advance
+/// its position. Otherwise an earlier copy finishing first could commit past a redelivered
+/// record still in progress.
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
     next_ticket: Ticket,
     tickets: HashMap<Ticket, (String, i32, i64)>,
     partitions: HashMap<(String, i32), BTreeMap<i64, bool>>,
+    /// Per partition, the highest offset handed out.
+    highest: HashMap<(String, i32), i64>,
 }
 
 impl OffsetTracker {
     /// Registers a consumed record; returns its ticket.
     pub fn register(&mut self, msg: &BusMessage) -> Ticket {
+        let key = (msg.topic.clone(), msg.partition);
+        if self.highest.get(&key).is_some_and(|h| msg.offset <= *h) {
+            self.forget(&msg.topic, msg.partition);
+        }
+        self.highest.insert(key, msg.offset);
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         self.tickets
@@ -56,6 +69,16 @@ impl OffsetTracker {
             payload: Vec::new(),
             timestamp_ms: None,
         })
+    }
+
+    /// Forgets a partition's records in flight (it was revoked, or is being read again): their
+    /// tickets complete to nothing.
+    pub fn forget(&mut self, topic: &str, partition: i32) {
+        self.tickets
+            .retain(|_, (t, p, _)| !(t.as_str() == topic && *p == partition));
+        let key = (topic.to_owned(), partition);
+        self.partitions.remove(&key);
+        self.highest.remove(&key);
     }
 
     /// Records registered and not yet done.
@@ -103,5 +126,45 @@ mod tests {
         );
         assert_eq!(tracker.in_flight(), 0);
         assert_eq!(tracker.complete(a), None, "a ticket completes once");
+    }
+
+    #[test]
+    fn a_partition_read_again_advances_only_over_the_new_deliveries() {
+        let mut tracker = OffsetTracker::default();
+        let old: Vec<Ticket> = (10..13).map(|o| tracker.register(&msg(0, o))).collect();
+        let other = tracker.register(&msg(1, 5));
+        // The group moved partition 0 back here: delivered again from 10.
+        let again = tracker.register(&msg(0, 10));
+        let next = tracker.register(&msg(0, 11));
+        for ticket in old {
+            assert_eq!(
+                tracker.complete(ticket),
+                None,
+                "earlier copies commit nothing"
+            );
+        }
+        assert_eq!(tracker.complete(next), None, "10 is in flight again");
+        assert_eq!(tracker.complete(again).map(|m| m.offset), Some(11));
+        assert_eq!(
+            tracker.complete(other).map(|m| (m.partition, m.offset)),
+            Some((1, 5)),
+            "other partitions keep theirs"
+        );
+        assert_eq!(tracker.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_revoked_partition_commits_nothing_more() {
+        let mut tracker = OffsetTracker::default();
+        let a = tracker.register(&msg(0, 10));
+        tracker.forget("t", 0);
+        assert_eq!(tracker.complete(a), None);
+        assert_eq!(tracker.in_flight(), 0);
+        let b = tracker.register(&msg(0, 10));
+        assert_eq!(
+            tracker.complete(b).map(|m| m.offset),
+            Some(10),
+            "assigned again"
+        );
     }
 }
