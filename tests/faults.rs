@@ -294,8 +294,6 @@ const SCALE_OUT_SECONDS: usize = 400;
 /// The instances' orphaned-partition watch (`bus.stall_rejoin_s`): past tansu's 45 s session
 /// timeout, so one rejoin finds the dead member gone.
 const SCALE_OUT_STALL_REJOIN_S: u64 = 50;
-/// Long enough for tansu to rebalance the group over its second member.
-const GROUP_SETTLE: Duration = Duration::from_secs(15);
 
 /// Two patients on each half of the partitions: with two members, the range assignor gives
 /// each half to one of them.
@@ -338,9 +336,9 @@ async fn two_infer_instances_split_patients_and_the_survivor_takes_over() {
     rig.start_infer_instances(&models, 2, SCALE_OUT_STALL_REJOIN_S)
         .await
         .expect("start two vigil infer instances");
-    // The second member's join moves half the partitions; a move mid-stream loses the moved
-    // patients' window context (docs/RELIABILITY.md), so the streams start after it.
-    sleep(GROUP_SETTLE).await;
+    // The streams start at once, so the second member's join moves half the partitions while
+    // their patients stream: the new owner replays what their windows need, and no burst may
+    // go unalerted or be alerted twice (docs/RELIABILITY.md).
     let bus = Bus::connect(&rig.bus_config()).await.expect("bus");
     let mut alerts = alerts_reader(&bus).await;
     let patients = scale_out_patients();
@@ -394,6 +392,10 @@ async fn two_infer_instances_split_patients_and_the_survivor_takes_over() {
         .position(|h| h.is_some_and(|n| n > 0.0))
         .expect("an instance holds patients");
     let survivor = 1 - doomed;
+    let replayed_before = rig
+        .infer_instance_metric(survivor, "vigil_inference_replayed_chunks_total")
+        .await
+        .unwrap_or(0.0);
     rig.kill_infer_instance(doomed).await;
     let killed = Instant::now();
 
@@ -415,11 +417,17 @@ async fn two_infer_instances_split_patients_and_the_survivor_takes_over() {
     let rejoins = rig
         .infer_instance_metric(survivor, "vigil_bus_group_rejoins_total")
         .await;
+    let replayed = rig
+        .infer_instance_metric(survivor, "vigil_inference_replayed_chunks_total")
+        .await
+        .unwrap_or(0.0)
+        - replayed_before;
     let raised = raised_per_patient(&events);
     println!(
-        "instance {doomed} SIGKILLed holding {:?} patients; instance {survivor} committed every \
-         EEG record {:.1} s later (lag {lag}) after {rejoins:?} group rejoins; seizure alerts \
-         raised per patient: {raised:?}",
+        "instance {doomed} SIGKILLed holding {:?} patients; instance {survivor} replayed \
+         {replayed} earlier chunks to rebuild their windows ({replayed_before} before the kill) \
+         and committed every EEG record {:.1} s later (lag {lag}) after {rejoins:?} group \
+         rejoins; seizure alerts raised per patient: {raised:?}",
         held[doomed],
         caught_up.as_secs_f64()
     );
@@ -427,6 +435,10 @@ async fn two_infer_instances_split_patients_and_the_survivor_takes_over() {
         anyhow::ensure!(
             lag == 0.0,
             "{lag} EEG records left uncommitted: the survivor did not take over"
+        );
+        anyhow::ensure!(
+            replayed > 0.0,
+            "the survivor took the dead instance's patients over without replaying their windows"
         );
         anyhow::ensure!(
             raised.len() == patients.len() && raised.values().all(|n| *n == 1),

@@ -22,7 +22,10 @@ use vigil_core::bus::{Bus, BusError, BusMessage};
 use vigil_core::codec::{self, DecodeLimits};
 use vigil_core::record::EegChunk;
 
+use vigil_core::telemetry::events::Emit;
+
 use crate::windowing::model_sample_rate;
+use crate::InferenceError;
 
 /// Records per backward read; doubles up to [`MAX_BLOCK`].
 const FIRST_BLOCK: i64 = 256;
@@ -186,6 +189,45 @@ pub(crate) async fn plan(
 
 /// Records per forward read of the replay.
 pub(crate) const REPLAY_BLOCK: i64 = 512;
+
+/// A partition this instance started consuming, and what its replay rebuilt.
+pub(crate) struct PartitionTakenOver<'a> {
+    pub partition: i32,
+    /// The first offset consumed; the replay ends before it.
+    pub until: i64,
+    /// Outcome: the patients and chunks replayed, or why there was no replay (the partition's
+    /// patients' windows then start afresh: points up to a window after the start are not
+    /// evaluated, NaN, never made up).
+    pub replayed: Result<(usize, usize), &'a InferenceError>,
+    pub elapsed: std::time::Duration,
+}
+
+impl Emit for PartitionTakenOver<'_> {
+    fn emit(&self) {
+        let seconds = self.elapsed.as_secs_f64();
+        match self.replayed {
+            Ok((patients, chunks)) => {
+                tracing::info!(
+                    partition = self.partition,
+                    until = self.until,
+                    patients,
+                    chunks,
+                    seconds,
+                    "partition taken over: windows rebuilt from its earlier records"
+                );
+                metrics::counter!("vigil_inference_handovers_total", "outcome" => "replayed")
+                    .increment(1);
+                metrics::counter!("vigil_inference_replayed_chunks_total").increment(chunks as u64);
+            }
+            Err(err) => {
+                tracing::warn!(partition = self.partition, %err, "partition taken over without replay");
+                metrics::counter!("vigil_inference_handovers_total", "outcome" => "failed")
+                    .increment(1);
+            }
+        }
+        metrics::histogram!("vigil_inference_handover_seconds").record(seconds);
+    }
+}
 
 #[cfg(test)]
 mod tests {

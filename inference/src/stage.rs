@@ -38,6 +38,7 @@ use vigil_core::codec::{self, DecodeLimits};
 use vigil_core::config::{AlertPolicies, TrendsConfig};
 use vigil_core::record::{AlertEvent, EegChunk, HrBatch, ModelRef};
 use vigil_core::stage::{Decoded, Delivery, Refusals, StageHandler, StageOptions, StageRunner};
+use vigil_core::telemetry::events::Emit;
 use vigil_core::telemetry::Readiness;
 use vigil_core::CancellationToken;
 
@@ -386,22 +387,16 @@ impl Handover {
             None => {}
         }
         let started = std::time::Instant::now();
-        match self
+        let replayed = self
             .replay(shards, &msg.topic, partition, msg.offset, shutdown)
-            .await
-        {
-            Ok((patients, chunks)) => tracing::info!(
-                partition,
-                until = msg.offset,
-                patients,
-                chunks,
-                seconds = started.elapsed().as_secs_f64(),
-                "partition taken over: windows rebuilt from its earlier records"
-            ),
-            // The windows of its patients then start afresh: points up to a window after the
-            // start are not evaluated (NaN), never made up.
-            Err(err) => tracing::warn!(partition, %err, "partition taken over without replay"),
+            .await;
+        handover::PartitionTakenOver {
+            partition,
+            until: msg.offset,
+            replayed: replayed.as_ref().copied(),
+            elapsed: started.elapsed(),
         }
+        .emit();
         Ok(())
     }
 
