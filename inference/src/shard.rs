@@ -150,6 +150,9 @@ pub(crate) struct Shard {
     /// Windows of `pending` not yet evaluated (the sum of their `waiting`).
     queued: usize,
     peak_queued_windows: usize,
+    /// Records waited in the inbox when the current input was taken: the shard is behind, so
+    /// a patient without a chunk for a while may have chunks waiting, not a stopped device.
+    backlogged: bool,
 }
 
 /// What a shard did, when it stops.
@@ -172,6 +175,7 @@ impl Shard {
             pending: VecDeque::new(),
             queued: 0,
             peak_queued_windows: 0,
+            backlogged: false,
         }
     }
 
@@ -200,7 +204,10 @@ impl Shard {
             }
             if self.pending.is_empty() {
                 match inbox.blocking_recv() {
-                    Some(input) => self.take(input)?,
+                    Some(input) => {
+                        self.backlogged = !inbox.is_empty();
+                        self.take(input)?;
+                    }
                     None => break,
                 }
             }
@@ -208,6 +215,7 @@ impl Shard {
             // costs lag, not memory.
             while self.queued_windows() < self.config.max_queued_windows {
                 let Ok(input) = inbox.try_recv() else { break };
+                self.backlogged = !inbox.is_empty();
                 self.take(input)?;
             }
             self.peak_queued_windows = self.peak_queued_windows.max(self.queued_windows());
@@ -564,14 +572,20 @@ impl Shard {
         self.patients_gauge.set(self.patients.len() as f64);
     }
 
+    /// Finishes patients without EEG for `idle_evict_s`, unless records wait in the inbox:
+    /// behind a backlog (a catch-up, a handover replay) a patient's next chunks may be among
+    /// them, and finishing its stream would cut its windows mid-recording.
     fn evict_idle(&mut self) -> Result<(), InferenceError> {
         let idle = std::time::Duration::from_secs_f64(self.config.idle_evict_s.max(0.0));
-        let stale: Vec<String> = self
-            .patients
-            .iter()
-            .filter(|(_, p)| p.last_seen.elapsed() >= idle)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let stale: Vec<String> = if self.backlogged {
+            Vec::new()
+        } else {
+            self.patients
+                .iter()
+                .filter(|(_, p)| p.last_seen.elapsed() >= idle)
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
         for patient_id in stale {
             tracing::info!(
                 patient_id,
@@ -677,6 +691,51 @@ mod tests {
         ] {
             assert!(text.contains(series), "{series} missing from:\n{text}");
         }
+    }
+
+    /// A patient without EEG for the idle timeout is finished, but not while records wait in
+    /// the shard's inbox: its next chunks may be among them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backlogged_shard_finishes_no_patient() {
+        let Some(weights) = vigil_core::testenv::model_weights() else {
+            return;
+        };
+        let model = Arc::new(SeizureModel::load(&weights).expect("model"));
+        let bus = memory_bus().await;
+        let (done_tx, _done_rx) = vigil_core::stage::Completions::channel();
+        let (lanes, _lane_tasks) = Lanes::spawn(&bus, 1, done_tx, &CancellationToken::new());
+        let config = ShardConfig {
+            idle_evict_s: 0.0,
+            ..test_config(model)
+        };
+        let rows: Vec<Vec<f32>> = (0..2)
+            .map(|seed| {
+                SyntheticChannel {
+                    seed,
+                    ..Default::default()
+                }
+                .generate(256.0, 2.0)
+            })
+            .collect();
+        let mut shard = Shard::new(9, config, AlertBook::default(), lanes);
+        let held = tokio::task::spawn_blocking(move || {
+            shard
+                .take(ShardInput::Eeg(1, Box::new(chunk(0, 0, &rows))))
+                .expect("take a chunk");
+            shard.backlogged = true;
+            shard.evict_idle().expect("evict");
+            let behind = shard.patients.len();
+            shard.backlogged = false;
+            shard.evict_idle().expect("evict");
+            (behind, shard.patients.len())
+        })
+        .await
+        .expect("join");
+        assert_eq!(
+            held,
+            (1, 0),
+            "kept while backlogged, finished once caught up"
+        );
     }
 
     /// A backlog already in the inbox: the shard takes records only while fewer than
