@@ -650,6 +650,27 @@ mod tests {
         }
     }
 
+    /// Two background channels of `seconds` at 256 Hz.
+    fn two_channels(seconds: f64) -> Vec<Vec<f32>> {
+        (0..2)
+            .map(|seed| {
+                SyntheticChannel {
+                    seed,
+                    ..Default::default()
+                }
+                .generate(256.0, seconds)
+            })
+            .collect()
+    }
+
+    /// One lane on a fresh memory bus, whose completed tickets nobody reads.
+    async fn lanes_nobody_completes() -> (Lanes, Bus) {
+        let bus = memory_bus().await;
+        let (done_tx, _done_rx) = vigil_core::stage::Completions::channel();
+        let (lanes, _lane_tasks) = Lanes::spawn(&bus, 1, done_tx, &CancellationToken::new());
+        (lanes, bus)
+    }
+
     /// Each shard reports its own patients under its `shard` label, so a sum over shards is
     /// the instance's total (one unlabelled gauge would show only the shard that wrote last).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -659,19 +680,9 @@ mod tests {
         };
         let metrics = vigil_core::telemetry::metrics_handle();
         let model = Arc::new(SeizureModel::load(&weights).expect("model"));
-        let bus = memory_bus().await;
-        let (done_tx, _done_rx) = vigil_core::stage::Completions::channel();
-        let (lanes, _lane_tasks) = Lanes::spawn(&bus, 1, done_tx, &CancellationToken::new());
+        let (lanes, _bus) = lanes_nobody_completes().await;
         let config = test_config(model);
-        let rows: Vec<Vec<f32>> = (0..2)
-            .map(|seed| {
-                SyntheticChannel {
-                    seed,
-                    ..Default::default()
-                }
-                .generate(256.0, 2.0)
-            })
-            .collect();
+        let rows = two_channels(2.0);
         let mut busy = Shard::new(7, config.clone(), AlertBook::default(), lanes.clone());
         let mut idle = Shard::new(8, config, AlertBook::default(), lanes);
         tokio::task::spawn_blocking(move || {
@@ -701,22 +712,12 @@ mod tests {
             return;
         };
         let model = Arc::new(SeizureModel::load(&weights).expect("model"));
-        let bus = memory_bus().await;
-        let (done_tx, _done_rx) = vigil_core::stage::Completions::channel();
-        let (lanes, _lane_tasks) = Lanes::spawn(&bus, 1, done_tx, &CancellationToken::new());
+        let (lanes, _bus) = lanes_nobody_completes().await;
         let config = ShardConfig {
             idle_evict_s: 0.0,
             ..test_config(model)
         };
-        let rows: Vec<Vec<f32>> = (0..2)
-            .map(|seed| {
-                SyntheticChannel {
-                    seed,
-                    ..Default::default()
-                }
-                .generate(256.0, 2.0)
-            })
-            .collect();
+        let rows = two_channels(2.0);
         let mut shard = Shard::new(9, config, AlertBook::default(), lanes);
         let held = tokio::task::spawn_blocking(move || {
             shard
@@ -754,15 +755,7 @@ mod tests {
         // Two patients, two channels, 340 s: windows end at 300, 320 and 340 s, so 12 windows
         // in all, every one of them queued at once if the shard took the whole inbox.
         let seconds = 340;
-        let rows: Vec<Vec<f32>> = (0..2)
-            .map(|seed| {
-                SyntheticChannel {
-                    seed,
-                    ..Default::default()
-                }
-                .generate(256.0, seconds as f64)
-            })
-            .collect();
+        let rows = two_channels(seconds as f64);
         let (inbox, rx) = mpsc::channel(2 * seconds);
         let mut ticket = 0;
         for seq in 0..seconds {
