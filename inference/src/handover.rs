@@ -21,7 +21,6 @@ use std::collections::HashMap;
 use vigil_core::bus::{Bus, BusError, BusMessage};
 use vigil_core::codec::{self, DecodeLimits};
 use vigil_core::record::EegChunk;
-
 use vigil_core::telemetry::events::Emit;
 
 use crate::windowing::model_sample_rate;
@@ -56,7 +55,7 @@ pub(crate) struct ReplayPlan {
     /// End of the newest chunk on the partition before the start offset.
     newest_end_ns: i64,
     /// Records read by the scan.
-    pub scanned: i64,
+    scanned: i64,
 }
 
 impl ReplayPlan {
@@ -134,11 +133,12 @@ impl ReplayPlan {
     }
 }
 
-/// An EEG chunk as the stage would take it; None for what the stage dead-lettered.
-pub(crate) fn decode_chunk(msg: &BusMessage, limits: &DecodeLimits) -> Option<EegChunk> {
-    let chunk: EegChunk = codec::decode(&msg.payload, limits).ok()?;
-    model_sample_rate(chunk.sample_rate_hz).ok()?;
-    Some(chunk)
+/// An EEG record as the stage takes it: decoded, at a rate the model accepts; the error is
+/// why the stage dead-letters it (a replay skips it, as its first owner did).
+pub(crate) fn decode_chunk(msg: &BusMessage, limits: &DecodeLimits) -> Result<EegChunk, String> {
+    let chunk: EegChunk = codec::decode(&msg.payload, limits).map_err(|e| e.to_string())?;
+    model_sample_rate(chunk.sample_rate_hz).map_err(|e| e.to_string())?;
+    Ok(chunk)
 }
 
 /// Scans partition `partition` of `topic` back from `until` (the first offset this instance
@@ -164,7 +164,7 @@ pub(crate) async fn plan(
         let lo = (hi - block).max(low);
         let records = bus.read_range(topic, partition, lo, hi).await?;
         for msg in records.iter().rev() {
-            if let Some(chunk) = decode_chunk(msg, limits) {
+            if let Ok(chunk) = decode_chunk(msg, limits) {
                 plan.observe(msg.offset, &chunk);
             }
         }

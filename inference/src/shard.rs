@@ -89,6 +89,9 @@ struct PendingChunk {
     slots: Vec<Vec<(usize, Slot)>>,
     final_ends: Vec<usize>,
     waiting: usize,
+    /// Its patient was released: the chunk completes without touching the patient's state
+    /// (a stream started since, by the partition coming back, is not this chunk's).
+    released: bool,
 }
 
 impl PendingChunk {
@@ -118,6 +121,7 @@ impl PendingChunk {
             slots,
             final_ends,
             waiting,
+            released: false,
         }
     }
 }
@@ -421,7 +425,8 @@ impl Shard {
                     if !matches!(slot, Slot::Queued) {
                         continue;
                     }
-                    // A stream is only dropped after its queued windows ran (end_stream).
+                    // A stream is only dropped after its queued windows ran (end_stream) or
+                    // were skipped (release).
                     match stream.as_mut().and_then(|s| s.take_input(ch, *start)) {
                         Some(input) => {
                             *slot = Slot::Running;
@@ -474,9 +479,12 @@ impl Shard {
                         .collect()
                 })
                 .collect();
-            let Some(patient) = self.patients.get_mut(&chunk.patient_id) else {
-                self.send(&chunk.patient_id, Vec::new(), chunk.ticket);
-                continue;
+            let patient = match self.patients.get_mut(&chunk.patient_id) {
+                Some(patient) if !chunk.released => patient,
+                _ => {
+                    self.send(&chunk.patient_id, Vec::new(), chunk.ticket);
+                    continue;
+                }
             };
             let points = patient.stream.complete(results, &chunk.final_ends);
             if chunk.ticket.is_none() {
@@ -558,6 +566,20 @@ impl Shard {
     /// publishing anything: their queued windows are skipped (their records are not
     /// acknowledged here any more) and their wall-clock alert checks stop.
     fn release(&mut self, patients: &[String]) {
+        for chunk in self
+            .pending
+            .iter_mut()
+            .filter(|c| patients.contains(&c.patient_id))
+        {
+            chunk.released = true;
+            for (_, slot) in chunk.slots.iter_mut().flatten() {
+                if matches!(slot, Slot::Queued) {
+                    *slot = Slot::Done(None);
+                    chunk.waiting -= 1;
+                    self.queued -= 1;
+                }
+            }
+        }
         let mut book = lock(&self.book);
         for patient_id in patients {
             let had_stream = self.patients.remove(patient_id).is_some();
@@ -736,6 +758,62 @@ mod tests {
             held,
             (1, 0),
             "kept while backlogged, finished once caught up"
+        );
+    }
+
+    /// A released patient's queued windows are skipped, and its chunk still in the queue
+    /// completes its ticket without touching the stream the partition's return starts anew.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_released_patients_queued_windows_are_skipped() {
+        let Some(weights) = vigil_core::testenv::model_weights() else {
+            return;
+        };
+        let model = Arc::new(SeizureModel::load(&weights).expect("model"));
+        let bus = memory_bus().await;
+        let (done_tx, mut done_rx) = vigil_core::stage::Completions::channel();
+        let (lanes, lane_tasks) = Lanes::spawn(&bus, 1, done_tx, &CancellationToken::new());
+        let rows = two_channels(300.0);
+        let mut shard = Shard::new(10, test_config(model), AlertBook::default(), lanes);
+        let (queued, after_release, seen) = tokio::task::spawn_blocking(move || {
+            // The 300th second completes the first window of both channels.
+            for seq in 0..300 {
+                let input = ShardInput::Eeg(seq as u64, Box::new(chunk(0, seq, &rows)));
+                shard.take(input).expect("take a chunk");
+            }
+            let queued = shard.queued_windows();
+            shard
+                .take(ShardInput::Release(vec!["patient-0".into()]))
+                .expect("release");
+            let after_release = shard.queued_windows();
+            // The partition comes back: a new stream of the patient, then the queue runs.
+            let mut again = chunk(0, 0, &rows);
+            again.stream_id = uuid::Uuid::from_u128(99);
+            shard
+                .take(ShardInput::Eeg(1000, Box::new(again)))
+                .expect("take");
+            shard.drain().expect("drain");
+            let seen = shard.patients["patient-0"].stream.samples_seen;
+            drop(shard);
+            (queued, after_release, seen)
+        })
+        .await
+        .expect("join");
+        assert_eq!(
+            (queued, after_release),
+            (2, 0),
+            "queued windows skipped on release"
+        );
+        assert_eq!(seen, 256, "the new stream holds only its own chunk");
+        for task in lane_tasks {
+            task.await.expect("lane");
+        }
+        let mut done = Vec::new();
+        while let Ok(t) = done_rx.try_recv() {
+            done.push(t);
+        }
+        assert!(
+            done.contains(&299) && done.contains(&1000),
+            "every ticket completes: {done:?}"
         );
     }
 

@@ -48,7 +48,7 @@ use crate::handover;
 use crate::model::SeizureModel;
 use crate::output::{encode, route, Lanes, OutputBatch};
 use crate::shard::{lock, AlertBook, Shard, ShardConfig, ShardInput, ShardReport};
-use crate::windowing::{model_sample_rate, WindowParams};
+use crate::windowing::WindowParams;
 use crate::InferenceError;
 
 pub use crate::patient::STEP_NS;
@@ -439,7 +439,7 @@ impl Handover {
             let Some(last) = records.last() else { break };
             at = last.offset + 1;
             for msg in &records {
-                let Some(chunk) = handover::decode_chunk(msg, &self.limits) else {
+                let Ok(chunk) = handover::decode_chunk(msg, &self.limits) else {
                     continue;
                 };
                 if !plan.wants(msg.offset, &chunk) {
@@ -482,12 +482,8 @@ impl StageHandler for Dispatcher {
                 codec::decode::<HrBatch>(&msg.payload, limits).map(|b| Input::Hr(Box::new(b))),
             );
         }
-        let chunk: EegChunk = match codec::decode(&msg.payload, limits) {
-            Ok(chunk) => chunk,
-            Err(err) => return Decoded::Refuse(err.to_string()),
-        };
         Decoded::from_result(
-            model_sample_rate(chunk.sample_rate_hz).map(|_| Input::Eeg(Box::new(chunk))),
+            handover::decode_chunk(msg, limits).map(|chunk| Input::Eeg(Box::new(chunk))),
         )
     }
 
