@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use vigil_core::bus::{Bus, Topic};
-use vigil_core::codec::{self, DecodeLimits};
+use vigil_core::codec::{self, DecodeLimits, RecordKind};
 use vigil_core::config::VigilConfig;
 use vigil_core::model::PackageOrigin;
 use vigil_core::record::{
@@ -571,8 +571,11 @@ async fn print_outputs(bus: Bus, shutdown: CancellationToken) -> anyhow::Result<
             msg = consumer.recv() => msg?,
         };
         if msg.topic == prob_topic {
-            let record: SeizureProbability = codec::decode(&msg.payload, &limits)?;
-            println!("{}", probability_line(&record, started));
+            // Provisional lower bounds go to screens; the log prints final values only.
+            if codec::peek_kind(&msg.payload, &limits)? != RecordKind::ProvisionalProbability {
+                let record: SeizureProbability = codec::decode(&msg.payload, &limits)?;
+                println!("{}", probability_line(&record, started));
+            }
         } else {
             let event: AlertEvent = codec::decode(&msg.payload, &limits)?;
             println!("{}", alert_line(&event));
@@ -614,6 +617,7 @@ fn alert_line(event: &AlertEvent) -> String {
         AlertTransition::Escalated => "ALERT ESCALATED",
         AlertTransition::Acknowledged => "alert acknowledged",
         AlertTransition::Resolved => "alert resolved",
+        AlertTransition::OnsetRefined => "alert onset refined",
     };
     let mut evidence = Vec::new();
     if let Some(p) = event.evidence.p {

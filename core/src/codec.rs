@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::record::{
-    AlertEvent, DeadLetter, EegChunk, EegTrace, EegTrends, HrBatch, RecordLimits,
-    SeizureProbability, Validate, ValidationError,
+    AlertEvent, DeadLetter, EegChunk, EegTrace, EegTrends, HrBatch, ProvisionalProbability,
+    RecordLimits, SeizureProbability, Validate, ValidationError,
 };
 
 /// First two bytes of every binary record.
@@ -42,6 +42,9 @@ pub enum RecordKind {
     EegTrace = 6,
     /// [`EegTrends`].
     EegTrends = 7,
+    /// [`ProvisionalProbability`]: shares `vigil.eeg.prob` with final values, and readers
+    /// built before it refuse it as an unknown kind instead of taking it for a final one.
+    ProvisionalProbability = 8,
 }
 
 impl RecordKind {
@@ -54,6 +57,7 @@ impl RecordKind {
             5 => Self::DeadLetter,
             6 => Self::EegTrace,
             7 => Self::EegTrends,
+            8 => Self::ProvisionalProbability,
             _ => return None,
         })
     }
@@ -68,6 +72,7 @@ impl RecordKind {
             Self::DeadLetter => "DeadLetter",
             Self::EegTrace => "EegTrace",
             Self::EegTrends => "EegTrends",
+            Self::ProvisionalProbability => "ProvisionalProbability",
         }
     }
 }
@@ -167,6 +172,9 @@ impl Record for EegTrace {
 }
 impl Record for EegTrends {
     const KIND: RecordKind = RecordKind::EegTrends;
+}
+impl Record for ProvisionalProbability {
+    const KIND: RecordKind = RecordKind::ProvisionalProbability;
 }
 
 /// Decoding settings: size cap and record limits.
@@ -290,6 +298,8 @@ pub enum AnyRecord {
     EegTrace(EegTrace),
     /// qEEG trends of one interval.
     EegTrends(EegTrends),
+    /// A provisional lower bound of seizure probabilities.
+    ProvisionalProbability(ProvisionalProbability),
 }
 
 /// Decodes whichever record the header names.
@@ -302,5 +312,8 @@ pub fn decode_any(bytes: &[u8], limits: &DecodeLimits) -> Result<AnyRecord, Code
         RecordKind::DeadLetter => AnyRecord::DeadLetter(decode(bytes, limits)?),
         RecordKind::EegTrace => AnyRecord::EegTrace(decode(bytes, limits)?),
         RecordKind::EegTrends => AnyRecord::EegTrends(decode(bytes, limits)?),
+        RecordKind::ProvisionalProbability => {
+            AnyRecord::ProvisionalProbability(decode(bytes, limits)?)
+        }
     })
 }

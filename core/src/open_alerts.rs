@@ -80,6 +80,7 @@ impl OpenAlerts {
             }
             AlertTransition::Escalated => alert.escalated = true,
             AlertTransition::Resolved => alert.resolved_at_ns = Some(event.at_ns),
+            AlertTransition::OnsetRefined => alert.onset_ns = alert.onset_ns.min(event.onset_ns),
             AlertTransition::Raised => {}
         }
         if event.evidence != AlertEvidence::default() {
@@ -93,12 +94,6 @@ impl OpenAlerts {
     /// The open alert with this id.
     pub fn get(&self, alert_id: &Uuid) -> Option<&OpenAlert> {
         self.open.get(alert_id)
-    }
-
-    /// The open alert with this id, to refine what no event carries (inference moves an
-    /// early alert's onset back when the final values confirm it).
-    pub fn get_mut(&mut self, alert_id: &Uuid) -> Option<&mut OpenAlert> {
-        self.open.get_mut(alert_id)
     }
 
     /// Open alerts, by id.
@@ -148,6 +143,21 @@ mod tests {
             book.apply(&event(1, order[1], 30));
             assert!(book.is_empty(), "closed after {order:?}");
         }
+    }
+
+    #[test]
+    fn an_onset_refinement_moves_the_onset_back_and_changes_no_state() {
+        let mut book = OpenAlerts::default();
+        book.apply(&event(1, AlertTransition::Raised, 10));
+        let mut refined = event(1, AlertTransition::OnsetRefined, 40);
+        refined.onset_ns = 2;
+        book.apply(&refined);
+        refined.onset_ns = 4;
+        book.apply(&refined);
+        let open = book.get(&Uuid::from_u128(1)).expect("open");
+        assert_eq!(open.onset_ns, 2, "only ever earlier");
+        assert!(!open.is_acknowledged() && !open.is_resolved() && !open.escalated);
+        assert_eq!(open.raised_at_ns, 10);
     }
 
     #[test]

@@ -581,16 +581,37 @@ pub struct SeizureProbability {
     pub emitted_ns: i64,
 }
 
+/// The rules shared by final and provisional probabilities: identifiers, times, the grid
+/// step, the point count and the aggregate's range.
+fn check_probability_grid(
+    record: &'static str,
+    (patient_id, model): (&str, &ModelRef),
+    (start_ns, step_ns, emitted_ns): (i64, i64, i64),
+    aggregate_p: &[f32],
+    limits: &RecordLimits,
+) -> Result<(), ValidationError> {
+    check_identifier("patient_id", patient_id, limits.max_label_len)?;
+    check_time("start_ns", start_ns)?;
+    check_time("emitted_ns", emitted_ns)?;
+    if step_ns <= 0 {
+        return Err(ValidationError::Step(step_ns));
+    }
+    check_points(record, aggregate_p.len(), limits.max_points)?;
+    check_probabilities("aggregate_p", aggregate_p)?;
+    check_identifier("model.id", &model.id, limits.max_label_len)?;
+    check_text("model.sha256", &model.sha256, 64)
+}
+
 impl Validate for SeizureProbability {
     fn validate(&self, limits: &RecordLimits) -> Result<(), ValidationError> {
-        check_identifier("patient_id", &self.patient_id, limits.max_label_len)?;
-        check_time("start_ns", self.start_ns)?;
-        check_time("emitted_ns", self.emitted_ns)?;
-        if self.step_ns <= 0 {
-            return Err(ValidationError::Step(self.step_ns));
-        }
+        check_probability_grid(
+            "seizure probability",
+            (&self.patient_id, &self.model),
+            (self.start_ns, self.step_ns, self.emitted_ns),
+            &self.aggregate_p,
+            limits,
+        )?;
         let points = self.aggregate_p.len();
-        check_points("seizure probability", points, limits.max_points)?;
         if self.channels.len() > limits.max_channels {
             return Err(ValidationError::TooManyChannels {
                 found: self.channels.len(),
@@ -613,9 +634,46 @@ impl Validate for SeizureProbability {
             }
             check_probabilities("channel_p", row)?;
         }
-        check_probabilities("aggregate_p", &self.aggregate_p)?;
-        check_identifier("model.id", &self.model.id, limits.max_label_len)?;
-        check_text("model.sha256", &self.model.sha256, 64)
+        Ok(())
+    }
+}
+
+/// The current lower bound of a patient's seizure probability on points that are not final
+/// yet (docs/ALERTS.md, "Early alerting"). Provisional: never stored as the record, and
+/// replaced by the next one; the final [`SeizureProbability`] of a point can only be at or
+/// above its provisional value.
+///
+/// Point `i` covers `[start_ns + i*step_ns, start_ns + (i+1)*step_ns)`. NaN means "not
+/// evaluated yet" (no window has covered the point, or its windows were not evaluable), never
+/// "no seizure". Only the aggregate over channels is carried: it is what screens and alerts
+/// use, and it keeps a record per model step at a few KiB.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionalProbability {
+    /// Patient; the Kafka key.
+    pub patient_id: String,
+    /// Start of the first point, UTC ns since the Unix epoch.
+    pub start_ns: i64,
+    /// Grid step in ns.
+    pub step_ns: i64,
+    /// NaN-aware max over channels of the windows run so far, per point.
+    #[serde(with = "serde_fields::vector")]
+    pub aggregate_p: Vec<f32>,
+    /// The model that produced the values.
+    pub model: ModelRef,
+    /// When inference emitted the record, UTC ns since the Unix epoch.
+    pub emitted_ns: i64,
+}
+
+impl Validate for ProvisionalProbability {
+    fn validate(&self, limits: &RecordLimits) -> Result<(), ValidationError> {
+        check_probability_grid(
+            "provisional probability",
+            (&self.patient_id, &self.model),
+            (self.start_ns, self.step_ns, self.emitted_ns),
+            &self.aggregate_p,
+            limits,
+        )
     }
 }
 
@@ -647,6 +705,10 @@ pub enum AlertTransition {
     Escalated,
     /// The condition ended.
     Resolved,
+    /// A seizure alert raised early, on provisional values, got its final onset, earlier than
+    /// the one it was raised with: `onset_ns` is the refined onset. Not a change of state
+    /// (docs/ALERTS.md, "Early alerting").
+    OnsetRefined,
 }
 
 /// Measurements that justified a transition; absent fields were not part of the decision.

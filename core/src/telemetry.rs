@@ -14,7 +14,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, TelemetryConfig};
@@ -22,6 +22,12 @@ use crate::config::{LogFormat, TelemetryConfig};
 /// Latency buckets in seconds (1 ms .. 30 s), shared by every latency histogram.
 const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Buckets (s) of delays on the scale of a model window: a point's value is provisional for
+/// up to a window (~290 s at the defaults) before it is final.
+const WINDOW_DELAY_BUCKETS: [f64; 10] = [
+    10.0, 30.0, 60.0, 120.0, 180.0, 240.0, 270.0, 300.0, 360.0, 600.0,
 ];
 
 /// Installs the log subscriber and the metrics recorder. Calling it twice is harmless (the
@@ -49,6 +55,12 @@ pub fn metrics_handle() -> PrometheusHandle {
             let builder = PrometheusBuilder::new();
             let builder = builder
                 .set_buckets(&LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("vigil_inference_provisional_to_final_seconds".into()),
+                        &WINDOW_DELAY_BUCKETS,
+                    )
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             match builder.install_recorder() {
                 Ok(handle) => handle,

@@ -34,6 +34,25 @@ fn prob_eq(a: &SeizureProbability, b: &SeizureProbability) -> bool {
         && same_floats(&a.aggregate_p, &b.aggregate_p)
 }
 
+/// A provisional record with a final record's header fields and aggregate.
+fn provisional(p: &SeizureProbability) -> ProvisionalProbability {
+    ProvisionalProbability {
+        patient_id: p.patient_id.clone(),
+        start_ns: p.start_ns,
+        step_ns: p.step_ns,
+        aggregate_p: p.aggregate_p.clone(),
+        model: p.model.clone(),
+        emitted_ns: p.emitted_ns,
+    }
+}
+
+fn provisional_eq(a: &ProvisionalProbability, b: &ProvisionalProbability) -> bool {
+    let (mut a2, mut b2) = (a.clone(), b.clone());
+    a2.aggregate_p.clear();
+    b2.aggregate_p.clear();
+    a2 == b2 && same_floats(&a.aggregate_p, &b.aggregate_p)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -57,6 +76,15 @@ proptest! {
         prop_assert!(prob_eq(&p, &bin));
         let json: SeizureProbability = codec::from_json(&codec::to_json(&p).unwrap(), &limits()).unwrap();
         prop_assert!(prob_eq(&p, &json));
+    }
+
+    #[test]
+    fn provisional_probability_round_trips(p in seizure_probability()) {
+        let p = provisional(&p);
+        let bin: ProvisionalProbability = codec::decode(&codec::encode(&p).unwrap(), &limits()).unwrap();
+        prop_assert!(provisional_eq(&p, &bin));
+        let json: ProvisionalProbability = codec::from_json(&codec::to_json(&p).unwrap(), &limits()).unwrap();
+        prop_assert!(provisional_eq(&p, &json));
     }
 
     #[test]
@@ -143,6 +171,46 @@ fn wire_format_matches_golden_file() {
         encoded.starts_with("56470101"),
         "magic VG, version 1, kind EegChunk"
     );
+}
+
+/// Provisional values share `vigil.eeg.prob` with final ones: a reader of final values must
+/// refuse them by kind (older builds: as an unknown kind), never read them as final.
+#[test]
+fn a_provisional_record_is_never_read_as_a_final_one() {
+    let record = ProvisionalProbability {
+        patient_id: "p1".into(),
+        start_ns: 1_000_000_000,
+        step_ns: 500_000_000,
+        aggregate_p: vec![0.25, f32::NAN, 0.75],
+        model: ModelRef {
+            id: "m".into(),
+            sha256: "0".repeat(64),
+        },
+        emitted_ns: 2_000_000_000,
+    };
+    let bytes = codec::encode(&record).expect("encode");
+    assert_eq!(
+        &bytes[..4],
+        b"VG\x01\x08",
+        "kind byte 8 within wire version 1"
+    );
+    assert!(matches!(
+        codec::decode::<SeizureProbability>(&bytes, &limits()),
+        Err(CodecError::WrongKind {
+            expected: "SeizureProbability",
+            found: "ProvisionalProbability"
+        })
+    ));
+    assert!(matches!(
+        codec::decode_any(&bytes, &limits()),
+        Ok(codec::AnyRecord::ProvisionalProbability(_))
+    ));
+    let mut above = record.clone();
+    above.aggregate_p[0] = 1.5;
+    assert!(matches!(
+        codec::decode::<ProvisionalProbability>(&codec::encode(&above).expect("encode"), &limits()),
+        Err(CodecError::Invalid { .. })
+    ));
 }
 
 #[test]

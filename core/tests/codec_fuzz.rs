@@ -32,6 +32,7 @@ fn decode_everything(bytes: &[u8]) {
             codec::AnyRecord::DeadLetter(r) => r.validate(&limits.record),
             codec::AnyRecord::EegTrace(r) => r.validate(&limits.record),
             codec::AnyRecord::EegTrends(r) => r.validate(&limits.record),
+            codec::AnyRecord::ProvisionalProbability(r) => r.validate(&limits.record),
         };
         assert!(ok.is_ok(), "decoder returned an invalid record");
     }
@@ -42,6 +43,7 @@ fn decode_everything(bytes: &[u8]) {
     let _ = codec::from_json::<DeadLetter>(bytes, &limits);
     let _ = codec::from_json::<EegTrace>(bytes, &limits);
     let _ = codec::from_json::<EegTrends>(bytes, &limits);
+    let _ = codec::from_json::<ProvisionalProbability>(bytes, &limits);
 }
 
 #[derive(Debug, Clone)]

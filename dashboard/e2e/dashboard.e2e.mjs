@@ -71,6 +71,21 @@ async function main() {
     await page.waitForSelector('[data-testid="prob-chart"] canvas');
     await page.waitForSelector('[data-testid="hr-chart"] canvas');
     check(/p = \d\.\d\d|not evaluated/.test(await page.textContent('[data-testid="prob-latest"]')), "latest probability shown");
+    // The seizing patient's provisional lower bound is shown after its final values, marked.
+    await page.waitForSelector('[data-testid="prob-provisional"]', { timeout: 15000 });
+    const provisional = await page.textContent('[data-testid="prob-provisional"]');
+    check(/provisional \u2265 0\.93 @ /.test(provisional), `provisional lower bound shown: ${provisional}`);
+    // ... and drawn: pixels of its dashed series colour (#e57373) on the probability chart.
+    const dashed = await page.evaluate(() => {
+      const c = document.querySelector("#prob-chart canvas");
+      const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      let n = 0;
+      for (let i = 0; i < data.length; i += 4) {
+        if (Math.abs(data[i] - 229) < 20 && Math.abs(data[i + 1] - 115) < 20 && Math.abs(data[i + 2] - 115) < 20) n++;
+      }
+      return n;
+    });
+    check(dashed > 50, `provisional series drawn (${dashed} pixels)`);
     // The probability series holds nulls (not evaluated) and they are drawn as gaps.
     const nulls = await page.evaluate(() => {
       const u = [...document.querySelectorAll("#prob-chart .uplot")].length;

@@ -1,7 +1,7 @@
 //! Test feed for the browser test (`dashboard/e2e/`): a dashboard on the embedded bus with a
 //! SQLite clinical store, a clinician and two assigned patients, and a stream of synthetic
 //! probabilities, heart rate, EEG traces and qEEG trends; patient 1 gets a seizure alert after
-//! 2 s, and has 30 min of stored trends and 5 min of stored EEG around the start.
+//! 2 s (with provisional lower bounds ahead of its final probabilities), and has 30 min of stored trends and 5 min of stored EEG around the start.
 //!
 //! Prints `VIGIL_E2E_URL=<url>` once serving and `ACK <alert_id> <patient> by <user>` for
 //! every acknowledgement that reaches `vigil.alerts`. Runs until stdin closes or SIGTERM.
@@ -23,7 +23,7 @@ use vigil_core::codec::{self, DecodeLimits};
 use vigil_core::config::{BusConfig, DashboardConfig};
 use vigil_core::record::{
     AlertEvent, AlertEvidence, AlertKind, AlertTransition, EegChunk, EegTrace, EegTrends, HrBatch,
-    HrPoint, HrSource, SeizureProbability, SignalUnit,
+    HrPoint, HrSource, ProvisionalProbability, SeizureProbability, SignalUnit,
 };
 use vigil_core::CancellationToken;
 use vigil_dashboard::DashboardState;
@@ -157,6 +157,20 @@ fn probability_at(
     common::probability(patient_id, start_ns, p)
 }
 
+/// The lower bound of the 20 s after `record`, as inference publishes it while windows that
+/// cover a seizure have run but are not all in yet.
+fn provisional_after(record: &SeizureProbability) -> ProvisionalProbability {
+    let points = record.aggregate_p.len() as i64;
+    ProvisionalProbability {
+        patient_id: record.patient_id.clone(),
+        start_ns: record.start_ns + points * record.step_ns,
+        step_ns: record.step_ns,
+        aggregate_p: vec![0.93; 40],
+        model: record.model.clone(),
+        emitted_ns: vigil_core::time::now_ns(),
+    }
+}
+
 async fn feed(
     bus: Bus,
     patients: &[String],
@@ -188,8 +202,13 @@ async fn feed(
             };
             bus.publish_record(Topic::HrRaw, patient, &batch).await?;
             if second % 2 == 0 {
-                let record = probability_at(patient, start_ns, second / 2, k == 0 && second >= 62);
+                let seizing = k == 0 && second >= 62;
+                let record = probability_at(patient, start_ns, second / 2, seizing);
                 bus.publish_record(Topic::EegProb, patient, &record).await?;
+                if seizing {
+                    bus.publish_record(Topic::EegProb, patient, &provisional_after(&record))
+                        .await?;
+                }
             }
             if second >= 50 {
                 bus.publish_record(Topic::EegTrace, patient, &trace(patient, second, start_ns))

@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use vigil_core::bus::{Bus, BusError, BusMessage, Topic};
-use vigil_core::codec::{self, CodecError, DecodeLimits};
-use vigil_core::record::{AlertEvent, EegTrace, EegTrends, HrBatch, SeizureProbability};
+use vigil_core::codec::{self, CodecError, DecodeLimits, RecordKind};
+use vigil_core::record::{
+    AlertEvent, EegTrace, EegTrends, HrBatch, ProvisionalProbability, SeizureProbability,
+};
 use vigil_core::stage::{
     Completions, Decoded, Delivery, Refusals, StageHandler, StageOptions, StageRunner,
 };
@@ -86,6 +88,7 @@ enum Update {
         stale: bool,
     },
     Probability(SeizureProbability),
+    Provisional(ProvisionalProbability),
     HeartRate(HrBatch, Option<i64>),
     Trace(EegTrace),
     Trends(EegTrends),
@@ -113,8 +116,13 @@ impl StageHandler for FeedHandler {
             }
             // Alerts raised long ago may still be open; every other old record is history.
             _ if stale => return Decoded::Skip,
-            Some(ItemKind::Probability) => {
-                codec::decode(&msg.payload, limits).map(Update::Probability)
+            Some(ItemKind::Probability | ItemKind::Provisional) => {
+                match codec::peek_kind(&msg.payload, limits) {
+                    Ok(RecordKind::ProvisionalProbability) => {
+                        codec::decode(&msg.payload, limits).map(Update::Provisional)
+                    }
+                    _ => codec::decode(&msg.payload, limits).map(Update::Probability),
+                }
             }
             Some(ItemKind::HeartRate) => codec::decode(&msg.payload, limits)
                 .map(|batch| Update::HeartRate(batch, published_ns)),
@@ -141,6 +149,10 @@ impl StageHandler for FeedHandler {
                 Update::Probability(r) => {
                     hub.push_probability(r, now);
                     Some(ItemKind::Probability)
+                }
+                Update::Provisional(r) => {
+                    hub.push_provisional(r, now);
+                    Some(ItemKind::Provisional)
                 }
                 Update::HeartRate(b, published_ns) => {
                     hub.push_heart_rate(b, *published_ns, now);

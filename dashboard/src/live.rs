@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use vigil_core::open_alerts::{OpenAlert, OpenAlerts};
 use vigil_core::record::{
-    AlertEvent, AlertEvidence, AlertKind, AlertTransition, EegTrace, EegTrends, HrBatch,
-    SeizureProbability,
+    AlertEvent, AlertEvidence, AlertKind, AlertTransition, EegTrace, EegTrends, HrBatch, ModelRef,
+    ProvisionalProbability, SeizureProbability,
 };
 use vigil_core::telemetry::events::Emit;
 
@@ -38,6 +38,8 @@ use crate::events::ClientDropped;
 pub enum ItemKind {
     /// Seizure probabilities (`vigil.eeg.prob`).
     Probability,
+    /// The lower bound of probabilities not final yet (`vigil.eeg.prob`, provisional kind).
+    Provisional,
     /// Heart-rate points (`vigil.hr.raw`).
     HeartRate,
     /// Display-filtered EEG (`vigil.eeg.trace`).
@@ -53,6 +55,7 @@ impl ItemKind {
     pub fn label(self) -> &'static str {
         match self {
             ItemKind::Probability => "prob",
+            ItemKind::Provisional => "prob_provisional",
             ItemKind::HeartRate => "hr",
             ItemKind::Trace => "trace",
             ItemKind::Trends => "trends",
@@ -356,6 +359,24 @@ impl LiveHub {
         )
     }
 
+    /// Publishes the lower bound of points not final yet; a screen shows it, marked as such,
+    /// after the last final point until the final values arrive.
+    pub fn push_provisional(&self, record: &ProvisionalProbability, now_ns: i64) -> u64 {
+        self.push_inner(
+            &record.patient_id,
+            ItemKind::Provisional,
+            Some(record.emitted_ns),
+            &grid_json(
+                record.start_ns,
+                record.step_ns,
+                &record.model,
+                &record.aggregate_p,
+            ),
+            now_ns,
+            None,
+        )
+    }
+
     /// Publishes a heart-rate batch; `published_ns` is the bus timestamp (ingest's produce
     /// time), the batch itself carries no receipt time.
     pub fn push_heart_rate(&self, batch: &HrBatch, published_ns: Option<i64>, now_ns: i64) -> u64 {
@@ -557,15 +578,25 @@ fn write_fixed(out: &mut String, v: f32, decimals: usize) {
 /// `{"start_ms","step_ms","p":[...],"model"}`: the aggregate probability per grid point,
 /// exactly as inference produced it (NaN = `null` = not evaluated).
 pub fn probability_json(record: &SeizureProbability) -> String {
-    let mut out = String::with_capacity(64 + record.aggregate_p.len() * 8);
+    grid_json(
+        record.start_ns,
+        record.step_ns,
+        &record.model,
+        &record.aggregate_p,
+    )
+}
+
+/// `{"start_ms","step_ms","p":[...],"model"}` of values on the output grid.
+fn grid_json(start_ns: i64, step_ns: i64, model: &ModelRef, values: &[f32]) -> String {
+    let mut out = String::with_capacity(64 + values.len() * 8);
     let _ = write!(
         out,
         r#"{{"start_ms":{},"step_ms":{},"model":{},"p":"#,
-        ns_to_ms(record.start_ns),
-        ns_to_ms(record.step_ns),
-        serde_json::to_string(&record.model.id).unwrap_or_default()
+        ns_to_ms(start_ns),
+        ns_to_ms(step_ns),
+        serde_json::to_string(&model.id).unwrap_or_default()
     );
-    write_floats(&mut out, &record.aggregate_p, None);
+    write_floats(&mut out, values, None);
     out.push('}');
     out
 }

@@ -6,7 +6,7 @@
 //!
 //! Frames (server to browser, JSON text), per patient in order:
 //! 1. `{"type":"snapshot","patient_id","epoch","resumed","last_seq","open_alerts":[..],"items":n}`;
-//! 2. `n` updates `{"type":"prob"|"hr"|"trace"|"alert","patient_id","seq","data":{..}}` from
+//! 2. `n` updates `{"type":"prob"|"prob_provisional"|"hr"|"trace"|"trends"|"alert","patient_id","seq","data":{..}}` from
 //!    the recent ring (ascending `seq`);
 //! 3. `{"type":"snapshot_end","patient_id","last_seq"}`; then live updates with
 //!    `seq > last_seq`, each exactly once.

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use vigil_core::bus::{Bus, Topic};
 use vigil_core::codec::{self, DecodeLimits};
 use vigil_core::config::BusConfig;
-use vigil_core::record::{AlertEvent, AlertKind, AlertTransition};
+use vigil_core::record::{AlertEvent, AlertKind, AlertTransition, ProvisionalProbability};
 use vigil_dashboard::directory::memory::MemoryClinicalStore;
 use vigil_dashboard::directory::HrSample;
 use vigil_dashboard::Role;
@@ -101,6 +101,46 @@ async fn websocket_refuses_unassigned_patients_with_403_problem() {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
         other => panic!("cross-origin socket accepted: {:?}", other.map(|_| ())),
     }
+}
+
+/// Provisional lower bounds share the probability topic; the browser gets them as their own
+/// update type, so it can never draw one as a final value.
+#[tokio::test]
+async fn provisional_probabilities_reach_the_browser_marked_as_such() {
+    let (h, _) = harness(memory_bus()).await;
+    let (cookie, _) = h.login("alice", "alice-pw").await;
+    let final_p = probability("p1", T0, vec![0.1, 0.2]);
+    let provisional = ProvisionalProbability {
+        patient_id: "p1".into(),
+        start_ns: T0 + 1_000_000_000,
+        step_ns: 500_000_000,
+        aggregate_p: vec![0.75, f32::NAN, 0.5],
+        model: final_p.model.clone(),
+        emitted_ns: T0 + 2_000_000_000,
+    };
+    h.bus
+        .publish_record(Topic::EegProb, "p1", &final_p)
+        .await
+        .unwrap();
+    h.bus
+        .publish_record(Topic::EegProb, "p1", &provisional)
+        .await
+        .unwrap();
+    h.wait_for_seq("p1", 2).await;
+    let mut client = h.connect("patients=p1", Some(&cookie)).await.unwrap();
+    let (_, items) = client.snapshot().await;
+    let kinds: Vec<&str> = items.iter().map(|i| i["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["prob", "prob_provisional"]);
+    assert_eq!(items[0]["data"]["p"], serde_json::json!([0.1, 0.2]));
+    assert_eq!(
+        items[1]["data"]["p"],
+        serde_json::json!([0.75, null, 0.5]),
+        "not evaluated yet travels as null"
+    );
+    assert_eq!(
+        items[1]["data"]["start_ms"].as_f64(),
+        Some((T0 + 1_000_000_000) as f64 / 1e6)
+    );
 }
 
 #[tokio::test]

@@ -34,6 +34,7 @@
         epoch: null,
         seen: new Set(),            // sequence numbers applied (two sockets may carry one update)
         prob: new Map(),            // t_ms -> p | null (null = not evaluated)
+        provisional: null,          // {start_ms, step_ms, p}: lower bound of points not final yet
         hr: new Map(),              // t_ms -> bpm
         trace: null,                // { channels, fs, chunks: [{start_ms, samples}] }
         alerts: new Map(),          // alert_id -> view (open alerts)
@@ -66,6 +67,8 @@
     }
     if (e.transition === "escalated") a.escalated = true;
     if (e.transition === "resolved") a.resolved_ms = e.at_ms;
+    // Final values put the seizure's start earlier than the early raise said.
+    if (e.transition === "onset_refined") a.onset_ms = Math.min(a.onset_ms, e.onset_ms);
     if (e.evidence && (e.evidence.p != null || e.evidence.bpm != null || e.evidence.burden != null)) a.evidence = e.evidence;
     if (a.acknowledged_by && a.resolved_ms) d.alerts.delete(e.alert_id);
   }
@@ -85,6 +88,8 @@
     const data = msg.data;
     switch (msg.type) {
       case "prob": addProbability(d, data); break;
+      // Each provisional record replaces the last: it carries every point not final yet.
+      case "prob_provisional": d.provisional = data; break;
       case "hr":
         data.points.forEach(([t, bpm]) => d.hr.set(t, bpm));
         d.lastSignalArrival = Date.now();
@@ -341,6 +346,22 @@
     return Number.isFinite(t) ? { t, p } : null;
   }
 
+  // The provisional lower bound after the last final point, as [t_ms, p | null] pairs.
+  function provisionalSeries(d) {
+    const pr = d.provisional;
+    if (!pr) return [];
+    const lastFinal = (latestProbability(d) || { t: -Infinity }).t;
+    return pr.p.map((p, i) => [pr.start_ms + i * pr.step_ms, p]).filter(([t]) => t > lastFinal);
+  }
+
+  // The newest evaluated provisional point after the last final one: "p >= value so far".
+  function latestProvisional(d) {
+    const evaluated = provisionalSeries(d).filter(([, p]) => p != null);
+    if (!evaluated.length) return null;
+    const [t, p] = evaluated[evaluated.length - 1];
+    return { t, p, max: Math.max(...evaluated.map(([, v]) => v)) };
+  }
+
   // " (3 min old)" when a value's own time is over a minute before now: a tile never shows an
   // old value as if it were current (final probabilities trail the signal by up to a window).
   function ageNote(t) {
@@ -435,19 +456,24 @@
       const dx = patientData(x), dy = patientData(y);
       const s = severity(dy) - severity(dx);
       if (s) return s;
-      const px = (latestProbability(dx) || {}).p ?? -1, py = (latestProbability(dy) || {}).p ?? -1;
+      // A provisional value is a lower bound, so the higher of the two ranks the patient.
+      const rank = (d) => Math.max((latestProbability(d) || {}).p ?? -1, (latestProvisional(d) || {}).p ?? -1);
+      const px = rank(dx), py = rank(dy);
       return py - px || x.localeCompare(y, undefined, { numeric: true });
     });
     tiles.replaceChildren(...sorted.map((id) => {
       const d = patientData(id);
       const lp = latestProbability(d), hr = latestHr(d), sig = signalStatus(d), w = worstAlert(d);
+      const prov = latestProvisional(d);
       const pText = !lp ? el("span", { class: "not-evaluated", text: "no data yet" })
         : lp.p == null ? el("span", { class: "not-evaluated", text: "not evaluated" })
         : el("span", { class: "value", text: fmtP(lp.p) });
+      const provText = prov ? el("span", { class: "provisional", "data-testid": "tile-p-provisional", title: "lower bound of points not final yet",
+        text: ` \u00b7 \u2265 ${fmtP(prov.p)} provisional` }) : null;
       const tile = el("a", { class: `tile sev-${severity(d)}`, href: `#/patient/${encodeURIComponent(id)}`, "data-testid": `tile-${id}`, "data-patient": id },
         el("h3", { text: id }),
         el("div", { class: "row" }, el("span", { text: "Seizure p" }),
-          el("span", { "data-testid": "tile-p" }, pText, lp ? el("span", { class: "muted", "data-testid": "tile-p-time", text: ` @ ${clock(lp.t)}${ageNote(lp.t)}` }) : null)),
+          el("span", { "data-testid": "tile-p" }, pText, lp ? el("span", { class: "muted", "data-testid": "tile-p-time", text: ` @ ${clock(lp.t)}${ageNote(lp.t)}` }) : null, provText)),
         el("div", { class: "row" }, el("span", { text: "Heart rate" }),
           el("span", { "data-testid": "tile-hr" }, hr ? el("span", { class: "value", text: `${Math.round(hr.bpm)} bpm` }) : el("span", { class: "not-evaluated", text: "no data yet" }),
             hr ? el("span", { class: "muted", text: ` @ ${clock(hr.t)}${ageNote(hr.t)}` }) : null)),
@@ -458,12 +484,13 @@
     }));
   }
 
-  // uPlot hook: grey bands with "not evaluated" where the probability is null.
+  // uPlot hook: grey bands with "not evaluated" where every probability series is null.
   function notEvaluatedBands() {
     return {
       hooks: {
         drawClear: [(u) => {
-          const xs = u.data[0], ys = u.data[1], ctx = u.ctx;
+          const xs = u.data[0], ctx = u.ctx;
+          const ys = xs.map((_, k) => (u.data.slice(1).some((s) => s[k] != null) ? 0 : null));
           if (!xs.length) return;
           const step = xs.length > 1 ? xs[1] - xs[0] : 0.5;
           ctx.save();
@@ -564,20 +591,28 @@
   }
 
   function renderProbability(d) {
-    const [xs, ys] = gridSeries(d.prob, 500);
-    const lp = latestProbability(d);
+    // Final values, then the provisional lower bound after them (its own dashed series), on
+    // one time axis: [final, provisional] per point, null where a series has no value.
+    const merged = new Map([...d.prob].map(([t, p]) => [t, [p, null]]));
+    for (const [t, p] of provisionalSeries(d)) merged.set(t, [null, p]);
+    const [xs, pairs] = gridSeries(merged, 500);
+    const ys = pairs.map((v) => (v ? v[0] : null)), ysProvisional = pairs.map((v) => (v ? v[1] : null));
+    const lp = latestProbability(d), prov = latestProvisional(d);
     const latest = $("prob-latest");
     latest.replaceChildren(!lp ? el("span", { class: "not-evaluated", text: "no data yet" })
       : lp.p == null ? el("span", { class: "not-evaluated", text: `not evaluated @ ${clock(lp.t)}` })
-      : el("span", { class: "value", text: `p = ${fmtP(lp.p)} @ ${clock(lp.t)}` }));
+      : el("span", { class: "value", text: `p = ${fmtP(lp.p)} @ ${clock(lp.t)}` }),
+    prov ? el("span", { class: "provisional", "data-testid": "prob-provisional", title: "lower bound: final values can only be at or above it",
+      text: ` \u00b7 provisional \u2265 ${fmtP(prov.p)} @ ${clock(prov.t)} (max so far ${fmtP(prov.max)})` }) : null);
     ensureChart("prob", $("prob-chart"), {
       key: d.id,
       uplot: Object.assign({
         height: 180,
         scales: { x: { time: true }, y: { range: [0, 1] } },
-        series: [{}, { label: "seizure p", stroke: "#c62828", width: 1.5, spanGaps: false, value: (u, v, si, idx) => (idx == null ? "--" : v == null ? "not evaluated" : v.toFixed(3)) }],
+        series: [{}, { label: "seizure p", stroke: "#c62828", width: 1.5, spanGaps: false, value: (u, v, si, idx) => (idx == null ? "--" : v == null ? "not evaluated" : v.toFixed(3)) },
+          { label: "provisional (lower bound)", stroke: "#e57373", width: 1.5, dash: [6, 4], spanGaps: false, value: (u, v, si, idx) => (idx == null || v == null ? "--" : `\u2265 ${v.toFixed(3)}`) }],
       }, notEvaluatedBands()),
-    }, [xs, ys]);
+    }, [xs, ys, ysProvisional]);
   }
 
   function renderHr(d) {
@@ -614,7 +649,7 @@
     });
     $("alert-rows").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: "5", class: "muted", text: "No open alerts" }))]));
     const events = [...d.events.values()].sort((a, b) => b.at_ms - a.at_ms).slice(0, 200).map((e) =>
-      el("li", { text: `${clock(e.at_ms)} ${KIND_LABEL[e.kind] || e.kind} ${e.transition}${e.by ? " by " + e.by : ""} ${evidenceText(e.evidence)}` }));
+      el("li", { text: `${clock(e.at_ms)} ${KIND_LABEL[e.kind] || e.kind} ${e.transition === "onset_refined" ? `onset refined to ${clock(e.onset_ms)}` : e.transition}${e.by ? " by " + e.by : ""} ${evidenceText(e.evidence)}` }));
     $("alert-events").replaceChildren(...events);
   }
 

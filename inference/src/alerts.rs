@@ -243,7 +243,7 @@ impl PatientAlerts {
                     if let Some((onset, secs)) = run {
                         if secs >= self.policy.on_duration_s {
                             match self.early.take() {
-                                Some(id) => self.confirm_early(id, onset),
+                                Some(id) => events.extend(self.confirm_early(id, onset, now_ns)),
                                 None => {
                                     let evidence = self.with_heart_evidence(evidence, onset);
                                     events.push(self.raise(
@@ -351,20 +351,28 @@ impl PatientAlerts {
     }
 
     /// The final values reached an early alert's run: from now on it resolves on final values.
-    /// The final onset can only be at or before the provisional one; it is kept for the
-    /// alert's later events.
-    fn confirm_early(&mut self, id: Uuid, final_onset_ns: i64) {
-        if let Some(alert) = self.open.get_mut(&id) {
-            if final_onset_ns < alert.onset_ns {
-                tracing::info!(
-                    patient_id = self.patient_id,
-                    alert_id = %id,
-                    shift_s = (alert.onset_ns - final_onset_ns) as f64 / 1e9,
-                    "early seizure alert confirmed by final values; onset refined"
-                );
-                alert.onset_ns = final_onset_ns;
-            }
+    /// The final onset can only be at or before the provisional one; when it is earlier, an
+    /// `onset_refined` event says so (the alert's later events carry it too).
+    fn confirm_early(&mut self, id: Uuid, final_onset_ns: i64, now_ns: i64) -> Option<AlertEvent> {
+        let alert = self.open.get(&id)?;
+        if final_onset_ns >= alert.onset_ns {
+            return None;
         }
+        tracing::info!(
+            patient_id = self.patient_id,
+            alert_id = %id,
+            shift_s = (alert.onset_ns - final_onset_ns) as f64 / 1e9,
+            "early seizure alert confirmed by final values; onset refined"
+        );
+        let mut event = self.event(
+            alert,
+            AlertTransition::OnsetRefined,
+            now_ns,
+            AlertEvidence::default(),
+        );
+        event.onset_ns = final_onset_ns;
+        self.open.apply(&event);
+        Some(event)
     }
 
     /// Ictal-tachycardia evidence: the largest heart-rate rise since `ictal_baseline_s`

@@ -24,6 +24,7 @@
 //! files made by `scripts/reference/run` (`tests/parity.rs`).
 
 pub mod alerts;
+mod catch_up;
 pub mod display;
 mod handover;
 pub mod heart_rate;

@@ -1,8 +1,12 @@
 //! One patient's current EEG device stream: per-channel windows, display filters, and the
 //! records made from them.
 
+use std::collections::VecDeque;
 use vigil_core::config::TrendsConfig;
-use vigil_core::record::{EegChunk, EegTrace, EegTrends, ModelRef, SeizureProbability};
+
+use vigil_core::record::{
+    EegChunk, EegTrace, EegTrends, ModelRef, ProvisionalProbability, SeizureProbability,
+};
 
 use crate::display::{DisplayFilter, Mains};
 use crate::model::SeizureModel;
@@ -49,6 +53,9 @@ pub struct PatientStream {
     decimate: u64,
     /// qEEG trends (None when disabled).
     trends: Option<TrendEngine>,
+    /// `(end of the points covered, wall time)` of each provisional record that covered new
+    /// points, oldest first, until final values pass them: for the provisional-to-final delay.
+    provisional_published: VecDeque<(i64, i64)>,
 }
 
 impl PatientStream {
@@ -92,6 +99,7 @@ impl PatientStream {
             displayed: 0,
             decimate: ((chunk.sample_rate_hz / 200.0).floor() as u64).max(1),
             trends,
+            provisional_published: VecDeque::new(),
         })
     }
 
@@ -249,6 +257,60 @@ impl PatientStream {
             .map(|(i, v)| v[first - i..end - i].to_vec())
             .collect();
         Some((self.origin_ns + first as i64 * STEP_NS, aggregate(&rows)))
+    }
+
+    /// The provisional record of `values` (from [`Self::provisional`]) published at
+    /// `now_ns`: trailing points no window has covered yet are left out (they are not
+    /// evaluated *yet*, which the next record shows); None when no point is left.
+    pub fn provisional_record(
+        &mut self,
+        patient_id: &str,
+        start_ns: i64,
+        values: &[f32],
+        model: &ModelRef,
+        now_ns: i64,
+    ) -> Option<ProvisionalProbability> {
+        let covered = values.iter().rposition(|p| !p.is_nan())? + 1;
+        let end_ns = start_ns + covered as i64 * STEP_NS;
+        if self
+            .provisional_published
+            .back()
+            .is_none_or(|&(end, _)| end_ns > end)
+        {
+            self.provisional_published.push_back((end_ns, now_ns));
+        }
+        Some(ProvisionalProbability {
+            patient_id: patient_id.to_owned(),
+            start_ns,
+            step_ns: STEP_NS,
+            aggregate_p: values[..covered].to_vec(),
+            model: model.clone(),
+            emitted_ns: now_ns,
+        })
+    }
+
+    /// How long before `now_ns` a provisional value of `record`'s first point was first
+    /// published: the time a screen showed a lower bound before the final value. None when no
+    /// provisional record covered it (e.g. the stream's end).
+    pub fn provisional_to_final(
+        &mut self,
+        record: &SeizureProbability,
+        now_ns: i64,
+    ) -> Option<i64> {
+        let first_published = self
+            .provisional_published
+            .iter()
+            .find(|&&(end, _)| end > record.start_ns)
+            .map(|&(_, at)| now_ns - at);
+        let final_end = record.start_ns + record.aggregate_p.len() as i64 * record.step_ns;
+        while self
+            .provisional_published
+            .front()
+            .is_some_and(|&(end, _)| end <= final_end)
+        {
+            self.provisional_published.pop_front();
+        }
+        first_published
     }
 
     /// One record for points finalized together on every channel.

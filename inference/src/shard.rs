@@ -50,8 +50,10 @@ pub(crate) enum ShardInput {
     Release(Vec<String>),
     /// A decoded heart-rate batch.
     Hr(Ticket, Box<HrBatch>),
-    /// About once a second: evict idle patients.
-    Tick,
+    /// About once a second: evict patients idle before the read horizon, the instant up to
+    /// which every record of this instance's EEG partitions has reached the shards
+    /// ([`crate::catch_up`]); None = unknown (nobody is evicted).
+    Tick(Option<Instant>),
 }
 
 /// What a shard needs, shared by all shards.
@@ -154,9 +156,6 @@ pub(crate) struct Shard {
     /// Windows of `pending` not yet evaluated (the sum of their `waiting`).
     queued: usize,
     peak_queued_windows: usize,
-    /// Records waited in the inbox when the current input was taken: the shard is behind, so
-    /// a patient without a chunk for a while may have chunks waiting, not a stopped device.
-    backlogged: bool,
 }
 
 /// What a shard did, when it stops.
@@ -179,7 +178,6 @@ impl Shard {
             pending: VecDeque::new(),
             queued: 0,
             peak_queued_windows: 0,
-            backlogged: false,
         }
     }
 
@@ -208,10 +206,7 @@ impl Shard {
             }
             if self.pending.is_empty() {
                 match inbox.blocking_recv() {
-                    Some(input) => {
-                        self.backlogged = !inbox.is_empty();
-                        self.take(input)?;
-                    }
+                    Some(input) => self.take(input)?,
                     None => break,
                 }
             }
@@ -219,7 +214,6 @@ impl Shard {
             // costs lag, not memory.
             while self.queued_windows() < self.config.max_queued_windows {
                 let Ok(input) = inbox.try_recv() else { break };
-                self.backlogged = !inbox.is_empty();
                 self.take(input)?;
             }
             self.peak_queued_windows = self.peak_queued_windows.max(self.queued_windows());
@@ -265,7 +259,7 @@ impl Shard {
                 self.on_heart_rate(ticket, &batch);
                 Ok(())
             }
-            ShardInput::Tick => self.evict_idle(),
+            ShardInput::Tick(read_horizon) => self.evict_idle(read_horizon),
         }
     }
 
@@ -486,6 +480,7 @@ impl Shard {
                     continue;
                 }
             };
+            let ran_windows = results.iter().flatten().any(|(_, output)| output.is_some());
             let points = patient.stream.complete(results, &chunk.final_ends);
             if chunk.ticket.is_none() {
                 // Replayed: the points' first owner published them and their alerts.
@@ -496,6 +491,26 @@ impl Shard {
                 .record(&chunk.patient_id, points, &self.config.model_ref);
             let provisional = patient.stream.provisional();
             let now = vigil_core::time::now_ns();
+            let provisional_record =
+                provisional
+                    .as_ref()
+                    .filter(|_| ran_windows)
+                    .and_then(|(start_ns, values)| {
+                        patient.stream.provisional_record(
+                            &chunk.patient_id,
+                            *start_ns,
+                            values,
+                            &self.config.model_ref,
+                            now,
+                        )
+                    });
+            if let Some(delay_ns) = record
+                .as_ref()
+                .and_then(|r| patient.stream.provisional_to_final(r, now))
+            {
+                metrics::histogram!("vigil_inference_provisional_to_final_seconds")
+                    .record(delay_ns as f64 / 1e9);
+            }
             let mut records: Vec<(Topic, Vec<u8>)> = Vec::new();
             let events = self.alerts(&chunk.patient_id, |alerts| {
                 let mut events = Vec::new();
@@ -513,6 +528,11 @@ impl Shard {
                 events
             });
             records.extend(record.iter().filter_map(|r| encode(Topic::EegProb, r)));
+            records.extend(
+                provisional_record
+                    .iter()
+                    .filter_map(|r| encode(Topic::EegProb, r)),
+            );
             records.extend(events.iter().filter_map(|e| encode(Topic::Alerts, e)));
             self.send(&chunk.patient_id, records, chunk.ticket);
         }
@@ -594,19 +614,21 @@ impl Shard {
         self.patients_gauge.set(self.patients.len() as f64);
     }
 
-    /// Finishes patients without EEG for `idle_evict_s`, unless records wait in the inbox:
-    /// behind a backlog (a catch-up, a handover replay) a patient's next chunks may be among
-    /// them, and finishing its stream would cut its windows mid-recording.
-    fn evict_idle(&mut self) -> Result<(), InferenceError> {
+    /// Finishes patients without EEG for `idle_evict_s` before `read_horizon`: every record
+    /// the broker held then has reached this shard (inputs are taken in order), so none of
+    /// theirs is waiting. Measured on the wall clock alone, a paused consumer or a backlog
+    /// would look like stopped devices, and finishing their streams would cut their windows
+    /// mid-recording ([`crate::catch_up`]).
+    fn evict_idle(&mut self, read_horizon: Option<Instant>) -> Result<(), InferenceError> {
         let idle = std::time::Duration::from_secs_f64(self.config.idle_evict_s.max(0.0));
-        let stale: Vec<String> = if self.backlogged {
-            Vec::new()
-        } else {
-            self.patients
+        let stale: Vec<String> = match read_horizon {
+            None => Vec::new(),
+            Some(horizon) => self
+                .patients
                 .iter()
-                .filter(|(_, p)| p.last_seen.elapsed() >= idle)
+                .filter(|(_, p)| horizon.saturating_duration_since(p.last_seen) >= idle)
                 .map(|(id, _)| id.clone())
-                .collect()
+                .collect(),
         };
         for patient_id in stale {
             tracing::info!(
@@ -712,8 +734,8 @@ mod tests {
                 let input = ShardInput::Eeg(patient as u64, Box::new(chunk(patient, 0, &rows)));
                 busy.take(input).expect("take a chunk");
             }
-            busy.evict_idle().expect("report");
-            idle.evict_idle().expect("report");
+            busy.evict_idle(None).expect("report");
+            idle.evict_idle(None).expect("report");
         })
         .await
         .expect("join");
@@ -726,38 +748,46 @@ mod tests {
         }
     }
 
-    /// A patient without EEG for the idle timeout is finished, but not while records wait in
-    /// the shard's inbox: its next chunks may be among them.
+    /// A patient is finished once the read horizon is an idle timeout past its last chunk,
+    /// however long ago that was on the wall clock: while the horizon stands still (a paused
+    /// consumer, a backlog) nobody is.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_backlogged_shard_finishes_no_patient() {
+    async fn a_patient_is_finished_only_once_its_partitions_are_read_past_the_timeout() {
         let Some(weights) = vigil_core::testenv::model_weights() else {
             return;
         };
         let model = Arc::new(SeizureModel::load(&weights).expect("model"));
         let (lanes, _bus) = lanes_nobody_completes().await;
         let config = ShardConfig {
-            idle_evict_s: 0.0,
+            idle_evict_s: 1.0,
             ..test_config(model)
         };
         let rows = two_channels(2.0);
         let mut shard = Shard::new(9, config, AlertBook::default(), lanes);
         let held = tokio::task::spawn_blocking(move || {
+            let before = Instant::now();
             shard
                 .take(ShardInput::Eeg(1, Box::new(chunk(0, 0, &rows))))
                 .expect("take a chunk");
-            shard.backlogged = true;
-            shard.evict_idle().expect("evict");
-            let behind = shard.patients.len();
-            shard.backlogged = false;
-            shard.evict_idle().expect("evict");
-            (behind, shard.patients.len())
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+            let mut held = Vec::new();
+            for horizon in [
+                None,
+                Some(before),
+                Some(Instant::now() - std::time::Duration::from_millis(500)),
+                Some(Instant::now()),
+            ] {
+                shard.take(ShardInput::Tick(horizon)).expect("tick");
+                held.push(shard.patients.len());
+            }
+            held
         })
         .await
         .expect("join");
         assert_eq!(
             held,
-            (1, 0),
-            "kept while backlogged, finished once caught up"
+            [1, 1, 1, 0],
+            "kept while the horizon is unknown or short of the timeout, finished past it"
         );
     }
 

@@ -13,9 +13,10 @@
 //!   over its contiguous done prefix.
 //! - Seizure alerts are raised as soon as provisional values make them certain
 //!   ([`PatientAlerts::on_provisional`], docs/ALERTS.md), minutes before points are final.
-//! - A patient without EEG for `inference.idle_evict_s`, or whose stream ends (new session,
-//!   other channels or rate, a gap over `max_gap_s`), is finished: its remaining points are
-//!   published and its state freed.
+//! - A patient without EEG for `inference.idle_evict_s` (measured against how far the
+//!   instance has read its partitions, so a paused consumer finishes nobody:
+//!   [`crate::catch_up`]), or whose stream ends (new session, other channels or rate, a gap
+//!   over `max_gap_s`), is finished: its remaining points are published and its state freed.
 //!
 //! Heart-rate batches feed the patient's alert state ([`PatientAlerts::on_heart_rate`]). Both
 //! topics are consumed by one group with the same partition count and key, so a patient's EEG
@@ -43,6 +44,7 @@ use vigil_core::telemetry::Readiness;
 use vigil_core::CancellationToken;
 
 use crate::alerts::{run_ticks, PatientAlerts, TokioClock};
+use crate::catch_up::{self, CatchUp, Snapshot};
 use crate::display::Mains;
 use crate::handover;
 use crate::model::SeizureModel;
@@ -148,10 +150,10 @@ impl Shards {
         Ok(())
     }
 
-    fn tick(&self) {
+    fn tick(&self, read_horizon: Option<std::time::Instant>) {
         for inbox in &self.inboxes {
             // A full inbox is busy anyway; the next tick comes in a second.
-            let _ = inbox.try_send(ShardInput::Tick);
+            let _ = inbox.try_send(ShardInput::Tick(read_horizon));
         }
     }
 
@@ -220,6 +222,14 @@ impl InferenceStage {
             shutdown.clone(),
         ));
         let timed = tokio::spawn(publish_timed_alerts(tick_rx, lanes.clone()));
+        let (watermarks_tx, watermarks) = mpsc::channel::<Snapshot>(16);
+        let poller = tokio::spawn(catch_up::poll_watermarks(
+            self.bus.clone(),
+            self.bus.topic(Topic::EegRaw),
+            catch_up::poll_interval(self.idle_evict_s),
+            watermarks_tx,
+            shutdown.clone(),
+        ));
         let workers = if self.workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -243,11 +253,13 @@ impl InferenceStage {
                 lookback_s: self.params.handover_lookback_s(),
                 positions: HashMap::new(),
                 partition_of: HashMap::new(),
+                catch_up: CatchUp::default(),
             },
+            watermarks,
             running: Some(Running {
                 shards,
                 lanes,
-                tasks: vec![follower, ticks, timed],
+                tasks: vec![follower, ticks, timed, poller],
                 lane_tasks,
             }),
             shutdown: shutdown.clone(),
@@ -348,6 +360,8 @@ struct Dispatcher {
     hr_topic: String,
     eeg_topic: String,
     handover: Handover,
+    /// High-watermark snapshots of the EEG topic, for the read horizon ([`crate::catch_up`]).
+    watermarks: mpsc::Receiver<Snapshot>,
     running: Option<Running>,
     shutdown: CancellationToken,
 }
@@ -363,6 +377,8 @@ struct Handover {
     positions: HashMap<i32, i64>,
     /// Patient -> the EEG partition their records came from.
     partition_of: HashMap<String, i32>,
+    /// How far `positions` have read, in wall time: idle eviction's clock.
+    catch_up: CatchUp,
 }
 
 impl Handover {
@@ -383,7 +399,10 @@ impl Handover {
         }
         match last {
             Some(last) if msg.offset > last => return Ok(()),
-            Some(_) => shards.release(self.take_patients(partition)).await?,
+            Some(_) => {
+                self.catch_up.forget(partition);
+                shards.release(self.take_patients(partition)).await?;
+            }
             None => {}
         }
         let started = std::time::Instant::now();
@@ -525,6 +544,7 @@ impl StageHandler for Dispatcher {
         for (topic, partition) in partitions {
             if topic == self.eeg_topic {
                 self.handover.positions.remove(&partition);
+                self.handover.catch_up.forget(partition);
                 let patients = self.handover.take_patients(partition);
                 running.shards.release(patients).await?;
             }
@@ -533,8 +553,12 @@ impl StageHandler for Dispatcher {
     }
 
     fn tick(&mut self, in_flight: usize) {
+        while let Ok(snapshot) = self.watermarks.try_recv() {
+            self.handover.catch_up.observe(snapshot);
+        }
+        let read_horizon = self.handover.catch_up.horizon(&self.handover.positions);
         if let Some(running) = &self.running {
-            running.shards.tick();
+            running.shards.tick(read_horizon);
         }
         metrics::gauge!("vigil_inference_records_in_flight").set(in_flight as f64);
     }

@@ -326,6 +326,16 @@ proptest! {
             only(&with_early, AlertTransition::Resolved),
             "resolution waits for final values and carries the final onset"
         );
+        // An early onset later than the final one is refined by one event, to the final onset.
+        let refined: Vec<i64> = only(&with_early, AlertTransition::OnsetRefined).iter().map(|r| r.3).collect();
+        let expected: Vec<i64> = late
+            .iter()
+            .zip(&early)
+            .filter(|(l, e)| l.0 == AlertKind::Seizure && e.3 > l.3)
+            .map(|(l, _)| l.3)
+            .collect();
+        prop_assert_eq!(refined, expected, "one onset refinement per early onset after the final one");
+        prop_assert!(only(&final_only, AlertTransition::OnsetRefined).is_empty());
     }
 }
 
@@ -354,6 +364,32 @@ fn a_provisional_run_raises_before_the_points_are_final() {
     assert_eq!(resolved.len(), 1);
     assert_eq!(resolved[0].transition, AlertTransition::Resolved);
     assert_eq!(resolved[0].alert_id, raised[0].alert_id);
+}
+
+/// Final values that put the run's start before the early raise's onset refine the alert:
+/// one `onset_refined` event under the same id, no second alert, and the resolution carries
+/// the refined onset.
+#[test]
+fn final_values_refine_an_early_alerts_onset() {
+    let mut alerts = PatientAlerts::new("p1", AlertPolicy::default());
+    assert!(alerts.on_probability(&record(0, &[0.1; 10]), 0).is_empty());
+    // Provisional values cover the run from point 20 on; the final ones show it from 14.
+    let raised = alerts.on_provisional(T0 + 20 * STEP, STEP, &[0.9; 20], 1);
+    assert_eq!(raised.len(), 1);
+    let mut finals = vec![0.1f32; 4];
+    finals.extend([0.9; 26]);
+    let refined = alerts.on_probability(&record(10, &finals), 2);
+    assert_eq!(refined.len(), 1, "{refined:?}");
+    assert_eq!(refined[0].transition, AlertTransition::OnsetRefined);
+    assert_eq!(refined[0].alert_id, raised[0].alert_id);
+    assert_eq!(refined[0].onset_ns, T0 + 14 * STEP);
+    assert_eq!(raised[0].onset_ns, T0 + 20 * STEP);
+    let resolved = alerts.on_probability(&record(40, &[0.1; 60]), 3);
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(
+        (resolved[0].transition, resolved[0].onset_ns),
+        (AlertTransition::Resolved, T0 + 14 * STEP)
+    );
 }
 
 /// Another instance takes the patient over after an early raise: it knows the alert from the

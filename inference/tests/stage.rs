@@ -9,12 +9,12 @@ use std::time::Duration;
 use tokio::time::timeout;
 use uuid::Uuid;
 use vigil_core::bus::{Bus, BusConsumer, BusMessage, Topic};
-use vigil_core::codec::{self, DecodeLimits, Record};
+use vigil_core::codec::{self, DecodeLimits, Record, RecordKind};
 use vigil_core::config::BusConfig;
 use vigil_core::config::{AlertPolicies, TrendsConfig};
 use vigil_core::record::{
     AlertEvent, AlertKind, AlertTransition, DeadLetter, EegChunk, EegTrace, EegTrends, HrBatch,
-    HrPoint, HrSource, ModelRef, MontageKind, SeizureProbability,
+    HrPoint, HrSource, ModelRef, MontageKind, ProvisionalProbability, SeizureProbability,
 };
 use vigil_core::telemetry::Readiness;
 use vigil_core::CancellationToken;
@@ -65,6 +65,37 @@ async fn next_record<R: Record>(consumer: &mut Box<dyn BusConsumer>) -> (BusMess
         .expect("recv");
     let record = codec::decode(&msg.payload, &DecodeLimits::default()).expect("valid record");
     (msg, record)
+}
+
+/// A record of `vigil.eeg.prob`: final values, or the provisional lower bound published
+/// ahead of them.
+enum Probability {
+    Final(SeizureProbability),
+    Provisional(ProvisionalProbability),
+}
+
+async fn next_probability(consumer: &mut Box<dyn BusConsumer>) -> (BusMessage, Probability) {
+    let msg = timeout(WAIT, consumer.recv())
+        .await
+        .expect("a record in time")
+        .expect("recv");
+    let limits = DecodeLimits::default();
+    let record = match codec::peek_kind(&msg.payload, &limits) {
+        Ok(RecordKind::ProvisionalProbability) => {
+            Probability::Provisional(codec::decode(&msg.payload, &limits).expect("provisional"))
+        }
+        _ => Probability::Final(codec::decode(&msg.payload, &limits).expect("final")),
+    };
+    (msg, record)
+}
+
+/// The next final probability record; provisional ones before it are passed over.
+async fn next_final(consumer: &mut Box<dyn BusConsumer>) -> (BusMessage, SeizureProbability) {
+    loop {
+        if let (msg, Probability::Final(record)) = next_probability(consumer).await {
+            return (msg, record);
+        }
+    }
 }
 
 /// One second (`seq`) of `rows` as a chunk of `patient_id`'s stream at 256 Hz.
@@ -187,10 +218,24 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
     let expected_points = 101;
     let mut probs = reader(&bus, Topic::EegProb).await;
     let mut got: Vec<SeizureProbability> = Vec::new();
+    let mut provisional: Vec<ProvisionalProbability> = Vec::new();
+    let mut final_end = T0;
     while got.iter().map(|p| p.aggregate_p.len()).sum::<usize>() < expected_points {
-        let (msg, record) = next_record::<SeizureProbability>(&mut probs).await;
+        let (msg, record) = next_probability(&mut probs).await;
         assert_eq!(msg.key, b"patient-1");
-        got.push(record);
+        match record {
+            Probability::Final(record) => {
+                final_end = record.start_ns + record.aggregate_p.len() as i64 * STEP_NS;
+                got.push(record);
+            }
+            Probability::Provisional(record) => {
+                assert_eq!(
+                    record.start_ns, final_end,
+                    "a provisional record starts at the first point not final yet"
+                );
+                provisional.push(record);
+            }
+        }
         probs.ack(&msg).expect("ack");
     }
     let mut dlq = reader(&bus, Topic::Dlq).await;
@@ -330,6 +375,42 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
         background_peak < 0.2,
         "background stays low: {background_peak}"
     );
+    // Provisional values were published ahead of the final ones, and each is a lower bound:
+    // at or below the value of its point over every window of the recording (the offline
+    // reference), which is evaluated, and at or below its streamed final value.
+    assert!(
+        provisional
+            .iter()
+            .any(|r| r.aggregate_p.iter().any(|&p| p > 0.9)),
+        "the burst was shown provisionally before its points were final"
+    );
+    let (mut bounded, mut bounded_by_final) = (0, 0);
+    for record in &provisional {
+        for (k, &lower) in record.aggregate_p.iter().enumerate() {
+            if lower.is_nan() {
+                continue;
+            }
+            let index = (record.start_ns - T0) / STEP_NS + k as i64;
+            let index = usize::try_from(index).expect("after the stream's start");
+            let whole = expected.iter().map(|ch| ch[index]).fold(f32::NAN, f32::max);
+            assert!(
+                whole >= lower - 1e-6,
+                "point {index}: provisional {lower} above the whole recording's {whole}"
+            );
+            bounded += 1;
+            if let Some(&last) = aggregate.get(index) {
+                assert!(
+                    last >= lower - 1e-6,
+                    "point {index}: provisional {lower} above final {last}"
+                );
+                bounded_by_final += 1;
+            }
+        }
+    }
+    assert!(
+        bounded > 400 && bounded_by_final > 20,
+        "provisional points checked: {bounded}, against final values {bounded_by_final}"
+    );
 
     // Every input was acknowledged: the group has nothing left to read.
     let mut again = bus.subscribe(&group, &[raw]).await.expect("resubscribe");
@@ -357,7 +438,7 @@ async fn stage_turns_chunks_into_reference_probabilities(config: BusConfig) {
     let mut next = T0 + expected_points as i64 * STEP_NS;
     let mut second: Vec<SeizureProbability> = Vec::new();
     while next < final_until {
-        let (msg, record) = next_record::<SeizureProbability>(&mut probs).await;
+        let (msg, record) = next_final(&mut probs).await;
         probs.ack(&msg).expect("ack");
         assert_eq!(
             record.start_ns, next,
@@ -583,7 +664,7 @@ async fn stage_finishes_a_stopped_device(config: BusConfig) {
     let mut got: Vec<f32> = Vec::new();
     let mut next = T0;
     while got.len() < expected.len() {
-        let (_, record) = next_record::<SeizureProbability>(&mut probs).await;
+        let (_, record) = next_final(&mut probs).await;
         assert_eq!(record.start_ns, next, "contiguous grid");
         next += record.aggregate_p.len() as i64 * STEP_NS;
         got.extend(record.channel_p[0].iter().copied());
@@ -643,7 +724,7 @@ async fn collect_points(
     until_ns: i64,
 ) {
     while points.last_key_value().is_none_or(|(t, _)| *t < until_ns) {
-        let (_, record) = next_record::<SeizureProbability>(probs).await;
+        let (_, record) = next_final(probs).await;
         for (k, &p) in record.channel_p[0].iter().enumerate() {
             let t = record.start_ns + k as i64 * STEP_NS;
             if let Some(before) = points.insert(t, p) {

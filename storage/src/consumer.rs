@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use vigil_core::bus::{Bus, BusError, BusMessage, Topic};
-use vigil_core::codec::{self, DecodeLimits};
+use vigil_core::codec::{self, DecodeLimits, RecordKind};
 use vigil_core::config::StorageConfig;
 use vigil_core::record::{
     AlertEvent, DeadLetter, EegChunk, EegTrends, HrBatch, SeizureProbability,
@@ -205,6 +205,13 @@ fn decode(msg: &BusMessage, topic: Option<Topic>, limits: &DecodeLimits) -> Deco
             }
             decoded => stored(decoded, StoredRecord::Hr),
         },
+        // Provisional lower bounds share the topic; final values are the record.
+        Some(Topic::EegProb)
+            if codec::peek_kind(&msg.payload, limits)
+                .is_ok_and(|kind| kind == RecordKind::ProvisionalProbability) =>
+        {
+            Decoded::Skip
+        }
         Some(Topic::EegProb) => stored(codec::decode(&msg.payload, limits), StoredRecord::Prob),
         Some(Topic::EegTrends) => stored(codec::decode(&msg.payload, limits), StoredRecord::Trends),
         Some(Topic::Alerts) => stored(codec::decode(&msg.payload, limits), StoredRecord::Alert),

@@ -23,7 +23,7 @@ use uuid::Uuid;
 use vigil_core::bus::{Bus, Topic};
 use vigil_core::codec;
 use vigil_core::config::{BusConfig, StorageConfig};
-use vigil_core::record::{AlertKind, AlertTransition, HrBatch};
+use vigil_core::record::{AlertKind, AlertTransition, HrBatch, ProvisionalProbability};
 use vigil_core::telemetry::Readiness;
 use vigil_core::CancellationToken;
 use vigil_storage::archive::Archive;
@@ -147,6 +147,19 @@ async fn end_to_end(db: &TestDb, bus_config: BusConfig, label: &str) {
     bus.publish_record(Topic::EegProb, PATIENT, &prob(PATIENT, 0, 10))
         .await
         .expect("prob");
+    // A provisional lower bound on the same topic: skipped, neither stored nor dead-lettered.
+    let later = prob(PATIENT, 10, 6);
+    let provisional = ProvisionalProbability {
+        patient_id: later.patient_id,
+        start_ns: later.start_ns,
+        step_ns: later.step_ns,
+        aggregate_p: later.aggregate_p,
+        model: later.model,
+        emitted_ns: later.emitted_ns,
+    };
+    bus.publish_record(Topic::EegProb, PATIENT, &provisional)
+        .await
+        .expect("provisional");
     let trends = common::trends(PATIENT, stream, 0, 4);
     for t in &trends {
         bus.publish_record(Topic::EegTrends, PATIENT, t)
@@ -244,6 +257,11 @@ async fn end_to_end(db: &TestDb, bus_config: BusConfig, label: &str) {
     let alerts = store.alerts(&all(PATIENT)).await.expect("alerts").items;
     assert_eq!(alerts[0].state, AlertTransition::Acknowledged);
     let counts = store.row_counts().await.expect("counts");
+    assert_eq!(
+        (counts["seizure_prob"], counts["dead_letters"]),
+        (10, 2),
+        "{label}: final points only, the provisional record not dead-lettered"
+    );
 
     // Restart: nothing that was stored is redelivered (offsets were committed), and
     // records published while the stage was down arrive exactly once.

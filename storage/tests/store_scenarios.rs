@@ -9,7 +9,7 @@ use common::{alert, chunk, hr, prob, trends, TestDb, PATIENT, SEC, T0};
 use uuid::Uuid;
 use vigil_core::codec;
 use vigil_core::config::RetentionConfig;
-use vigil_core::record::{AlertKind, AlertTransition, DeadLetter};
+use vigil_core::record::{AlertEvidence, AlertKind, AlertTransition, DeadLetter};
 use vigil_ingest::{DeviceDirectory, NewDevice, SqlDeviceDirectory};
 use vigil_storage::{
     AuditEntry, HistoryQuery, Role, StorageError, Store, StoredDeadLetter, WriteBatch,
@@ -289,6 +289,72 @@ async fn batch_boundaries_do_not_matter(db: &TestDb) {
     let alerts = store.alerts(&query(PATIENT, 10)).await.expect("alerts");
     assert_eq!(alerts.items[0].state, AlertTransition::Resolved);
     assert_eq!(alerts.items[0].events.len(), 2);
+
+    // An early seizure alert whose onset final values refine: the refinement moves the
+    // summary's onset back (never forward) and is kept as an event, but is not a state.
+    let early = Uuid::new_v4();
+    let mut refined = alert(
+        PATIENT,
+        early,
+        AlertKind::Seizure,
+        AlertTransition::OnsetRefined,
+        300,
+    );
+    refined.onset_ns -= 25 * SEC;
+    refined.evidence = AlertEvidence::default();
+    let mut late = refined.clone();
+    late.onset_ns += 40 * SEC;
+    late.at_ns += SEC;
+    for batch in [
+        vec![alert(
+            PATIENT,
+            early,
+            AlertKind::Seizure,
+            AlertTransition::Raised,
+            30,
+        )],
+        vec![
+            alert(
+                PATIENT,
+                early,
+                AlertKind::Seizure,
+                AlertTransition::Acknowledged,
+                40,
+            ),
+            refined.clone(),
+        ],
+        vec![late],
+    ] {
+        store
+            .write_batch(&WriteBatch {
+                alerts: batch,
+                ..WriteBatch::default()
+            })
+            .await
+            .expect("alert");
+    }
+    let seizure = store
+        .alerts(&query(PATIENT, 10))
+        .await
+        .expect("alerts")
+        .items
+        .into_iter()
+        .find(|a| a.alert_id == early)
+        .expect("the seizure alert");
+    assert_eq!(
+        (seizure.state, seizure.onset_ns),
+        (AlertTransition::Acknowledged, refined.onset_ns),
+        "{}",
+        db.kind
+    );
+    assert_eq!(
+        seizure
+            .events
+            .iter()
+            .filter(|e| e.transition == AlertTransition::OnsetRefined)
+            .count(),
+        2
+    );
 
     // One batch larger than a statement (1,200 points, 300 chunks of 2 KiB blobs).
     let stream2 = Uuid::new_v4();

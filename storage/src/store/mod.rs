@@ -44,6 +44,7 @@ const DELETE_CHUNK: i64 = 10_000;
 trait DialectSql {
     fn ignore_duplicates(self, key_column: &str) -> String;
     fn alert_upsert_suffix(self) -> &'static str;
+    fn alert_onset_refine(self) -> &'static str;
     fn bounded_delete(self, table: &str, column: &str) -> String;
 }
 
@@ -57,14 +58,16 @@ impl DialectSql for Dialect {
         }
     }
 
-    /// Upsert of an alert's summary row: first/last transition time and the state of the
-    /// latest transition. Idempotent and order-independent.
+    /// Upsert of an alert's summary row: first/last transition time, the state of the
+    /// latest transition and the earliest onset (events after an onset refinement carry the
+    /// refined one). Idempotent and order-independent.
     fn alert_upsert_suffix(self) -> &'static str {
         match self {
             Dialect::Sqlite => {
                 " ON CONFLICT (alert_id) DO UPDATE SET \
                  state = CASE WHEN excluded.last_at_ns >= alerts.last_at_ns \
                    THEN excluded.state ELSE alerts.state END, \
+                 onset_ns = MIN(alerts.onset_ns, excluded.onset_ns), \
                  first_at_ns = MIN(alerts.first_at_ns, excluded.first_at_ns), \
                  last_at_ns = MAX(alerts.last_at_ns, excluded.last_at_ns)"
             }
@@ -73,9 +76,18 @@ impl DialectSql for Dialect {
             Dialect::MySql => {
                 " ON DUPLICATE KEY UPDATE \
                  state = IF(VALUES(last_at_ns) >= last_at_ns, VALUES(state), state), \
+                 onset_ns = LEAST(onset_ns, VALUES(onset_ns)), \
                  first_at_ns = LEAST(first_at_ns, VALUES(first_at_ns)), \
                  last_at_ns = GREATEST(last_at_ns, VALUES(last_at_ns))"
             }
+        }
+    }
+
+    /// Moves an alert's summary onset back to `?` (the refined onset) for alert id `?`.
+    fn alert_onset_refine(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "UPDATE alerts SET onset_ns = MIN(onset_ns, ?) WHERE alert_id = ?",
+            Dialect::MySql => "UPDATE alerts SET onset_ns = LEAST(onset_ns, ?) WHERE alert_id = ?",
         }
     }
 

@@ -140,16 +140,20 @@ macro_rules! insert_signals {
 }
 
 /// Inserts a batch's alert transitions (summary row and event), dead letters and the
-/// archive parts it planned in `$tx`.
+/// archive parts it planned in `$tx`. An onset refinement is an event, not a state: it only
+/// moves its summary row's onset back.
 macro_rules! insert_events {
     ($tx:ident, $batch:expr, $prepared:expr, $alert_rows:expr, $dialect:expr, $ignore_id:expr, $now:expr) => {{
         let (batch, prepared, alert_rows, dialect, ignore_id, now) =
             ($batch, $prepared, &$alert_rows, $dialect, &$ignore_id, $now);
+        let (refinements, state_rows): (Vec<&AlertEvent>, Vec<&AlertEvent>) = alert_rows
+            .iter()
+            .partition(|e| e.transition == AlertTransition::OnsetRefined);
         insert_rows!(
             $tx,
             "INSERT INTO alerts (alert_id, patient_id, kind, onset_ns, first_at_ns, \
              last_at_ns, state) ",
-            alert_rows,
+            &state_rows,
             |_| 0,
             dialect.alert_upsert_suffix(),
             |b, e| {
@@ -162,6 +166,13 @@ macro_rules! insert_events {
                     .push_bind(enum_str(&e.transition));
             }
         );
+        for e in refinements {
+            sqlx::query(dialect.alert_onset_refine())
+                .bind(e.onset_ns)
+                .bind(e.alert_id.to_string())
+                .execute(&mut *$tx)
+                .await?;
+        }
         insert_rows!(
             $tx,
             "INSERT INTO alert_events (alert_id, patient_id, kind, transition, onset_ns, \
