@@ -112,6 +112,12 @@ struct Args {
     /// Only the idle measurement, no ramp.
     #[arg(long)]
     idle_only: bool,
+    /// After the ramp, with every device disconnected and every patient evicted from
+    /// inference (`inference.idle_evict_s` of the bench's config plus a margin), measure this
+    /// many seconds: the idle cost of consumers whose partitions had traffic (what
+    /// `bus.idle_pause_ms` can save, docs/RELIABILITY.md "Idle broker load"); 0 = skip.
+    #[arg(long, default_value_t = 0.0)]
+    quiet_s: f64,
     /// Partitions per topic (`bus.partitions` of every stage and of `vigil topics create`).
     #[arg(long, default_value_t = BusConfig::default().partitions)]
     partitions: i32,

@@ -229,6 +229,11 @@ fn onset_latencies(
     latencies
 }
 
+/// `inference.idle_evict_s` of the stages the bench starts (the default), and the margin for
+/// its watermark poll, tick and the finished streams' last publishes.
+const QUIET_AFTER_S: f64 = 60.0;
+const IDLE_EVICT_MARGIN_S: f64 = 15.0;
+
 pub async fn ramp(bench: &Bench, bus: Bus) -> anyhow::Result<serde_json::Value> {
     let args = &bench.args;
     let (path, sim) = simulator(args)?;
@@ -332,9 +337,22 @@ pub async fn ramp(bench: &Bench, bus: Bus) -> anyhow::Result<serde_json::Value> 
     // Give the last alerts a moment to be read.
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.cancel();
+    let quiet = if args.quiet_s > 0.0 {
+        let evicted = QUIET_AFTER_S + IDLE_EVICT_MARGIN_S;
+        eprintln!(
+            "--- quiet: {evicted} s for inference to evict every patient, then {} s measured",
+            args.quiet_s
+        );
+        tokio::time::sleep(Duration::from_secs_f64(evicted)).await;
+        let step = bench.measure(0, "quiet", args.quiet_s, 0.0).await?;
+        print_step(&step);
+        Some(step)
+    } else {
+        None
+    };
 
     let seen = alerts.lock().map(|a| a.clone()).unwrap_or_default();
-    Ok(summarize(
+    let mut report = summarize(
         bench,
         &path,
         &sim,
@@ -345,5 +363,9 @@ pub async fn ramp(bench: &Bench, bus: Bus) -> anyhow::Result<serde_json::Value> 
             latencies: onset_latencies(&onsets, &seen, vigil_core::time::now_ns()),
             device_results,
         },
-    ))
+    );
+    if let Some(quiet) = quiet {
+        report["quiet"] = serde_json::to_value(quiet)?;
+    }
+    Ok(report)
 }

@@ -118,6 +118,13 @@ impl KafkaBackend {
         let admin: AdminClient<DefaultClientContext> = common
             .create()
             .map_err(kafka_err("admin client creation"))?;
+        if config.idle_pause_ms > 0 {
+            tracing::warn!(
+                idle_pause_ms = config.idle_pause_ms,
+                "bus.idle_pause_ms is on: at load it starved vigil infer and vigil store on \
+                 tansu (docs/RELIABILITY.md \"Idle broker load\"); not for deployments"
+            );
+        }
         Ok(Self {
             producer,
             admin,
