@@ -229,9 +229,8 @@ fn onset_latencies(
     latencies
 }
 
-/// `inference.idle_evict_s` of the stages the bench starts (the default), and the margin for
-/// its watermark poll, tick and the finished streams' last publishes.
-const QUIET_AFTER_S: f64 = 60.0;
+/// Margin past `inference.idle_evict_s` for its watermark poll, tick and the finished
+/// streams' last publishes.
 const IDLE_EVICT_MARGIN_S: f64 = 15.0;
 
 pub async fn ramp(bench: &Bench, bus: Bus) -> anyhow::Result<serde_json::Value> {
@@ -338,7 +337,9 @@ pub async fn ramp(bench: &Bench, bus: Bus) -> anyhow::Result<serde_json::Value> 
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.cancel();
     let quiet = if args.quiet_s > 0.0 {
-        let evicted = QUIET_AFTER_S + IDLE_EVICT_MARGIN_S;
+        // The bench's stages run inference's default idle eviction.
+        let evicted =
+            vigil_core::config::InferenceConfig::default().idle_evict_s + IDLE_EVICT_MARGIN_S;
         eprintln!(
             "--- quiet: {evicted} s for inference to evict every patient, then {} s measured",
             args.quiet_s

@@ -302,6 +302,30 @@ pub enum AnyRecord {
     ProvisionalProbability(ProvisionalProbability),
 }
 
+/// A record of `vigil.eeg.prob`: final values, or the provisional lower bound published ahead
+/// of them (the topic carries both kinds).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProbabilityRecord {
+    /// Final values: the record.
+    Final(SeizureProbability),
+    /// The lower bound of points not final yet.
+    Provisional(ProvisionalProbability),
+}
+
+/// Decodes a record of `vigil.eeg.prob` by the kind its header names; any kind other than the
+/// two is refused as not a [`SeizureProbability`].
+pub fn decode_probability(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+) -> Result<ProbabilityRecord, CodecError> {
+    Ok(match peek_kind(bytes, limits)? {
+        RecordKind::ProvisionalProbability => {
+            ProbabilityRecord::Provisional(decode(bytes, limits)?)
+        }
+        _ => ProbabilityRecord::Final(decode(bytes, limits)?),
+    })
+}
+
 /// Decodes whichever record the header names.
 pub fn decode_any(bytes: &[u8], limits: &DecodeLimits) -> Result<AnyRecord, CodecError> {
     Ok(match peek_kind(bytes, limits)? {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use vigil_core::bus::{Bus, BusError, BusMessage, Topic};
-use vigil_core::codec::{self, CodecError, DecodeLimits, RecordKind};
+use vigil_core::codec::{self, CodecError, DecodeLimits, ProbabilityRecord};
 use vigil_core::record::{
     AlertEvent, EegTrace, EegTrends, HrBatch, ProvisionalProbability, SeizureProbability,
 };
@@ -117,12 +117,10 @@ impl StageHandler for FeedHandler {
             // Alerts raised long ago may still be open; every other old record is history.
             _ if stale => return Decoded::Skip,
             Some(ItemKind::Probability | ItemKind::Provisional) => {
-                match codec::peek_kind(&msg.payload, limits) {
-                    Ok(RecordKind::ProvisionalProbability) => {
-                        codec::decode(&msg.payload, limits).map(Update::Provisional)
-                    }
-                    _ => codec::decode(&msg.payload, limits).map(Update::Probability),
-                }
+                codec::decode_probability(&msg.payload, limits).map(|record| match record {
+                    ProbabilityRecord::Final(r) => Update::Probability(r),
+                    ProbabilityRecord::Provisional(r) => Update::Provisional(r),
+                })
             }
             Some(ItemKind::HeartRate) => codec::decode(&msg.payload, limits)
                 .map(|batch| Update::HeartRate(batch, published_ns)),

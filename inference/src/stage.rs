@@ -399,10 +399,7 @@ impl Handover {
         }
         match last {
             Some(last) if msg.offset > last => return Ok(()),
-            Some(_) => {
-                self.catch_up.forget(partition);
-                shards.release(self.take_patients(partition)).await?;
-            }
+            Some(_) => shards.release(self.take_patients(partition)).await?,
             None => {}
         }
         let started = std::time::Instant::now();
@@ -476,8 +473,10 @@ impl Handover {
         Ok((plan.patients(), chunks))
     }
 
-    /// Forgets the partition's patients, returning them.
+    /// Forgets the partition's patients, returning them, and how far it had been read (its
+    /// state here no longer counts).
     fn take_patients(&mut self, partition: i32) -> Vec<String> {
+        self.catch_up.forget(partition);
         let mut patients = Vec::new();
         self.partition_of.retain(|patient_id, p| {
             let keep = *p != partition;
@@ -544,7 +543,6 @@ impl StageHandler for Dispatcher {
         for (topic, partition) in partitions {
             if topic == self.eeg_topic {
                 self.handover.positions.remove(&partition);
-                self.handover.catch_up.forget(partition);
                 let patients = self.handover.take_patients(partition);
                 running.shards.release(patients).await?;
             }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::timeout;
 use uuid::Uuid;
 use vigil_core::bus::{Bus, BusConsumer, BusMessage, Topic};
-use vigil_core::codec::{self, DecodeLimits, Record, RecordKind};
+use vigil_core::codec::{self, DecodeLimits, ProbabilityRecord as Probability, Record};
 use vigil_core::config::BusConfig;
 use vigil_core::config::{AlertPolicies, TrendsConfig};
 use vigil_core::record::{
@@ -67,25 +67,14 @@ async fn next_record<R: Record>(consumer: &mut Box<dyn BusConsumer>) -> (BusMess
     (msg, record)
 }
 
-/// A record of `vigil.eeg.prob`: final values, or the provisional lower bound published
-/// ahead of them.
-enum Probability {
-    Final(SeizureProbability),
-    Provisional(ProvisionalProbability),
-}
-
+/// The next record of `vigil.eeg.prob`, final or provisional.
 async fn next_probability(consumer: &mut Box<dyn BusConsumer>) -> (BusMessage, Probability) {
     let msg = timeout(WAIT, consumer.recv())
         .await
         .expect("a record in time")
         .expect("recv");
-    let limits = DecodeLimits::default();
-    let record = match codec::peek_kind(&msg.payload, &limits) {
-        Ok(RecordKind::ProvisionalProbability) => {
-            Probability::Provisional(codec::decode(&msg.payload, &limits).expect("provisional"))
-        }
-        _ => Probability::Final(codec::decode(&msg.payload, &limits).expect("final")),
-    };
+    let record =
+        codec::decode_probability(&msg.payload, &DecodeLimits::default()).expect("probability");
     (msg, record)
 }
 
