@@ -68,7 +68,7 @@ pub fn patient_bursts(p: usize) -> Vec<(f64, f64)> {
 /// 20 s after it ends. Patient 1 (index 0) rises past the default tachycardia band (120).
 pub fn heart_rate_bpm(p: usize, bursts: &[(f64, f64)], t_s: f64) -> f64 {
     let resting = 68.0 + 4.0 * (p % 4) as f64;
-    let rise = if p % 3 == 0 { 58.0 } else { 35.0 };
+    let rise = if p.is_multiple_of(3) { 58.0 } else { 35.0 };
     let rsa = 3.0 * (2.0 * std::f64::consts::PI * 0.25 * t_s).sin();
     let ictal = bursts
         .iter()

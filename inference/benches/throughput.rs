@@ -2,8 +2,14 @@
 //! windows (300/20/10 s): channel-seconds processed per CPU-second, comparable with
 //! `scripts/reference/run bench` (the Python reference on the same signal and machine).
 //!
-//! Run: `cargo bench -p vigil-inference --bench throughput [-- SECONDS] [native|tract]`
-//! (needs the model). Prints one JSON line per engine (both unless one is named).
+//! Run: `cargo bench -p vigil-inference --bench throughput [-- SECONDS] [native|tract]
+//! [--channels N --batch B]` (needs the model). Prints one JSON line per engine (both unless
+//! one is named).
+//!
+//! By default one channel streams and every window is its own model call (batch 1). With
+//! `--channels N --batch B`, N channels (distinct signals) stream side by side and their
+//! ready windows run B per model call, as `vigil infer`'s shards do with
+//! `inference.batch_windows = B`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -14,7 +20,20 @@ use vigil_inference::windowing::{ChannelStream, WindowParams};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let seconds: f64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(3600.0);
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(|v| v.parse::<usize>().expect("a count after the flag"))
+    };
+    let channels = flag("--channels").unwrap_or(1);
+    let batch = flag("--batch").unwrap_or(1);
+    let seconds: f64 = args
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i == 0 || !args[i - 1].starts_with("--"))
+        .find_map(|(_, a)| a.parse().ok())
+        .unwrap_or(3600.0);
     let named: Vec<ModelEngine> = args
         .iter()
         .filter_map(|a| match a.as_str() {
@@ -29,38 +48,101 @@ fn main() {
         named
     };
     for engine in engines {
-        run(seconds, engine);
+        run(seconds, engine, channels, batch);
     }
 }
 
-fn run(seconds: f64, engine: ModelEngine) {
+fn run(seconds: f64, engine: ModelEngine, channels: usize, batch: usize) {
     let fs = 256.0;
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/modelA_paper.onnx");
     let model = SeizureModel::load_with(&path, engine).expect("model (run `vigil models fetch`)");
     assert_eq!(model.engine(), engine);
-    let signal = SyntheticChannel {
-        seed: 1,
-        ..Default::default()
-    }
-    .generate(fs, seconds);
+    let signals: Vec<Vec<f32>> = (1..=channels as u64)
+        .map(|seed| {
+            SyntheticChannel {
+                seed,
+                ..Default::default()
+            }
+            .generate(fs, seconds)
+        })
+        .collect();
     // Warm-up: plan optimisation happens once per process, not per window.
-    model.warm_up(1, 599).expect("warm-up");
+    model.warm_up(batch, 599).expect("warm-up");
 
     let (cpu0, wall0) = (vigil_core::testenv::process_cpu_seconds(), Instant::now());
-    let mut stream = ChannelStream::new(fs, WindowParams::default()).expect("stream");
+    let mut streams: Vec<ChannelStream> = (0..channels)
+        .map(|_| ChannelStream::new(fs, WindowParams::default()).expect("stream"))
+        .collect();
     let mut points = 0;
     // One-second chunks, as a device would send them.
-    for chunk in signal.chunks(fs as usize) {
-        points += stream.push(&model, chunk).expect("push").values.len();
+    let step = fs as usize;
+    for at in (0..signals[0].len()).step_by(step) {
+        points += if channels == 1 && batch == 1 {
+            let chunk = &signals[0][at..(at + step).min(signals[0].len())];
+            streams[0].push(&model, chunk).expect("push").values.len()
+        } else {
+            push_batched(&model, &mut streams, &signals, at..at + step, batch)
+        };
     }
-    points += stream.finish(&model).expect("finish").values.len();
+    for stream in &mut streams {
+        points += stream.finish(&model).expect("finish").values.len();
+    }
     let (cpu, wall) = (
         vigil_core::testenv::process_cpu_seconds() - cpu0,
         wall0.elapsed().as_secs_f64(),
     );
-    assert_eq!(points, (seconds * 2.0) as usize);
+    assert_eq!(points, (seconds * 2.0) as usize * channels);
+    let channel_s = seconds * channels as f64;
     println!(
-        "{{\"impl\": \"vigil-{engine}\", \"signal_s\": {seconds}, \"cpu_s\": {cpu:.3}, \"wall_s\": {wall:.3}, \"channel_s_per_cpu_s\": {:.1}}}",
-        seconds / cpu
+        "{{\"impl\": \"vigil-{engine}\", \"channels\": {channels}, \"batch\": {batch}, \"signal_s\": {seconds}, \"cpu_s\": {cpu:.3}, \"wall_s\": {wall:.3}, \"channel_s_per_cpu_s\": {:.1}}}",
+        channel_s / cpu
     );
+}
+
+/// One chunk of every channel: the windows that became ready run `batch` per model call, in
+/// channel order as a shard queues them; returns the points that became final.
+fn push_batched(
+    model: &SeizureModel,
+    streams: &mut [ChannelStream],
+    signals: &[Vec<f32>],
+    range: std::ops::Range<usize>,
+    batch: usize,
+) -> usize {
+    let pushed: Vec<_> = streams
+        .iter_mut()
+        .zip(signals)
+        .map(|(s, x)| s.push_samples(&x[range.start..range.end.min(x.len())]))
+        .collect();
+    let mut places = Vec::new();
+    let mut inputs = Vec::new();
+    for (ch, p) in pushed.iter().enumerate() {
+        for (j, job) in p.jobs.iter().enumerate() {
+            if let Some(input) = job
+                .evaluate
+                .then(|| streams[ch].take_input(job.start))
+                .flatten()
+            {
+                places.push((ch, j));
+                inputs.push(input);
+            }
+        }
+    }
+    let mut results: Vec<Vec<(usize, Option<Vec<f32>>)>> = pushed
+        .iter()
+        .map(|p| p.jobs.iter().map(|j| (j.start, None)).collect())
+        .collect();
+    let mut places = places.into_iter();
+    for group in inputs.chunks(batch) {
+        let n_cols = group[0].len() / vigil_inference::spectrogram::N_BINS;
+        for output in model.predict(group, n_cols).expect("predict") {
+            let (ch, j) = places.next().expect("one place per input");
+            results[ch][j].1 = Some(output);
+        }
+    }
+    streams
+        .iter_mut()
+        .zip(results)
+        .zip(&pushed)
+        .map(|((s, r), p)| s.complete(r, p.final_end).values.len())
+        .sum()
 }

@@ -130,7 +130,7 @@ impl PatientStream {
         let keep: Vec<usize> = (0..produced)
             .filter(|i| {
                 let j = first + i;
-                j >= delay && (j - delay) % self.decimate == 0
+                j >= delay && (j - delay).is_multiple_of(self.decimate)
             })
             .map(|i| i as usize)
             .collect();

@@ -85,7 +85,11 @@ fn half_seconds(value: f64, name: &'static str, minimum: usize) -> Result<usize,
 
 /// The sampling rate as the model accepts it: an even whole number of Hz >= 200.
 pub fn model_sample_rate(fs: f64) -> Result<usize, InferenceError> {
-    if fs.is_finite() && fs.fract() == 0.0 && fs >= 200.0 && (fs as u64) % 2 == 0 && fs <= 65_536.0
+    if fs.is_finite()
+        && fs.fract() == 0.0
+        && fs >= 200.0
+        && (fs as u64).is_multiple_of(2)
+        && fs <= 65_536.0
     {
         Ok(fs as usize)
     } else {
@@ -303,7 +307,7 @@ impl ChannelStream {
         let hop = self.geometry.hop;
         for &x in chunk {
             self.samples.push(x);
-            if self.samples.end() % hop == 0 {
+            if self.samples.end().is_multiple_of(hop) {
                 self.complete_block();
             }
         }

@@ -1,7 +1,7 @@
 //! The two convolutions, one window at a time (a window's GEMMs are already large: batching
 //! windows would not reduce packing, which matrixmultiply redoes per column block anyway).
 
-use super::gemm::{gemm, View};
+use super::gemm::{gemm, gemm_rows, View};
 
 use super::graph::Conv;
 use super::math::bias_relu;
@@ -108,7 +108,7 @@ pub(crate) fn conv1(
     }
     a1.resize(conv.out_ch * n, 0.0);
     let w = View::rows(&conv.weight, conv.out_ch, taps);
-    gemm(a1, n, false, w, View::rows(cols, taps, n));
+    gemm_rows(a1, n, false, w, View::rows(cols, taps, n));
     for (ch, block) in a1.chunks_exact_mut(n).enumerate() {
         bias_relu(block, conv.bias[ch]);
     }

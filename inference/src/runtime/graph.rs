@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use tract_onnx::pb;
 
+use super::gemm::Weights;
 use super::UnsupportedModel;
 
 /// ONNX `TensorProto.DataType` codes used here.
@@ -36,9 +37,8 @@ pub(crate) struct Conv {
 pub(crate) struct Lstm {
     pub hidden: usize,
     pub input: usize,
-    /// `W^T` per direction, `[input][4 * hidden]` row-major (`4 * hidden * input` values per
-    /// direction).
-    pub w_t: Vec<f32>,
+    /// `W^T` per direction (`[input][4 * hidden]`), laid out for the CPU's GEMM.
+    pub w_t: Vec<Weights>,
     /// `R` per direction, transposed and blocked by `simd::pack_recurrent`
     /// (`4 * hidden * hidden` values per direction).
     pub r_packed: Vec<f32>,
@@ -564,6 +564,10 @@ fn lstm_layer(
         let (d, row, k) = (i / (g4 * input), (i / input) % g4, i % input);
         w_t[(d * input + k) * g4 + row] = *v;
     }
+    let w_t = w_t
+        .chunks_exact(input * g4)
+        .map(|d| Weights::new(d.to_vec(), input, g4))
+        .collect();
     Ok(Lstm {
         hidden,
         input,

@@ -1,7 +1,7 @@
 //! Bidirectional LSTM layer in ONNX semantics (gates i, o, f, c; zero initial state; output
 //! `[time][batch][fwd h | bwd h]`), batched across all sequences of a call.
 
-use super::gemm::{gemm, View};
+use super::gemm::{gemm_weights, View};
 use super::graph::Lstm;
 use super::simd::{self, Level};
 
@@ -42,7 +42,7 @@ fn direction(
 ) {
     let (h, inp) = (layer.hidden, layer.input);
     let g4 = 4 * h;
-    let w = View::rows(&layer.w_t[dir * g4 * inp..(dir + 1) * g4 * inp], inp, g4);
+    let w = &layer.w_t[dir];
     let bias = &layer.bias[dir * g4..(dir + 1) * g4];
     let level = Level::detect();
     // Even blocks: a short last block would run at a poor rate.
@@ -65,7 +65,7 @@ fn direction(
         for row in gates.chunks_exact_mut(g4) {
             row.copy_from_slice(bias);
         }
-        gemm(gates, g4, true, View::rows(xin, rows, inp), w);
+        gemm_weights(gates, g4, true, View::rows(xin, rows, inp), w, 0);
         for k in 0..t1 - t0 {
             let t = if dir == 0 { t0 + k } else { t1 - 1 - k };
             let g = &mut s.gates[(t - t0) * batch * g4..(t - t0 + 1) * batch * g4];

@@ -21,6 +21,29 @@ mod math;
 mod simd;
 mod winograd;
 
+/// Deterministic test inputs and comparisons shared by the kernels' tests.
+#[cfg(test)]
+pub(crate) mod test_values {
+    /// `n` values uniform in `[-scale / 2, scale / 2)` from an LCG seeded with `seed`.
+    pub(crate) fn values(n: usize, seed: u32, scale: f32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * scale
+            })
+            .collect()
+    }
+
+    /// Largest absolute difference.
+    pub(crate) fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+}
+
 use std::cell::RefCell;
 use std::path::Path;
 
@@ -65,8 +88,9 @@ pub struct NativeModel {
     s: Structure,
     /// conv2 weight as one matrix per time tap (any odd time kernel).
     conv2_taps: Vec<f32>,
-    /// conv2 weight transformed for Winograd F(4, 3), when the time kernel is 3 wide.
-    conv2_winograd: Option<Vec<f32>>,
+    /// conv2 weight transformed for Winograd F(4, 3) (one matrix per transformed point), when
+    /// the time kernel is 3 wide.
+    conv2_winograd: Option<Vec<gemm::Weights>>,
 }
 
 /// Per-thread buffers, grown to the largest call seen and reused.

@@ -6,11 +6,20 @@
 //! same loops compiled with `#[target_feature]` run 16 lanes wide. The kernels are plain safe
 //! Rust; the only `unsafe` is the call into a `#[target_feature]` function once the features
 //! have been detected, which is what makes that call sound.
+//!
+//! The one exception is [`avx512_gemm`], the GEMM kernel for AVX-512 CPUs, written with
+//! `std::arch` intrinsics: its register tile did not survive auto-vectorisation (LLVM spilled
+//! or scalarised it, docs/PERFORMANCE.md), so it reads through raw pointers after a safe entry
+//! point has checked every bound.
 #![allow(unsafe_code)] // see the module doc; measured in docs/PERFORMANCE.md (native runtime)
+
+mod avx512_gemm;
 
 use std::sync::OnceLock;
 
 use super::winograd::input_body;
+
+pub(crate) use avx512_gemm::{gemm as gemm_avx512, Avx512, PackedB, Right};
 
 /// The instruction sets a kernel can be compiled for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,24 +285,8 @@ fn exp<F: MulAdd>(x: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_values::{max_diff, values};
     use super::*;
-
-    fn values(n: usize, seed: u32, scale: f32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * scale
-            })
-            .collect()
-    }
-
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
 
     #[test]
     fn exp_matches_libm_fused_or_not() {

@@ -4,7 +4,7 @@
 //! far below the 1e-5 tolerance on probabilities (`tests/native.rs`).
 
 use super::conv::ConvShape;
-use super::gemm::{gemm, View};
+use super::gemm::{gemm_weights, View, Weights};
 use super::graph::Conv;
 use super::simd;
 
@@ -16,8 +16,9 @@ const ALPHA: usize = 6;
 /// Input rows transformed per block: about 1 MB of transformed tiles for a 300 s window.
 const K_BLOCK: usize = 256;
 
-/// `G g` for each `[out][in * kh]` 3-tap kernel: `[ALPHA][in * kh][out]`.
-pub(crate) fn transform_weights(conv: &Conv) -> Vec<f32> {
+/// `G g` for each `[out][in * kh]` 3-tap kernel: one `[in * kh][out]` matrix per transformed
+/// point.
+pub(crate) fn transform_weights(conv: &Conv) -> Vec<Weights> {
     let k = conv.in_ch * conv.kh;
     let mut u = vec![0.0; ALPHA * k * conv.out_ch];
     for o in 0..conv.out_ch {
@@ -37,7 +38,9 @@ pub(crate) fn transform_weights(conv: &Conv) -> Vec<f32> {
             }
         }
     }
-    u
+    u.chunks_exact(k * conv.out_ch)
+        .map(|point| Weights::new(point.to_vec(), k, conv.out_ch))
+        .collect()
 }
 
 /// Output transform `A^T`, one row per output of a tile.
@@ -60,7 +63,7 @@ pub(crate) struct WinogradScratch {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv2(
     conv: &Conv,
-    u: &[f32],
+    u: &[Weights],
     s: ConvShape,
     a1: &[f32],
     out: &mut [f32],
@@ -86,11 +89,10 @@ pub(crate) fn conv2(
             simd::winograd_input(level, src, s.phase, tiles, &mut sc.v[row * tiles..], plane);
         }
         // One GEMM per transformed point: M[xi] ([tiles][out]) (+)= V[xi]^T U[xi].
-        for xi in 0..ALPHA {
+        for (xi, u) in u.iter().enumerate() {
             let v = View::rows(&sc.v[xi * plane..(xi + 1) * plane], n, tiles);
-            let w = View::rows(&u[(xi * k + r0) * o..(xi * k + r0 + n) * o], n, o);
             let m = &mut sc.m[xi * tiles * o..(xi + 1) * tiles * o];
-            gemm(m, o, blk > 0, v.t(), w);
+            gemm_weights(m, o, blk > 0, v.t(), u, r0);
         }
     }
     output_transform(&sc.m, tiles, o, s.cols, &conv.bias, out, row_stride);

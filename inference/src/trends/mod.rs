@@ -145,7 +145,10 @@ impl TrendEngine {
         params: TrendParams,
         regions: Option<&RegionMap>,
     ) -> Result<Self, TrendError> {
-        if !((100.0..=65_536.0).contains(&fs) && fs.fract() == 0.0) || (fs as usize) % 2 != 0 {
+        if !((100.0..=65_536.0).contains(&fs)
+            && fs.fract() == 0.0
+            && (fs as usize).is_multiple_of(2))
+        {
             return Err(TrendError::SampleRate(fs));
         }
         params.check(fs).map_err(TrendError::Params)?;
@@ -290,7 +293,7 @@ impl TrendEngine {
             self.process_span(rows, i, span);
             i += span;
             self.consumed += span as u64;
-            if self.consumed % self.hop as u64 == 0 {
+            if self.consumed.is_multiple_of(self.hop as u64) {
                 self.on_hop(out);
             }
         }
@@ -351,7 +354,7 @@ impl TrendEngine {
                 }
             }
         }
-        if n % (POINT_SECONDS * self.fs) == 0 {
+        if n.is_multiple_of(POINT_SECONDS * self.fs) {
             out.push(self.emit(n / (POINT_SECONDS * self.fs) - 1));
         }
     }
