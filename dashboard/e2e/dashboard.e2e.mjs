@@ -9,7 +9,7 @@
 // Screenshots go to VIGIL_E2E_ARTIFACTS (default target/e2e/).
 import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { check, colouredPixels, launchBrowser, log, logIn, run, startProcess } from "./harness.mjs";
+import { check, colouredPixels, heldClick, launchBrowser, log, logIn, run, startProcess } from "./harness.mjs";
 
 const ROOT = resolve(new URL("../..", import.meta.url).pathname);
 const FEED = process.env.VIGIL_E2E_FEED || join(ROOT, "target/debug/examples/e2e_feed");
@@ -61,10 +61,11 @@ async function main() {
     check(/^\d\.\d\d|not evaluated/.test(await page.textContent(`[data-testid="tile-${P1}"] [data-testid="tile-p"]`)), "tile shows a probability or 'not evaluated'");
     await page.screenshot({ path: join(ARTIFACTS, "ward.png") });
 
-    // Patient view.
-    await page.click(`[data-testid="tile-${P1}"]`);
-    await page.waitForSelector('[data-testid="patient-title"]', { state: "visible" });
-    check((await page.textContent('[data-testid="patient-title"]')) === P1, "patient view opened");
+    // Patient view, by a press held across a re-render (the page redraws at least every second):
+    // a click must not be lost to a live update.
+    await heldClick(page, `[data-testid="tile-${P1}"] h3`);
+    await page.waitForSelector('[data-testid="patient-title"]', { state: "visible", timeout: 5000 });
+    check((await page.textContent('[data-testid="patient-title"]')) === P1, "patient view opened by a press held across a re-render");
     await page.waitForSelector('[data-testid="eeg-chart"] canvas', { timeout: 15000 });
     const scale = await page.textContent('[data-testid="eeg-scale"]');
     check(/\u00b5V between channel baselines/.test(scale) && /Fp1-F7, F7-T7, C3-P3, C4-P4/.test(scale), `EEG scale and channel labels shown: ${scale}`);
@@ -141,7 +142,7 @@ async function main() {
     const ack = `[data-testid="ack"][data-alert="${raised}"]`;
     await page.waitForSelector(ack);
     await page.screenshot({ path: join(ARTIFACTS, "patient-alert.png"), fullPage: true });
-    await page.click(ack);
+    await heldClick(page, ack);
     const ackLine = await feed.waitLine(new RegExp(`^ACK ${raised} ${P1} by ${USER}$`), 10000);
     check(true, `AlertEvent acknowledged published on vigil.alerts: ${ackLine}`);
     await page.waitForFunction((id) => {

@@ -106,3 +106,16 @@ export function colouredPixels(page, canvasId) {
 export function run(main) {
   main().then(() => { log("PASS"); process.exit(0); }, (err) => { console.error(err); log("FAIL"); process.exit(1); });
 }
+
+/** Presses the element's centre, holds for `holdMs` (longer than the page's 1 s redraw), then
+ * releases: a click a live update must not swallow by replacing the element under the pointer. */
+export async function heldClick(page, selector, holdMs = 1500) {
+  const target = page.locator(selector);
+  await target.scrollIntoViewIfNeeded();
+  const box = await target.boundingBox();
+  if (!box) throw new Error(`${selector} is not visible`);
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  await page.mouse.down();
+  await page.waitForTimeout(holdMs);
+  await page.mouse.up();
+}

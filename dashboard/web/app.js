@@ -429,6 +429,21 @@
     return e;
   }
 
+  // One element per key, kept across renders and refreshed in place by `update(key, element or
+  // undefined)`: live updates re-render many times a second, and a click whose press and
+  // release straddle a render that replaced its element is lost (a clinician's click on a ward
+  // tile or an Acknowledge button). The container is re-filled only when the order changed.
+  function keyedChildren(container, cache, keys, update) {
+    const wanted = keys.map((k) => {
+      const e = update(k, cache.get(k));
+      cache.set(k, e);
+      return e;
+    });
+    for (const k of [...cache.keys()]) if (!keys.includes(k)) cache.delete(k);
+    const shown = [...container.children];
+    if (shown.length !== wanted.length || shown.some((c, i) => c !== wanted[i])) container.replaceChildren(...wanted);
+  }
+
   // ---------------------------------------------------------------- rendering
   let renderQueued = false;
   function scheduleRender() {
@@ -449,6 +464,7 @@
     document.title = `(!) ALARM ${pid} - Vigil`;
   }
 
+  const wardTiles = new Map(); // patient id -> its tile element, kept across renders
   function renderWard() {
     const tiles = $("tiles");
     $("ward-empty").hidden = app.patients.length > 0;
@@ -461,7 +477,7 @@
       const px = rank(dx), py = rank(dy);
       return py - px || x.localeCompare(y, undefined, { numeric: true });
     });
-    tiles.replaceChildren(...sorted.map((id) => {
+    keyedChildren(tiles, wardTiles, sorted, (id, tile) => {
       const d = patientData(id);
       const lp = latestProbability(d), hr = latestHr(d), sig = signalStatus(d), w = worstAlert(d);
       const prov = latestProvisional(d);
@@ -470,7 +486,10 @@
         : el("span", { class: "value", text: fmtP(lp.p) });
       const provText = prov ? el("span", { class: "provisional", "data-testid": "tile-p-provisional", title: "lower bound of points not final yet",
         text: ` \u00b7 \u2265 ${fmtP(prov.p)} provisional` }) : null;
-      const tile = el("a", { class: `tile sev-${severity(d)}`, href: `#/patient/${encodeURIComponent(id)}`, "data-testid": `tile-${id}`, "data-patient": id },
+      // The tile's link stays; its contents are redrawn (app.css sends presses to the link).
+      tile = tile || el("a", { href: `#/patient/${encodeURIComponent(id)}`, "data-testid": `tile-${id}`, "data-patient": id });
+      tile.className = `tile sev-${severity(d)}`;
+      tile.replaceChildren(...[
         el("h3", { text: id }),
         el("div", { class: "row" }, el("span", { text: "Seizure p" }),
           el("span", { "data-testid": "tile-p" }, pText, lp ? el("span", { class: "muted", "data-testid": "tile-p-time", text: ` @ ${clock(lp.t)}${ageNote(lp.t)}` }) : null, provText)),
@@ -479,9 +498,9 @@
             hr ? el("span", { class: "muted", text: ` @ ${clock(hr.t)}${ageNote(hr.t)}` }) : null)),
         el("div", { class: "row" }, el("span", { text: "Signal" }), el("span", { class: sig.cls, "data-testid": "tile-signal", text: sig.text })),
         w ? el("div", { class: "alert " + (w.alert.acknowledged_by ? "acked" : w.alert.escalated ? "escalated" : "unacked"), "data-testid": "tile-alert",
-          text: `${KIND_LABEL[w.alert.kind] || w.alert.kind}: ${alertState(w.alert)}` }) : null);
+          text: `${KIND_LABEL[w.alert.kind] || w.alert.kind}: ${alertState(w.alert)}` }) : null].filter((c) => c != null));
       return tile;
-    }));
+    });
   }
 
   // uPlot hook: grey bands with "not evaluated" where every probability series is null.
@@ -629,25 +648,40 @@
     }, [xs, ys]);
   }
 
+  const alertRows = new Map(); // alert id -> its row, kept across renders (see keyedChildren)
   function renderAlerts(d) {
-    const rows = [...d.alerts.values()].sort((a, b) => b.raised_ms - a.raised_ms).map((a) => {
-      const cls = a.acknowledged_by ? "" : a.escalated ? "escalated" : "unacked";
-      let action = null;
-      if (!a.acknowledged_by && app.session.may_acknowledge) {
-        const pending = app.ackPending.has(a.alert_id);
-        const b = el("button", { type: "button", "data-testid": "ack", "data-alert": a.alert_id, text: pending ? "Acknowledging..." : "Acknowledge" });
-        if (pending) b.disabled = true;
-        b.addEventListener("click", () => acknowledge(d.id, a.alert_id));
-        action = b;
+    const alerts = [...d.alerts.values()].sort((a, b) => b.raised_ms - a.raised_ms);
+    const byId = new Map(alerts.map((a) => [a.alert_id, a]));
+    if (!alerts.length) {
+      alertRows.clear();
+      $("alert-rows").replaceChildren(el("tr", {}, el("td", { colspan: "5", class: "muted", text: "No open alerts" })));
+    } else keyedChildren($("alert-rows"), alertRows, alerts.map((a) => a.alert_id), (id, row) => {
+      const a = byId.get(id);
+      if (!row) {
+        // Cells and button stay the same elements; only their text and state change.
+        const button = el("button", { type: "button", "data-testid": "ack", "data-alert": id });
+        button.addEventListener("click", () => acknowledge(d.id, id));
+        row = el("tr", { "data-testid": "alert-row", "data-alert": id },
+          el("td"), el("td"), el("td", { "data-testid": "alert-state" }), el("td"), el("td"));
+        row.ackButton = button;
       }
-      return el("tr", { class: cls, "data-testid": "alert-row", "data-alert": a.alert_id },
-        el("td", { text: KIND_LABEL[a.kind] || a.kind }),
-        el("td", { text: clock(a.onset_ms) }),
-        el("td", { "data-testid": "alert-state", text: alertState(a) }),
-        el("td", { text: evidenceText(a.evidence) }),
-        el("td", {}, action));
+      row.className = a.acknowledged_by ? "" : a.escalated ? "escalated" : "unacked";
+      const [kind, onset, state, evidence, action] = row.children;
+      kind.textContent = KIND_LABEL[a.kind] || a.kind;
+      onset.textContent = clock(a.onset_ms);
+      state.textContent = alertState(a);
+      evidence.textContent = evidenceText(a.evidence);
+      const b = row.ackButton;
+      if (!a.acknowledged_by && app.session.may_acknowledge) {
+        const pending = app.ackPending.has(id);
+        b.textContent = pending ? "Acknowledging..." : "Acknowledge";
+        b.disabled = pending;
+        if (b.parentNode !== action) action.replaceChildren(b);
+      } else if (action.firstChild) {
+        action.replaceChildren();
+      }
+      return row;
     });
-    $("alert-rows").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: "5", class: "muted", text: "No open alerts" }))]));
     const events = [...d.events.values()].sort((a, b) => b.at_ms - a.at_ms).slice(0, 200).map((e) =>
       el("li", { text: `${clock(e.at_ms)} ${KIND_LABEL[e.kind] || e.kind} ${e.transition === "onset_refined" ? `onset refined to ${clock(e.onset_ms)}` : e.transition}${e.by ? " by " + e.by : ""} ${evidenceText(e.evidence)}` }));
     $("alert-events").replaceChildren(...events);
