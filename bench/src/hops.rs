@@ -2,20 +2,24 @@
 //! gateway's produce, the broker hop to inference, inference's publish of the trace, and the
 //! broker hop to the dashboard. The end-to-end figure (receipt to browser socket) is the
 //! dashboard's push histogram, reported with the step.
+//!
+//! The same scrape reads inference's provisional-to-final delay ([`PROVISIONAL`]): how long
+//! after a point is first shown provisionally its final value is published.
 
 use serde::Serialize;
 use vigil_bench::histogram::Histogram;
 use vigil_bench::services::{self, Service};
 
 /// One hop: its name, the stage serving the histogram, the metric and its labels.
-struct HopSpec {
+pub struct HopSpec {
     name: &'static str,
     stage: &'static str,
     metric: &'static str,
     labels: &'static [(&'static str, &'static str)],
 }
 
-const HOPS: [HopSpec; 4] = [
+/// The display trace's path.
+pub const HOPS: [HopSpec; 4] = [
     HopSpec {
         name: "ingest: receipt -> eeg.raw acknowledged",
         stage: "ingest",
@@ -42,6 +46,14 @@ const HOPS: [HopSpec; 4] = [
     },
 ];
 
+/// From a point's first provisional value to its final value (inference).
+pub const PROVISIONAL: [HopSpec; 1] = [HopSpec {
+    name: "inference: first shown provisional -> final",
+    stage: "infer",
+    metric: "vigil_inference_provisional_to_final_seconds",
+    labels: &[],
+}];
+
 /// One hop's latency over a measuring period.
 #[derive(Debug, Clone, Serialize)]
 pub struct Hop {
@@ -51,11 +63,11 @@ pub struct Hop {
     pub p99_ms: Option<f64>,
 }
 
-/// Every hop's histogram now, in [`HOPS`] order (None where the stage does not run or has
+/// Every hop's histogram now, in `specs` order (None where the stage does not run or has
 /// not observed anything yet).
-pub async fn scrape(stages: &[Service]) -> Vec<Option<Histogram>> {
-    let mut out = Vec::with_capacity(HOPS.len());
-    for hop in &HOPS {
+pub async fn scrape(stages: &[Service], specs: &[HopSpec]) -> Vec<Option<Histogram>> {
+    let mut out = Vec::with_capacity(specs.len());
+    for hop in specs {
         let addr = stages
             .iter()
             .find(|s| s.name == hop.stage)
@@ -72,9 +84,14 @@ pub async fn scrape(stages: &[Service]) -> Vec<Option<Histogram>> {
     out
 }
 
-/// The hops' quantiles between two scrapes.
-pub fn between(before: &[Option<Histogram>], after: Vec<Option<Histogram>>) -> Vec<Hop> {
-    HOPS.iter()
+/// The hops' quantiles between two scrapes of `specs`.
+pub fn between(
+    specs: &[HopSpec],
+    before: &[Option<Histogram>],
+    after: Vec<Option<Histogram>>,
+) -> Vec<Hop> {
+    specs
+        .iter()
         .zip(after)
         .enumerate()
         .map(|(k, (spec, now))| {

@@ -367,7 +367,8 @@ impl Bench {
     ) -> anyhow::Result<StepResult> {
         let pids = self.monitored();
         let (trace0, hr0) = self.dashboard_metrics().await;
-        let hops0 = hops::scrape(&self.stages).await;
+        let hops0 = hops::scrape(&self.stages, &hops::HOPS).await;
+        let provisional0 = hops::scrape(&self.stages, &hops::PROVISIONAL).await;
         let start = Instant::now();
         let first: Vec<Option<ProcSample>> = pids
             .iter()
@@ -385,7 +386,16 @@ impl Bench {
         } = sampled;
         let elapsed = start.elapsed().as_secs_f64();
         let (trace1, hr1) = self.dashboard_metrics().await;
-        let hops = hops::between(&hops0, hops::scrape(&self.stages).await);
+        let hops = hops::between(
+            &hops::HOPS,
+            &hops0,
+            hops::scrape(&self.stages, &hops::HOPS).await,
+        );
+        let provisional = hops::between(
+            &hops::PROVISIONAL,
+            &provisional0,
+            hops::scrape(&self.stages, &hops::PROVISIONAL).await,
+        );
         let trace = trace1.map(|h| h.since(trace0.as_ref()));
         let hr = hr1.map(|h| h.since(hr0.as_ref()));
         let mut processes = Vec::new();
@@ -458,6 +468,7 @@ impl Bench {
                 .map(|s| s * 1e3),
             trace_pushes: trace.as_ref().map_or(0.0, |h| h.count),
             hops,
+            provisional_to_final: provisional,
             hr_latency_p50_ms: quantile_ms(&hr, 0.5),
             hr_latency_p99_ms: quantile_ms(&hr, 0.99),
             send_lateness_p99_s,

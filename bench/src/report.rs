@@ -32,6 +32,8 @@ pub struct StepResult {
     pub trace_pushes: f64,
     /// The trace's path hop by hop (bench/src/hops.rs).
     pub hops: Vec<crate::hops::Hop>,
+    /// From a point's first provisional value to its final one (inference's histogram).
+    pub provisional_to_final: Vec<crate::hops::Hop>,
     pub hr_latency_p50_ms: Option<f64>,
     pub hr_latency_p99_ms: Option<f64>,
     pub send_lateness_p99_s: Option<f64>,
@@ -115,7 +117,7 @@ pub fn print_step(s: &StepResult) {
             format!(" | {}", s.reasons.join("; "))
         }
     );
-    for hop in &s.hops {
+    for hop in s.hops.iter().chain(&s.provisional_to_final) {
         println!(
             "       {:<48} p50 {:>6} p99 {:>6} ms ({:.0} records)",
             hop.name,
