@@ -77,12 +77,7 @@ fn run(seconds: f64, engine: ModelEngine, channels: usize, batch: usize) {
     // One-second chunks, as a device would send them.
     let step = fs as usize;
     for at in (0..signals[0].len()).step_by(step) {
-        points += if channels == 1 && batch == 1 {
-            let chunk = &signals[0][at..(at + step).min(signals[0].len())];
-            streams[0].push(&model, chunk).expect("push").values.len()
-        } else {
-            push_batched(&model, &mut streams, &signals, at..at + step, batch)
-        };
+        points += push_batched(&model, &mut streams, &signals, at..at + step, batch);
     }
     for stream in &mut streams {
         points += stream.finish(&model).expect("finish").values.len();
