@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use vigil_inference::model::{ModelEngine, SeizureModel};
 use vigil_inference::synthetic::SyntheticChannel;
-use vigil_inference::windowing::{ChannelStream, WindowParams};
+use vigil_inference::windowing::{push_all, ChannelStream, WindowParams};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -77,7 +77,15 @@ fn run(seconds: f64, engine: ModelEngine, channels: usize, batch: usize) {
     // One-second chunks, as a device would send them.
     let step = fs as usize;
     for at in (0..signals[0].len()).step_by(step) {
-        points += push_batched(&model, &mut streams, &signals, at..at + step, batch);
+        let chunks: Vec<&[f32]> = signals
+            .iter()
+            .map(|x| &x[at..(at + step).min(x.len())])
+            .collect();
+        points += push_all(&model, &mut streams, &chunks, batch)
+            .expect("push")
+            .iter()
+            .map(|p| p.values.len())
+            .sum::<usize>();
     }
     for stream in &mut streams {
         points += stream.finish(&model).expect("finish").values.len();
@@ -92,52 +100,4 @@ fn run(seconds: f64, engine: ModelEngine, channels: usize, batch: usize) {
         "{{\"impl\": \"vigil-{engine}\", \"channels\": {channels}, \"batch\": {batch}, \"signal_s\": {seconds}, \"cpu_s\": {cpu:.3}, \"wall_s\": {wall:.3}, \"channel_s_per_cpu_s\": {:.1}}}",
         channel_s / cpu
     );
-}
-
-/// One chunk of every channel: the windows that became ready run `batch` per model call, in
-/// channel order as a shard queues them; returns the points that became final.
-fn push_batched(
-    model: &SeizureModel,
-    streams: &mut [ChannelStream],
-    signals: &[Vec<f32>],
-    range: std::ops::Range<usize>,
-    batch: usize,
-) -> usize {
-    let pushed: Vec<_> = streams
-        .iter_mut()
-        .zip(signals)
-        .map(|(s, x)| s.push_samples(&x[range.start..range.end.min(x.len())]))
-        .collect();
-    let mut places = Vec::new();
-    let mut inputs = Vec::new();
-    for (ch, p) in pushed.iter().enumerate() {
-        for (j, job) in p.jobs.iter().enumerate() {
-            if let Some(input) = job
-                .evaluate
-                .then(|| streams[ch].take_input(job.start))
-                .flatten()
-            {
-                places.push((ch, j));
-                inputs.push(input);
-            }
-        }
-    }
-    let mut results: Vec<Vec<(usize, Option<Vec<f32>>)>> = pushed
-        .iter()
-        .map(|p| p.jobs.iter().map(|j| (j.start, None)).collect())
-        .collect();
-    let mut places = places.into_iter();
-    for group in inputs.chunks(batch) {
-        let n_cols = group[0].len() / vigil_inference::spectrogram::N_BINS;
-        for output in model.predict(group, n_cols).expect("predict") {
-            let (ch, j) = places.next().expect("one place per input");
-            results[ch][j].1 = Some(output);
-        }
-    }
-    streams
-        .iter_mut()
-        .zip(results)
-        .zip(&pushed)
-        .map(|((s, r), p)| s.complete(r, p.final_end).values.len())
-        .sum()
 }

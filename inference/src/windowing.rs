@@ -284,19 +284,8 @@ impl ChannelStream {
         model: &SeizureModel,
         chunk: &[f32],
     ) -> Result<FinalizedPoints, InferenceError> {
-        let pushed = self.push_samples(chunk);
-        let inputs: Vec<Vec<f32>> = pushed
-            .jobs
-            .iter()
-            .filter_map(|job| self.take_input(job.start))
-            .collect();
-        let mut outputs = model.predict(&inputs, self.geometry.n_cols)?.into_iter();
-        let results = pushed
-            .jobs
-            .iter()
-            .map(|job| (job.start, job.evaluate.then(|| outputs.next()).flatten()))
-            .collect();
-        Ok(self.complete(results, pushed.final_end))
+        let mut points = push_all(model, std::slice::from_mut(self), &[chunk], usize::MAX)?;
+        Ok(points.pop().expect("push_all returns one result per stream"))
     }
 
     /// Appends samples (NaN = missing) and returns the regular windows that became complete,
@@ -526,6 +515,50 @@ impl ChannelStream {
         self.valid.fit(retained);
         self.prob.fit(retained);
     }
+}
+
+/// Pushes `chunks[i]` into `streams[i]`, runs the windows that became complete `batch` per
+/// model call in stream order (as a shard batches a patient's channels), and returns each
+/// stream's newly final points. The streams share one window geometry.
+pub fn push_all(
+    model: &SeizureModel,
+    streams: &mut [ChannelStream],
+    chunks: &[&[f32]],
+    batch: usize,
+) -> Result<Vec<FinalizedPoints>, InferenceError> {
+    let pushed: Vec<PushedChunk> = streams
+        .iter_mut()
+        .zip(chunks)
+        .map(|(stream, chunk)| stream.push_samples(chunk))
+        .collect();
+    // (stream, job) of each input, in the order the model gets them.
+    let mut places = Vec::new();
+    let mut inputs = Vec::new();
+    for (ch, p) in pushed.iter().enumerate() {
+        for (j, job) in p.jobs.iter().enumerate() {
+            if let Some(input) = streams[ch].take_input(job.start) {
+                places.push((ch, j));
+                inputs.push(input);
+            }
+        }
+    }
+    let mut results: Vec<Vec<(usize, Option<Vec<f32>>)>> = pushed
+        .iter()
+        .map(|p| p.jobs.iter().map(|job| (job.start, None)).collect())
+        .collect();
+    let mut places = places.into_iter();
+    for group in inputs.chunks(batch.max(1)) {
+        let n_cols = group[0].len() / N_BINS;
+        for (output, (ch, j)) in model.predict(group, n_cols)?.into_iter().zip(&mut places) {
+            results[ch][j].1 = Some(output);
+        }
+    }
+    Ok(streams
+        .iter_mut()
+        .zip(results)
+        .zip(&pushed)
+        .map(|((stream, done), p)| stream.complete(done, p.final_end))
+        .collect())
 }
 
 /// The whole-recording prediction (the reference function), through the streaming path.

@@ -11,7 +11,7 @@ use serde_json::Value;
 use vigil_inference::model::SeizureModel;
 use vigil_inference::spectrogram::{tukey_periodic, SpectrogramPlan, WindowSpectrogram, N_BINS};
 use vigil_inference::synthetic::SyntheticChannel;
-use vigil_inference::windowing::{predict_channel, ChannelStream, WindowParams};
+use vigil_inference::windowing::{predict_channel, push_all, ChannelStream, WindowParams};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -39,6 +39,20 @@ fn synthetic_channel(fs: f64, seconds: f64, spec: &Value) -> Vec<f32> {
         flat: pair(&spec["flat"]),
     }
     .generate(fs, seconds)
+}
+
+/// A golden case's sampling rate, length in seconds and windows.
+fn case_geometry(case: &Value) -> (f64, f64, WindowParams) {
+    let params = WindowParams {
+        window_s: case["window_s"].as_f64().expect("window"),
+        step_s: case["step_s"].as_f64().expect("step"),
+        discard_edges_s: case["discard_edges_s"].as_f64().expect("edges"),
+    };
+    (
+        case["fs"].as_f64().expect("fs"),
+        case["seconds"].as_f64().expect("seconds"),
+        params,
+    )
 }
 
 fn expected(values: &Value) -> Vec<f32> {
@@ -131,13 +145,7 @@ fn streaming_probabilities_match_reference() {
     let mut report = Vec::new();
     for case in g["cases"].as_array().expect("cases") {
         let name = case["name"].as_str().expect("name");
-        let fs = case["fs"].as_f64().expect("fs");
-        let seconds = case["seconds"].as_f64().expect("seconds");
-        let params = WindowParams {
-            window_s: case["window_s"].as_f64().expect("window"),
-            step_s: case["step_s"].as_f64().expect("step"),
-            discard_edges_s: case["discard_edges_s"].as_f64().expect("edges"),
-        };
+        let (fs, seconds, params) = case_geometry(case);
         for channel in case["channels"].as_array().expect("channels") {
             let signal = synthetic_channel(fs, seconds, channel);
             let want = expected(&channel["prob"]);
@@ -179,4 +187,48 @@ fn streaming_probabilities_match_reference() {
         }
     }
     eprintln!("{}", report.join("\n"));
+}
+
+/// A case's channels streamed together, their windows run 3 per model call across channels
+/// (`push_all`, as a shard batches them), give each channel the reference's values.
+#[test]
+fn channels_batched_together_match_reference() {
+    let Some(model) = model() else { return };
+    let g = golden();
+    for case in g["cases"].as_array().expect("cases") {
+        let name = case["name"].as_str().expect("name");
+        let (fs, seconds, params) = case_geometry(case);
+        let channels = case["channels"].as_array().expect("channels");
+        let signals: Vec<Vec<f32>> = channels
+            .iter()
+            .map(|c| synthetic_channel(fs, seconds, c))
+            .collect();
+        let mut streams: Vec<ChannelStream> = channels
+            .iter()
+            .map(|_| ChannelStream::new(fs, params).expect("stream"))
+            .collect();
+        let mut got = vec![Vec::new(); channels.len()];
+        let sizes = [777usize, 4099, 5120, 1];
+        let (mut at, mut i) = (0, 0);
+        while at < signals[0].len() {
+            let end = (at + sizes[i % sizes.len()]).min(signals[0].len());
+            let chunks: Vec<&[f32]> = signals.iter().map(|s| &s[at..end]).collect();
+            for (ch, points) in push_all(&model, &mut streams, &chunks, 3)
+                .expect("push")
+                .into_iter()
+                .enumerate()
+            {
+                assert_eq!(points.first_index, got[ch].len(), "{name}: points in order");
+                got[ch].extend(points.values);
+            }
+            at = end;
+            i += 1;
+        }
+        for (ch, (stream, channel)) in streams.iter_mut().zip(channels).enumerate() {
+            got[ch].extend(stream.finish(&model).expect("finish").values);
+            let label = format!("{name} seed {} batched", channel["seed"]);
+            let worst = compare(&label, &got[ch], &expected(&channel["prob"]));
+            assert!(worst <= TOLERANCE, "{label}: max abs diff {worst}");
+        }
+    }
 }
