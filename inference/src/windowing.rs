@@ -285,7 +285,9 @@ impl ChannelStream {
         chunk: &[f32],
     ) -> Result<FinalizedPoints, InferenceError> {
         let mut points = push_all(model, std::slice::from_mut(self), &[chunk], usize::MAX)?;
-        Ok(points.pop().expect("push_all returns one result per stream"))
+        Ok(points
+            .pop()
+            .expect("push_all returns one result per stream"))
     }
 
     /// Appends samples (NaN = missing) and returns the regular windows that became complete,
