@@ -520,8 +520,9 @@ impl ChannelStream {
 }
 
 /// Pushes `chunks[i]` into `streams[i]`, runs the windows that became complete `batch` per
-/// model call in stream order (as a shard batches a patient's channels), and returns each
-/// stream's newly final points. The streams share one window geometry.
+/// model call in stream and job order (the order a shard takes queued windows into a batch,
+/// here in one synchronous call), and returns each stream's newly final points. The streams
+/// share one window geometry.
 pub fn push_all(
     model: &SeizureModel,
     streams: &mut [ChannelStream],
