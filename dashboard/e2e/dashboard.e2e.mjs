@@ -63,6 +63,8 @@ async function main() {
 
     // Patient view, by a press held across a re-render (the page redraws at least every second):
     // a click must not be lost to a live update.
+    const trendLoads = [];
+    page.on("request", (r) => { if (r.url().includes(`/api/patients/${P1}/history/trends`)) trendLoads.push(Date.now()); });
     await heldClick(page, `[data-testid="tile-${P1}"] h3`);
     await page.waitForSelector('[data-testid="patient-title"]', { state: "visible", timeout: 5000 });
     check((await page.textContent('[data-testid="patient-title"]')) === P1, "patient view opened by a press held across a re-render");
@@ -100,6 +102,11 @@ async function main() {
     const heatPixels = () => colouredPixels(page, "trends-canvas");
     const coloured = await heatPixels();
     check(coloured > 5000, `CSA heatmaps drawn (${coloured} coloured pixels)`);
+    // The feed's stored trends end 50 s before its first live interval (as when storage lags
+    // the live feed): the page fetches that time again within seconds, not at its 60 s reload.
+    for (const until = Date.now() + 10000; trendLoads.length < 2 && Date.now() < until;) await page.waitForTimeout(250);
+    check(trendLoads.length >= 2 && trendLoads[1] - trendLoads[0] < 10000,
+      `the gap between stored and live trends fetched again ${trendLoads.length >= 2 ? ((trendLoads[1] - trendLoads[0]) / 1000).toFixed(1) : "never"} s after the first load`);
     await page.waitForSelector('[data-testid="trends-aeeg"] canvas');
     await page.waitForSelector('[data-testid="trends-bsr"] canvas');
     await page.click('button[data-span="4"]');

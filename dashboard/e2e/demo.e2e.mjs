@@ -157,11 +157,14 @@ async function storedTrends(page, id, from, to) {
 // Opens a patient's view and waits until its trends panel is drawn from its own data (the
 // canvas is shared: it shows the previous patient until the first redraw).
 // Reads the open patient's CSA rows until the panel holds a whole burst time (with its margins)
-// of `bursts`, streamed from `t0`. At 20x the first burst is whole within seconds; a busy machine
-// slows the demo to ~3x, and a patient's trends can lag another's while inference catches up.
+// of `bursts`, streamed from `t0`, drawn from data: a panel opened while storage lags the live
+// feed shows "no data" between the two until it fetches that time again (app.js
+// refillTrendsGap). At 20x the first burst is whole within seconds; a busy machine slows the
+// demo to ~3x, and a patient's trends can lag another's while inference catches up.
 async function readWholeBursts(page, t0, bursts) {
   let read, windows, drawn = [];
-  for (const deadline = Date.now() + 240000; !drawn.length && Date.now() < deadline;) {
+  const drawnFromData = () => drawn.length && drawn.every((r) => r.rows.every((x) => Number.isFinite(x.rise)));
+  for (const deadline = Date.now() + 240000; !drawnFromData() && Date.now() < deadline;) {
     if (read !== undefined) await page.waitForTimeout(1000);
     read = await readCsa(page, BAND_HZ);
     if (!read) continue;

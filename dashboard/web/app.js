@@ -113,6 +113,7 @@
         d.trends.live.set(data.start_ms, data);
         for (const t of d.trends.live.keys()) if (t < data.start_ms - 24 * 3600 * 1000) d.trends.live.delete(t);
         d.trends.dirty = true;
+        refillTrendsGap(d.id);
         break;
       default: return false;
     }
@@ -240,7 +241,23 @@
     const res = await api(`/api/patients/${encodeURIComponent(id)}/history/trends?${q}`);
     d.trends.columns = res.items;
     d.trends.dirty = true;
+    if (!VigilTrends.gapBeforeLive(d.trends)) trendsRefill.delayMs = TRENDS_REFILL_MS;
     scheduleRender();
+  }
+
+  // Storage stores what the live feed sends a little later, so columns fetched when a patient
+  // is opened can end before the socket's first live interval. The gap is fetched again soon,
+  // backing off while storage catches up (at most to the periodic reload's minute).
+  const TRENDS_REFILL_MS = 2000;
+  const trendsRefill = { timer: null, delayMs: TRENDS_REFILL_MS };
+  function refillTrendsGap(id) {
+    if (trendsRefill.timer || app.route.patient !== id || !VigilTrends.gapBeforeLive(patientData(id).trends)) return;
+    trendsRefill.timer = setTimeout(() => {
+      trendsRefill.timer = null;
+      if (app.route.patient !== id) return;
+      trendsRefill.delayMs = Math.min(trendsRefill.delayMs * 2, 60000);
+      loadTrends(id).catch(() => {});
+    }, trendsRefill.delayMs);
   }
 
   function renderTrends(d) {

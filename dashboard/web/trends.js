@@ -182,7 +182,18 @@ window.VigilTrends = (() => {
 
   function emptyData() { return { columns: [], live: new Map(), charts: [] }; }
 
-  return { SPANS_H, render, bucketSeconds, emptyData, csaColour, asymColour };
+  /// Whether the live intervals start more than one interval after the fetched columns end:
+  /// storage had not stored what the live feed already sent when the columns were fetched,
+  /// and the time between would be drawn as "no data".
+  function gapBeforeLive(t) {
+    let first = null;
+    for (const c of t.live.values()) if (first === null || c.start_ms < first.start_ms) first = c;
+    if (first === null) return false;
+    const last = t.columns[t.columns.length - 1];
+    return !last || last.start_ms + last.duration_ms + first.duration_ms < first.start_ms;
+  }
+
+  return { SPANS_H, render, bucketSeconds, emptyData, gapBeforeLive, csaColour, asymColour };
 })();
 
 window.VigilEegPage = (() => {
