@@ -5,6 +5,7 @@ use vigil_core::bus::Bus;
 use vigil_core::config::VigilConfig;
 use vigil_core::model::{self, FetchOutcome, ModelManifest, PackageOrigin};
 use vigil_core::telemetry;
+use vigil_core::CancellationToken;
 use vigil_inference::model::SeizureModel;
 
 use crate::{Cli, Command, DeviceAction, LslArgs, ModelsAction, TopicsAction, UserAction};
@@ -58,6 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }),
         Command::Demo => runtime()?.block_on(crate::demo::run(config)),
         Command::Infer => runtime()?.block_on(infer(config)),
+        Command::Standalone => runtime()?.block_on(standalone(config)),
         Command::Ingest => runtime()?.block_on(async {
             telemetry::init(&config.telemetry);
             let shutdown = vigil_core::shutdown::on_signals();
@@ -311,4 +313,57 @@ async fn infer(config: VigilConfig) -> anyhow::Result<()> {
     let shutdown = vigil_core::shutdown::on_signals();
     vigil_inference::serve(&config, shutdown).await?;
     Ok(())
+}
+
+/// `vigil standalone`: the four stages in one process, each as its own command runs it. A
+/// stage that fails stops the others cleanly (they flush as on SIGTERM), and its error is the
+/// command's.
+async fn standalone(config: VigilConfig) -> anyhow::Result<()> {
+    telemetry::init(&config.telemetry);
+    let shutdown = vigil_core::shutdown::on_signals();
+    // Topics first: on memory:// a consumer cannot subscribe to a topic not yet created.
+    Bus::connect(&config.bus)
+        .await?
+        .create_vigil_topics()
+        .await?;
+    let c = &config;
+    let (ingest, infer, store, dashboard) = tokio::join!(
+        stage_of_many(
+            "ingest",
+            &shutdown,
+            vigil_ingest::serve(c, shutdown.clone())
+        ),
+        stage_of_many(
+            "inference",
+            &shutdown,
+            vigil_inference::serve(c, shutdown.clone())
+        ),
+        stage_of_many(
+            "storage",
+            &shutdown,
+            vigil_storage::serve(c, shutdown.clone())
+        ),
+        stage_of_many(
+            "dashboard",
+            &shutdown,
+            vigil_dashboard::serve(c, shutdown.clone())
+        ),
+    );
+    ingest.and(infer).and(store).and(dashboard)
+}
+
+/// Runs one of several stages sharing `shutdown`; if it fails, the others are told to stop.
+async fn stage_of_many<E>(
+    name: &'static str,
+    shutdown: &CancellationToken,
+    run: impl std::future::Future<Output = Result<(), E>>,
+) -> anyhow::Result<()>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let result = run.await.with_context(|| format!("{name} stage"));
+    if result.is_err() {
+        shutdown.cancel();
+    }
+    result
 }

@@ -43,6 +43,11 @@ enum Command {
     /// Run the clinician dashboard (web page, live WebSocket, alert acknowledgement) on
     /// `dashboard.listen`.
     Dashboard,
+    /// Run every stage (ingest, inference, storage, dashboard) in this process, each on its
+    /// own `listen` address, sharing the configured bus and databases. With `memory://` the
+    /// stages share one in-process broker: nothing survives a restart, so that is for a single
+    /// machine's tests and benchmarks, not for a ward (README "Using the binary").
+    Standalone,
     /// Run the storage stage: raw, probability and alert topics into the clinical database
     /// (`storage.database_url`), the Parquet archive, and the history + FHIR API on
     /// `storage.listen`.

@@ -35,6 +35,16 @@ fn split_sample(line: &str) -> Option<(&str, &str, f64)> {
     }
 }
 
+/// The value of the gauge or counter `name` whose labels include `labels` (the first such
+/// series), from a Prometheus text page.
+pub fn sample_value(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(split_sample)
+        .find(|(series, line_labels, _)| *series == name && has_labels(line_labels, labels))
+        .map(|(_, _, value)| value)
+}
+
 impl Histogram {
     /// The series `name` whose labels include `labels`, from a Prometheus text page; `None`
     /// when the page has no bucket of it (nothing observed yet).
@@ -142,6 +152,18 @@ impl Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sample_value_finds_the_series_with_the_labels() {
+        let page = "# TYPE vigil_bus_group_lag_records gauge\n\
+            vigil_bus_group_lag_records{broker=\"b\",group=\"vigil-inference-alerts\"} 7\n\
+            vigil_bus_group_lag_records{broker=\"b\",group=\"vigil-inference\"} 42\n\
+            vigil_bus_group_lag_records_total 3\n";
+        let lag = |g| sample_value(page, "vigil_bus_group_lag_records", &[("group", g)]);
+        assert_eq!(lag("vigil-inference"), Some(42.0));
+        assert_eq!(lag("vigil-inference-alerts"), Some(7.0));
+        assert_eq!(lag("vigil-storage"), None);
+    }
 
     const PAGE: &str = r#"# TYPE vigil_dashboard_push_latency_seconds histogram
 vigil_dashboard_push_latency_seconds_bucket{record="trace",le="0.005"} 10

@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 use vigil_bench::histogram::Histogram;
-use vigil_bench::services::{self, Service};
+use vigil_bench::services;
 
 /// One hop: its name, the stage serving the histogram, the metric and its labels.
 pub struct HopSpec {
@@ -64,15 +64,14 @@ pub struct Hop {
 }
 
 /// Every hop's histogram now, in `specs` order (None where the stage does not run or has
-/// not observed anything yet).
-pub async fn scrape(stages: &[Service], specs: &[HopSpec]) -> Vec<Option<Histogram>> {
+/// not observed anything yet); `metrics_addr` says where a stage serves `/metrics`.
+pub async fn scrape(
+    metrics_addr: impl Fn(&str) -> Option<String>,
+    specs: &[HopSpec],
+) -> Vec<Option<Histogram>> {
     let mut out = Vec::with_capacity(specs.len());
     for hop in specs {
-        let addr = stages
-            .iter()
-            .find(|s| s.name == hop.stage)
-            .and_then(|s| s.addr.clone());
-        let page = match addr {
+        let page = match metrics_addr(hop.stage) {
             Some(addr) => services::get(&addr, "/metrics")
                 .await
                 .map(|(_, body)| body)

@@ -8,6 +8,7 @@ mod ingest_only;
 mod load;
 mod ramp;
 mod report;
+mod standalone;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -130,6 +131,11 @@ struct Args {
     /// instead of Vigil.
     #[arg(long, requires = "ingest_only")]
     peer: Option<PathBuf>,
+    /// Run every stage in one `vigil standalone` process on its embedded bus (memory://)
+    /// instead of four processes and a broker; lag is read from its `/metrics` and seizure
+    /// alerts from the dashboard's live view (bench/README.md "One process").
+    #[arg(long, conflicts_with_all = ["kafka", "tansu", "ingest_only", "stages"])]
+    single_process: bool,
 }
 
 /// The idle phase (`--idle-s`): CPU and memory of every process with no device connected.
@@ -170,7 +176,7 @@ struct Bench {
     clinician: (i64, String, String),
     ingest_addr: String,
     dashboard_addr: String,
-    lag: Arc<probes::LagProbe>,
+    lag: probes::LagSource,
     ticks_per_s: f64,
     observed: Arc<Observed>,
     idle_rss: u64,
@@ -218,14 +224,20 @@ impl Bench {
     }
 
     async fn lag_now(&self) -> anyhow::Result<(f64, f64)> {
-        let probe = self.lag.clone();
-        let lags = tokio::task::spawn_blocking(move || probe.sample()).await??;
-        let get = |g: &str| {
-            lags.iter()
-                .find(|(name, _)| name == g)
-                .map_or(0.0, |(_, l)| *l)
-        };
-        Ok((get("vigil-inference"), get("vigil-storage")))
+        let lags = self
+            .lag
+            .sample(&["vigil-inference", "vigil-storage"])
+            .await?;
+        Ok((lags[0], lags[1]))
+    }
+
+    /// Where `stage` (`ingest`, `infer`, `store`, `dashboard`) serves `/metrics`: its own
+    /// process, or the one process of `--single-process` (every stage's metrics on each page).
+    fn metrics_addr(&self, stage: &str) -> Option<String> {
+        self.stages
+            .iter()
+            .find(|s| s.name == stage || s.name == standalone::NAME)
+            .and_then(|s| s.addr.clone())
     }
 
     async fn dashboard_metrics(&self) -> (Option<Histogram>, Option<Histogram>) {
@@ -367,8 +379,8 @@ impl Bench {
     ) -> anyhow::Result<StepResult> {
         let pids = self.monitored();
         let (trace0, hr0) = self.dashboard_metrics().await;
-        let hops0 = hops::scrape(&self.stages, &hops::HOPS).await;
-        let provisional0 = hops::scrape(&self.stages, &hops::PROVISIONAL).await;
+        let hops0 = hops::scrape(|stage| self.metrics_addr(stage), &hops::HOPS).await;
+        let provisional0 = hops::scrape(|stage| self.metrics_addr(stage), &hops::PROVISIONAL).await;
         let start = Instant::now();
         let first: Vec<Option<ProcSample>> = pids
             .iter()
@@ -389,12 +401,12 @@ impl Bench {
         let hops = hops::between(
             &hops::HOPS,
             &hops0,
-            hops::scrape(&self.stages, &hops::HOPS).await,
+            hops::scrape(|stage| self.metrics_addr(stage), &hops::HOPS).await,
         );
         let provisional = hops::between(
             &hops::PROVISIONAL,
             &provisional0,
-            hops::scrape(&self.stages, &hops::PROVISIONAL).await,
+            hops::scrape(|stage| self.metrics_addr(stage), &hops::PROVISIONAL).await,
         );
         let trace = trace1.map(|h| h.since(trace0.as_ref()));
         let hr = hr1.map(|h| h.since(hr0.as_ref()));
@@ -513,8 +525,8 @@ async fn main() -> anyhow::Result<()> {
     let mut infra = Vec::new();
     let kafka = match &args.kafka {
         Some(k) => k.clone(),
-        // The peer has no broker.
-        None if args.peer.is_some() => String::new(),
+        // The peer has no broker, and one process has its own.
+        None if args.peer.is_some() || args.single_process => String::new(),
         None => {
             let port = services::free_port()?;
             let tansu = args.tansu.clone().unwrap_or_else(services::default_tansu);
@@ -570,6 +582,11 @@ async fn start_stages(
     work: &Path,
     values: &ConfigValues,
 ) -> anyhow::Result<Vec<Service>> {
+    if args.single_process {
+        return Ok(vec![
+            standalone::start(vigil, config_arg, work, values).await?,
+        ]);
+    }
     let mut stages = Vec::new();
     for (name, sub, addr) in [
         ("ingest", "ingest", &values.ingest),
@@ -692,15 +709,20 @@ async fn run_bench(
         extra_pids.push(("mariadbd".to_owned(), pid));
     }
 
-    let bus_config = BusConfig {
-        url: format!("kafka://{kafka}"),
-        partitions: args.partitions,
-        ..BusConfig::default()
+    let (bus, lag) = if args.single_process {
+        let lag = probes::LagSource::Metrics(values.infer.clone());
+        (None, lag)
+    } else {
+        let bus_config = BusConfig {
+            url: format!("kafka://{kafka}"),
+            partitions: args.partitions,
+            ..BusConfig::default()
+        };
+        let bus = Bus::connect(&bus_config).await?;
+        let groups = lag_groups(&bus, &args.stages);
+        let probe = probes::LagProbe::new(&kafka, &groups, bus_config.partitions)?;
+        (Some(bus), probes::LagSource::Kafka(Arc::new(probe)))
     };
-    let bus = Bus::connect(&bus_config).await?;
-    let partitions = bus_config.partitions;
-    let groups = lag_groups(&bus, &args.stages);
-    let lag = probes::LagProbe::new(&kafka, &groups, partitions)?;
     let mut bench = Bench {
         ticks_per_s: ticks_per_s(),
         args,
@@ -712,7 +734,7 @@ async fn run_bench(
         store,
         directory,
         clinician: (user.id, username, password),
-        lag: Arc::new(lag),
+        lag,
         observed: Arc::new(Observed::default()),
         idle_rss: 0,
     };

@@ -3,6 +3,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,11 +12,13 @@ use futures::StreamExt;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
 use vigil_core::bus::Bus;
 use vigil_core::codec::{self, DecodeLimits};
 use vigil_core::record::{AlertEvent, AlertKind, AlertTransition};
 use vigil_core::CancellationToken;
 
+use crate::histogram::sample_value;
 use crate::services::request;
 
 /// Lag of consumer groups: high watermark minus committed offset, summed over partitions.
@@ -131,13 +134,60 @@ pub async fn login(addr: &str, username: &str, password: &str) -> anyhow::Result
     Ok(cookie.to_owned())
 }
 
+/// Where consumer-group lag is read.
+pub enum LagSource {
+    /// The broker's committed offsets and watermarks.
+    Kafka(Arc<LagProbe>),
+    /// The embedded broker's `vigil_bus_group_lag_records` on this process's `/metrics`
+    /// (`vigil standalone` on memory://).
+    Metrics(String),
+}
+
+impl LagSource {
+    /// Lag of each of `groups` now (0 for a group that has not consumed yet).
+    pub async fn sample(&self, groups: &[&str]) -> anyhow::Result<Vec<f64>> {
+        let lags: Vec<(String, f64)> = match self {
+            LagSource::Kafka(probe) => {
+                let probe = probe.clone();
+                tokio::task::spawn_blocking(move || probe.sample()).await??
+            }
+            LagSource::Metrics(addr) => {
+                let (status, page) = crate::services::get(addr, "/metrics").await?;
+                if status != 200 {
+                    bail!("{addr}/metrics answered {status}");
+                }
+                groups
+                    .iter()
+                    .filter_map(|g| {
+                        let v =
+                            sample_value(&page, "vigil_bus_group_lag_records", &[("group", g)])?;
+                        Some(((*g).to_owned(), v))
+                    })
+                    .collect()
+            }
+        };
+        Ok(groups
+            .iter()
+            .map(|g| {
+                lags.iter()
+                    .find(|(name, _)| name == g)
+                    .map_or(0.0, |(_, l)| *l)
+            })
+            .collect())
+    }
+}
+
 /// A browser-like live view of `patients` (with EEG traces), reading every frame so the
 /// dashboard never drops it as slow. Returns the frame counter; stops on `stop`.
+///
+/// With `alerts`, the raised seizure alerts among the frames are kept there: the way to see
+/// them when the bus is inside another process (`--single-process`).
 pub async fn live_view(
     addr: &str,
     cookie: &str,
     patients: &[String],
     stop: CancellationToken,
+    alerts: Option<AlertLog>,
 ) -> anyhow::Result<Arc<Mutex<u64>>> {
     let url = format!(
         "ws://{addr}/api/live?patients={}&traces=true",
@@ -156,9 +206,12 @@ pub async fn live_view(
             tokio::select! {
                 _ = stop.cancelled() => break,
                 msg = read.next() => match msg {
-                    Some(Ok(_)) => {
+                    Some(Ok(frame)) => {
                         if let Ok(mut n) = counter.lock() {
                             *n += 1;
+                        }
+                        if let (Some(log), Message::Text(text)) = (&alerts, &frame) {
+                            log.read_live_frame(text.as_str());
                         }
                     }
                     Some(Err(e)) => {
@@ -187,17 +240,56 @@ pub struct SeenAlert {
     pub patients_running: usize,
 }
 
+/// The raised seizure alerts seen so far, each with the load it was seen at.
+#[derive(Debug, Clone, Default)]
+pub struct AlertLog {
+    /// Alerts in the order they were read.
+    pub seen: Arc<Mutex<Vec<SeenAlert>>>,
+    /// Patients streaming now (set by the ramp).
+    pub running: Arc<AtomicUsize>,
+}
+
+impl AlertLog {
+    fn keep(&self, patient_id: String, at_ns: i64) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.push(SeenAlert {
+                patient_id,
+                at_ns,
+                patients_running: self.running.load(Ordering::SeqCst),
+            });
+        }
+    }
+
+    /// Keeps the alert of a dashboard live frame `{"type":"alert","patient_id":..,"data":
+    /// {"kind","transition","at_ms",..}}` if it raises a seizure alert; other frames are
+    /// skipped before parsing (most are EEG traces).
+    fn read_live_frame(&self, text: &str) {
+        if !text.starts_with(r#"{"type":"alert""#) {
+            return;
+        }
+        let Ok(frame) = serde_json::from_str::<serde_json::Value>(text) else {
+            return;
+        };
+        let data = &frame["data"];
+        if data["kind"] == "seizure" && data["transition"] == "raised" {
+            if let (Some(patient), Some(at_ms)) =
+                (frame["patient_id"].as_str(), data["at_ms"].as_f64())
+            {
+                self.keep(patient.to_owned(), (at_ms * 1e6).round() as i64);
+            }
+        }
+    }
+}
+
 /// Reads `vigil.alerts` in its own consumer group and keeps every raised seizure alert.
 pub async fn watch_alerts(
     bus: Bus,
     group: String,
-    running: Arc<std::sync::atomic::AtomicUsize>,
+    log: AlertLog,
     stop: CancellationToken,
-) -> anyhow::Result<Arc<Mutex<Vec<SeenAlert>>>> {
+) -> anyhow::Result<()> {
     let topic = bus.topic(vigil_core::bus::Topic::Alerts);
     let mut consumer = bus.subscribe(&group, &[topic]).await?;
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let out = seen.clone();
     tokio::spawn(async move {
         let limits = DecodeLimits::default();
         loop {
@@ -208,18 +300,41 @@ pub async fn watch_alerts(
             let Ok(msg) = msg else { continue };
             if let Ok(event) = codec::decode::<AlertEvent>(&msg.payload, &limits) {
                 if event.kind == AlertKind::Seizure && event.transition == AlertTransition::Raised {
-                    if let Ok(mut seen) = out.lock() {
-                        seen.push(SeenAlert {
-                            patient_id: event.patient_id,
-                            at_ns: event.at_ns,
-                            patients_running: running.load(std::sync::atomic::Ordering::SeqCst),
-                        });
-                    }
+                    log.keep(event.patient_id, event.at_ns);
                 }
             }
             let _ = consumer.ack(&msg);
         }
         let _ = consumer.close().await;
     });
-    Ok(seen)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_frames_keep_raised_seizure_alerts_only() {
+        let log = AlertLog::default();
+        log.running.store(24, Ordering::SeqCst);
+        let frame = |kind: &str, transition: &str| {
+            format!(
+                r#"{{"type":"alert","patient_id":"p1","seq":3,"data":{{"alert_id":"6d1f6b1e-8a4f-4a7e-9d7e-0c8f2b1a3c4d","kind":"{kind}","transition":"{transition}","onset_ms":1700000000000.0,"at_ms":1700000030123.5,"by":null,"evidence":{{}}}}}}"#
+            )
+        };
+        log.read_live_frame(&frame("seizure", "raised"));
+        log.read_live_frame(&frame("seizure", "resolved"));
+        log.read_live_frame(&frame("tachycardia", "raised"));
+        log.read_live_frame(r#"{"type":"trace","patient_id":"p1","seq":4,"data":{}}"#);
+        let seen = log.seen.lock().expect("lock").clone();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0].patient_id, "p1");
+        // Milliseconds as an f64 keep the time to well under a microsecond.
+        assert!(
+            (seen[0].at_ns - 1_700_000_030_123_500_000).abs() < 1_000,
+            "{seen:?}"
+        );
+        assert_eq!(seen[0].patients_running, 24);
+    }
 }

@@ -3,7 +3,7 @@
 //! with the seizure bursts' onset-to-alert latencies.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -233,19 +233,22 @@ fn onset_latencies(
 /// streams' last publishes.
 const IDLE_EVICT_MARGIN_S: f64 = 15.0;
 
-pub async fn ramp(bench: &Bench, bus: Bus) -> anyhow::Result<serde_json::Value> {
+/// The ramp, then the final phase. Seizure alerts are read on `vigil.alerts` through `bus`,
+/// or, without one (the bus is inside `vigil standalone`), from the dashboard's live view.
+pub async fn ramp(bench: &Bench, bus: Option<Bus>) -> anyhow::Result<serde_json::Value> {
     let args = &bench.args;
     let (path, sim) = simulator(args)?;
 
     let stop = CancellationToken::new();
-    let running = Arc::new(AtomicUsize::new(0));
-    let alerts = probes::watch_alerts(
-        bus,
-        format!("vigil-loadbench-{}", bench.run),
-        running.clone(),
-        stop.clone(),
-    )
-    .await?;
+    let alerts = probes::AlertLog::default();
+    let alerts_in_view = match bus {
+        Some(bus) => {
+            let group = format!("vigil-loadbench-{}", bench.run);
+            probes::watch_alerts(bus, group, alerts.clone(), stop.clone()).await?;
+            None
+        }
+        None => Some(alerts.clone()),
+    };
     let cookie = probes::login(
         &bench.dashboard_addr,
         &bench.clinician.1,
@@ -277,7 +280,7 @@ pub async fn ramp(bench: &Bench, bus: Bus) -> anyhow::Result<serde_json::Value> 
         wait_warm(&cohort, args.warmup_speed, n).await;
         cohorts.push(cohort);
         last_n = n;
-        running.store(n, Ordering::SeqCst);
+        alerts.running.store(n, Ordering::SeqCst);
         let limit = n as f64 * RECORDS_PER_PATIENT_S * 2.0;
         let drain_s = match bench.drain(limit).await {
             Ok(s) => s,
@@ -294,7 +297,15 @@ pub async fn ramp(bench: &Bench, bus: Bus) -> anyhow::Result<serde_json::Value> 
         live_stop.cancel();
         live_stop = stop.child_token();
         let patients = patient_ids(&cohorts);
-        probes::live_view(&bench.dashboard_addr, &cookie, &patients, live_stop.clone()).await?;
+        let view = alerts_in_view.clone();
+        probes::live_view(
+            &bench.dashboard_addr,
+            &cookie,
+            &patients,
+            live_stop.clone(),
+            view,
+        )
+        .await?;
         // Let the new streams and the new socket settle before measuring.
         tokio::time::sleep(Duration::from_secs(5)).await;
         let step = bench.measure(n, "ramp", args.measure_s, drain_s).await?;
@@ -312,12 +323,20 @@ pub async fn ramp(bench: &Bench, bus: Bus) -> anyhow::Result<serde_json::Value> 
     let mut final_step = None;
     if let (Some(n), true) = (best, args.final_s > 0.0) {
         shrink_to(&mut cohorts, &mut onsets, n).await;
-        running.store(n, Ordering::SeqCst);
+        alerts.running.store(n, Ordering::SeqCst);
         eprintln!("--- final: {n} patients for {} s", args.final_s);
         let live = patient_ids(&cohorts);
         live_stop.cancel();
         live_stop = stop.child_token();
-        probes::live_view(&bench.dashboard_addr, &cookie, &live, live_stop.clone()).await?;
+        let view = alerts_in_view.clone();
+        probes::live_view(
+            &bench.dashboard_addr,
+            &cookie,
+            &live,
+            live_stop.clone(),
+            view,
+        )
+        .await?;
         // Dropped cohorts leave a backlog and signal-loss alerts; let that settle.
         let drain_s = bench
             .drain(n as f64 * RECORDS_PER_PATIENT_S * 2.0)
@@ -352,7 +371,7 @@ pub async fn ramp(bench: &Bench, bus: Bus) -> anyhow::Result<serde_json::Value> 
         None
     };
 
-    let seen = alerts.lock().map(|a| a.clone()).unwrap_or_default();
+    let seen = alerts.seen.lock().map(|a| a.clone()).unwrap_or_default();
     let mut report = summarize(
         bench,
         &path,

@@ -84,15 +84,26 @@ impl Service {
         path: Option<&str>,
     ) -> anyhow::Result<()> {
         let addr = self.addr.clone().context("no address")?;
+        self.wait_answer(&addr, timeout, path).await
+    }
+
+    /// As [`Service::wait_ready_at`] on another of the process's addresses (a process that
+    /// serves several, as `vigil standalone` does).
+    pub async fn wait_answer(
+        &mut self,
+        addr: &str,
+        timeout: Duration,
+        path: Option<&str>,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
                 bail!("{} exited with {status} (see its log)", self.name);
             }
             let ready = if let Some(path) = path {
-                matches!(get(&addr, path).await, Ok((200, _)))
+                matches!(get(addr, path).await, Ok((200, _)))
             } else {
-                tokio::net::TcpStream::connect(&addr).await.is_ok()
+                tokio::net::TcpStream::connect(addr).await.is_ok()
             };
             if ready {
                 return Ok(());

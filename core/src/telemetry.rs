@@ -151,11 +151,40 @@ async fn readyz(State(state): State<OpsState>) -> Response {
         .into_response()
 }
 
+/// Gauges computed when `/metrics` is read rather than on every change (the embedded broker's
+/// consumer lag): each hook sets its gauges just before the page is rendered.
+type ScrapeHook = Box<dyn Fn() + Send + Sync>;
+
+fn scrape_hooks() -> &'static RwLock<Vec<ScrapeHook>> {
+    static HOOKS: OnceLock<RwLock<Vec<ScrapeHook>>> = OnceLock::new();
+    HOOKS.get_or_init(Default::default)
+}
+
+/// Registers `hook` to run before every `/metrics` page of this process is rendered.
+pub fn on_scrape(hook: impl Fn() + Send + Sync + 'static) {
+    scrape_hooks()
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(Box::new(hook));
+}
+
+/// The Prometheus page, after the scrape hooks have set their gauges.
+pub fn render_page(metrics: &PrometheusHandle) -> String {
+    for hook in scrape_hooks()
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .iter()
+    {
+        hook();
+    }
+    metrics.run_upkeep();
+    metrics.render()
+}
+
 async fn render_metrics(State(state): State<OpsState>) -> Response {
-    state.metrics.run_upkeep();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        render_page(&state.metrics),
     )
         .into_response()
 }

@@ -56,6 +56,46 @@ struct BrokerState {
 }
 
 impl BrokerState {
+    /// Records of the group's topics it has not acknowledged: Kafka's consumer lag, the end
+    /// offset minus the committed offset summed over the partitions. Its topics are those its
+    /// members subscribe to and those it has committed on, so a group whose members all
+    /// stopped still shows what waits for it.
+    fn group_lag(&self, group: &Group) -> i64 {
+        let mut topics: Vec<&String> = group
+            .members
+            .values()
+            .flatten()
+            .chain(group.committed.keys().map(|(topic, _)| topic))
+            .collect();
+        topics.sort();
+        topics.dedup();
+        let mut lag = 0;
+        for topic in topics {
+            for (p, log) in self.topics.get(topic).into_iter().flatten().enumerate() {
+                let committed = group
+                    .committed
+                    .get(&(topic.clone(), p as i32))
+                    .copied()
+                    .unwrap_or(log.start_offset);
+                lag += log.end_offset() - committed.max(log.start_offset);
+            }
+        }
+        lag
+    }
+
+    /// `vigil_bus_group_lag_records{broker, group}` for every group (read when `/metrics` is:
+    /// on Kafka the broker keeps the committed offsets and `vigil-loadbench` asks it).
+    fn report_lag(&self, broker: &str) {
+        for (name, group) in &self.groups {
+            metrics::gauge!(
+                "vigil_bus_group_lag_records",
+                "broker" => broker.to_owned(),
+                "group" => name.clone()
+            )
+            .set(self.group_lag(group) as f64);
+        }
+    }
+
     /// Round-robin assignment per topic among the members subscribed to it.
     fn rebalance(&mut self, group: &str) {
         let Some(g) = self.groups.get_mut(group) else {
@@ -114,11 +154,19 @@ impl MemoryBroker {
         let inner = lock(registry())
             .entry(name.to_owned())
             .or_insert_with(|| {
-                Arc::new(BrokerInner {
+                let inner = Arc::new(BrokerInner {
                     state: Mutex::new(BrokerState::default()),
                     changed: watch::channel(0).0,
                     retention: retention.max(1),
-                })
+                });
+                let weak = Arc::downgrade(&inner);
+                let broker = name.to_owned();
+                crate::telemetry::on_scrape(move || {
+                    if let Some(inner) = weak.upgrade() {
+                        lock(&inner.state).report_lag(&broker);
+                    }
+                });
+                inner
             })
             .clone();
         Arc::new(MemoryBroker { inner })
@@ -398,5 +446,50 @@ impl BusConsumer for MemoryConsumer {
 impl Drop for MemoryConsumer {
     fn drop(&mut self) {
         self.leave();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the lag gauge of `group` on `broker` in the rendered `/metrics` page.
+    fn lag_gauge(broker: &str, group: &str) -> Option<f64> {
+        let page = crate::telemetry::render_page(&crate::telemetry::metrics_handle());
+        let (b, g) = (format!("broker=\"{broker}\""), format!("group=\"{group}\""));
+        page.lines()
+            .filter(|l| l.starts_with("vigil_bus_group_lag_records{"))
+            .find(|l| l.contains(&b) && l.contains(&g))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    #[tokio::test]
+    async fn lag_gauge_counts_what_a_group_has_not_acknowledged() {
+        let broker = MemoryBroker::named("lag-gauge-test", 100);
+        broker
+            .create_topics(&[TopicSpec {
+                name: "t".into(),
+                partitions: 2,
+            }])
+            .await
+            .expect("topics");
+        for i in 0..5u8 {
+            broker.publish("t", &[i], b"x").await.expect("publish");
+        }
+        let mut consumer = broker
+            .subscribe("g", &["t".into()])
+            .await
+            .expect("subscribe");
+        assert_eq!(lag_gauge("lag-gauge-test", "g"), Some(5.0));
+        for _ in 0..3 {
+            let msg = consumer.recv().await.expect("recv");
+            consumer.ack(&msg).expect("ack");
+        }
+        assert_eq!(lag_gauge("lag-gauge-test", "g"), Some(2.0));
+        broker.publish("t", b"late", b"x").await.expect("publish");
+        assert_eq!(lag_gauge("lag-gauge-test", "g"), Some(3.0));
+        // A group whose members stopped still owes what it did not acknowledge.
+        consumer.close().await.expect("close");
+        assert_eq!(lag_gauge("lag-gauge-test", "g"), Some(3.0));
     }
 }
