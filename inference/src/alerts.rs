@@ -115,6 +115,11 @@ pub struct PatientAlerts {
     /// A seizure alert raised early on provisional values whose run the final values have not
     /// reached yet: it cannot resolve before they do.
     early: Option<Uuid>,
+    /// The latest onset of a seizure alert raised for this patient, by this instance or (read
+    /// back from `vigil.alerts`) by the one before it. A run starting at or before it is that
+    /// seizure, already alerted: an instance that took the patient over re-evaluates the
+    /// records its predecessor did not commit, and must not raise it a second time.
+    alerted_onset_ns: Option<i64>,
 }
 
 impl PatientAlerts {
@@ -133,6 +138,7 @@ impl PatientAlerts {
             tachy: BandRuns::default(),
             brady: BandRuns::default(),
             early: None,
+            alerted_onset_ns: None,
         }
     }
 
@@ -205,8 +211,22 @@ impl PatientAlerts {
             by: None,
             evidence,
         };
-        self.open.apply(&event);
+        self.note(&event);
         event
+    }
+
+    /// Folds an event into the open alerts and the seizure onsets already alerted.
+    fn note(&mut self, event: &AlertEvent) {
+        if event.kind == AlertKind::Seizure && event.transition == AlertTransition::Raised {
+            self.alerted_onset_ns = self.alerted_onset_ns.max(Some(event.onset_ns));
+        }
+        self.open.apply(event);
+    }
+
+    /// Whether a seizure run starting at `onset_ns` was alerted already (see
+    /// `alerted_onset_ns`).
+    fn alerted_before(&self, onset_ns: i64) -> bool {
+        self.alerted_onset_ns.is_some_and(|t| onset_ns <= t)
     }
 
     fn resolve(&mut self, id: Uuid, now_ns: i64, evidence: AlertEvidence) -> Option<AlertEvent> {
@@ -244,6 +264,7 @@ impl PatientAlerts {
                         if secs >= self.policy.on_duration_s {
                             match self.early.take() {
                                 Some(id) => events.extend(self.confirm_early(id, onset, now_ns)),
+                                None if self.alerted_before(onset) => {}
                                 None => {
                                     let evidence = self.with_heart_evidence(evidence, onset);
                                     events.push(self.raise(
@@ -336,6 +357,9 @@ impl PatientAlerts {
             let t = start_ns + i as i64 * step_ns;
             if let Some((onset, secs)) = run.extend(t, step_ns, self.is_seizure(p)) {
                 if secs >= self.policy.on_duration_s {
+                    if self.alerted_before(onset) {
+                        return Vec::new();
+                    }
                     let evidence = AlertEvidence {
                         p: Some(p),
                         ..Default::default()
@@ -515,7 +539,7 @@ impl PatientAlerts {
     /// Folds an event read back from `vigil.alerts` (restart recovery, or an acknowledgement
     /// produced by the dashboard).
     pub fn apply(&mut self, event: &AlertEvent) {
-        self.open.apply(event);
+        self.note(event);
     }
 }
 

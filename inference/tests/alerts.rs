@@ -415,6 +415,40 @@ fn a_new_owner_resolves_an_early_alert_only_on_points_after_its_onset() {
     assert_eq!(resolved[0].alert_id, raised[0].alert_id);
 }
 
+/// The first owner raised a seizure early and resolved it on final values, then died before
+/// committing the records: its successor re-evaluates the same burst, from provisional and
+/// then final values, and must not raise it again. A later seizure still raises.
+#[test]
+fn a_new_owner_does_not_raise_a_seizure_its_predecessor_already_alerted() {
+    let mut first = PatientAlerts::new("p1", AlertPolicy::default());
+    let raised = first.on_provisional(T0 + 100 * STEP, STEP, &[0.9; 20], 1);
+    assert_eq!(raised.len(), 1);
+    let mut events = first.on_probability(&record(100, &[0.9; 20]), 2);
+    events.extend(first.on_probability(&record(120, &[0.1; 60]), 3));
+    let resolved = events
+        .iter()
+        .filter(|e| e.transition == AlertTransition::Resolved);
+    assert_eq!(resolved.count(), 1, "{events:?}");
+
+    let mut next = PatientAlerts::new("p1", AlertPolicy::default());
+    for event in raised.iter().chain(&events) {
+        next.apply(event);
+    }
+    assert!(
+        next.on_provisional(T0 + 100 * STEP, STEP, &[0.9; 20], 4)
+            .is_empty(),
+        "the provisional values of the alerted burst"
+    );
+    assert!(
+        next.on_probability(&record(100, &[0.9; 20]), 5).is_empty(),
+        "its final values"
+    );
+    assert!(next.on_probability(&record(120, &[0.1; 60]), 6).is_empty());
+    let later = next.on_probability(&record(180, &[0.9; 20]), 7);
+    assert_eq!(later.len(), 1, "a later seizure: {later:?}");
+    assert_eq!(later[0].transition, AlertTransition::Raised);
+}
+
 /// An instance that lost the patient's partition stops its wall-clock checks (no signal loss
 /// raised for EEG that now goes elsewhere) and forgets its runs, but keeps the open alerts.
 #[test]
