@@ -261,10 +261,12 @@ impl PatientAlerts {
                     self.seizure_off = Run::default();
                     let run = self.seizure_on.extend(t, step, self.is_seizure(p));
                     if let Some((onset, secs)) = run {
-                        if secs >= self.policy.on_duration_s {
+                        // A run that is a seizure alerted already goes on unbroken, so its
+                        // rest cannot start a run of its own that raises it again.
+                        let alerted = self.early.is_none() && self.alerted_before(onset);
+                        if secs >= self.policy.on_duration_s && !alerted {
                             match self.early.take() {
                                 Some(id) => events.extend(self.confirm_early(id, onset, now_ns)),
-                                None if self.alerted_before(onset) => {}
                                 None => {
                                     let evidence = self.with_heart_evidence(evidence, onset);
                                     events.push(self.raise(
@@ -357,8 +359,9 @@ impl PatientAlerts {
             let t = start_ns + i as i64 * step_ns;
             if let Some((onset, secs)) = run.extend(t, step_ns, self.is_seizure(p)) {
                 if secs >= self.policy.on_duration_s {
+                    // The rest of a seizure alerted already; a later run may still be new.
                     if self.alerted_before(onset) {
-                        return Vec::new();
+                        continue;
                     }
                     let evidence = AlertEvidence {
                         p: Some(p),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use vigil_core::record::{AlertKind, AlertTransition, ModelRef, SeizureProbability};
+use vigil_core::record::{AlertEvent, AlertKind, AlertTransition, ModelRef, SeizureProbability};
 use vigil_core::CancellationToken;
 use vigil_inference::alerts::{run_ticks, AckError, AlertPolicy, PatientAlerts, TokioClock};
 
@@ -447,6 +447,40 @@ fn a_new_owner_does_not_raise_a_seizure_its_predecessor_already_alerted() {
     let later = next.on_probability(&record(180, &[0.9; 20]), 7);
     assert_eq!(later.len(), 1, "a later seizure: {later:?}");
     assert_eq!(later[0].transition, AlertTransition::Raised);
+}
+
+/// An alerted seizure that lasts several on-durations, seen again by a new owner, is still
+/// one seizure: neither its provisional nor its final values raise it at any point of it. A
+/// new run after it, in the same provisional record, is raised early.
+#[test]
+fn a_long_seizure_alerted_before_a_move_is_not_raised_from_its_middle() {
+    let mut first = PatientAlerts::new("p1", AlertPolicy::default());
+    let raised = first.on_provisional(T0 + 100 * STEP, STEP, &[0.9; 20], 1);
+    assert_eq!(raised.len(), 1);
+
+    // The successor reads the alert back as raised and resolved.
+    let resolved = AlertEvent {
+        transition: AlertTransition::Resolved,
+        ..raised[0].clone()
+    };
+    let successor = || {
+        let mut next = PatientAlerts::new("p1", AlertPolicy::default());
+        next.apply(&raised[0]);
+        next.apply(&resolved);
+        next
+    };
+    let mut pending = vec![0.9; 120];
+    pending.extend([0.1; 20]);
+    pending.extend([0.9; 20]);
+    let early = successor().on_provisional(T0 + 100 * STEP, STEP, &pending, 2);
+    assert_eq!(early.len(), 1, "only the run after the calm: {early:?}");
+    assert_eq!(early[0].onset_ns, T0 + 240 * STEP);
+    assert!(
+        successor()
+            .on_probability(&record(100, &[0.9; 120]), 3)
+            .is_empty(),
+        "60 s of the alerted seizure's final values"
+    );
 }
 
 /// An instance that lost the patient's partition stops its wall-clock checks (no signal loss
