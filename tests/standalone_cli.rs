@@ -10,6 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{free_port, http, http_get, terminate, wait_status};
+use vigil_bench::histogram::sample_value;
 
 fn vigil(db_url: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
@@ -30,14 +31,6 @@ fn ok_stdout(out: Output) -> String {
         .expect("utf8")
         .trim()
         .to_owned()
-}
-
-/// The embedded broker's lag of `group` on a `/metrics` page, if the page has it.
-fn group_lag(page: &str, group: &str) -> Option<f64> {
-    let label = format!("group=\"{group}\"");
-    page.lines()
-        .filter(|l| l.starts_with("vigil_bus_group_lag_records{") && l.contains(&label))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 #[test]
@@ -112,7 +105,8 @@ fn standalone_runs_every_stage_on_the_embedded_bus_and_stops_on_sigterm() {
     loop {
         let (status, stored) = http_get(&storage, "/v1/patients/pat-1/eeg", Some(&api_token));
         let (_, metrics) = http_get(&inference, "/metrics", None);
-        let lags = ["vigil-inference", "vigil-storage"].map(|g| group_lag(&metrics, g));
+        let lags = ["vigil-inference", "vigil-storage"]
+            .map(|g| sample_value(&metrics, "vigil_bus_group_lag_records", &[("group", g)]));
         if status == 200 && stored.contains(&stream_id.to_string()) && lags == [Some(0.0); 2] {
             break;
         }

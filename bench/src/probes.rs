@@ -146,34 +146,23 @@ pub enum LagSource {
 impl LagSource {
     /// Lag of each of `groups` now (0 for a group that has not consumed yet).
     pub async fn sample(&self, groups: &[&str]) -> anyhow::Result<Vec<f64>> {
-        let lags: Vec<(String, f64)> = match self {
+        match self {
             LagSource::Kafka(probe) => {
                 let probe = probe.clone();
-                tokio::task::spawn_blocking(move || probe.sample()).await??
+                let lags = tokio::task::spawn_blocking(move || probe.sample()).await??;
+                let lag_of = |g: &&str| lags.iter().find(|(name, _)| name == g).map(|(_, l)| *l);
+                Ok(groups.iter().map(|g| lag_of(g).unwrap_or(0.0)).collect())
             }
             LagSource::Metrics(addr) => {
                 let (status, page) = crate::services::get(addr, "/metrics").await?;
                 if status != 200 {
                     bail!("{addr}/metrics answered {status}");
                 }
-                groups
-                    .iter()
-                    .filter_map(|g| {
-                        let v =
-                            sample_value(&page, "vigil_bus_group_lag_records", &[("group", g)])?;
-                        Some(((*g).to_owned(), v))
-                    })
-                    .collect()
+                let lag_of =
+                    |g: &&str| sample_value(&page, "vigil_bus_group_lag_records", &[("group", g)]);
+                Ok(groups.iter().map(|g| lag_of(g).unwrap_or(0.0)).collect())
             }
-        };
-        Ok(groups
-            .iter()
-            .map(|g| {
-                lags.iter()
-                    .find(|(name, _)| name == g)
-                    .map_or(0.0, |(_, l)| *l)
-            })
-            .collect())
+        }
     }
 }
 

@@ -113,7 +113,7 @@
         d.trends.live.set(data.start_ms, data);
         for (const t of d.trends.live.keys()) if (t < data.start_ms - 24 * 3600 * 1000) d.trends.live.delete(t);
         d.trends.dirty = true;
-        refillTrendsGap(d.id);
+        refillTrendsGap(d);
         break;
       default: return false;
     }
@@ -250,8 +250,9 @@
   // backing off while storage catches up (at most to the periodic reload's minute).
   const TRENDS_REFILL_MS = 2000;
   const trendsRefill = { timer: null, delayMs: TRENDS_REFILL_MS };
-  function refillTrendsGap(id) {
-    if (trendsRefill.timer || app.route.patient !== id || !VigilTrends.gapBeforeLive(patientData(id).trends)) return;
+  function refillTrendsGap(d) {
+    const id = d.id;
+    if (trendsRefill.timer || app.route.patient !== id || !VigilTrends.gapBeforeLive(d.trends)) return;
     trendsRefill.timer = setTimeout(() => {
       trendsRefill.timer = null;
       if (app.route.patient !== id) return;
