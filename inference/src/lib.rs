@@ -29,6 +29,7 @@ pub mod display;
 mod handover;
 pub mod heart_rate;
 pub mod model;
+mod model_thread;
 mod output;
 pub mod patient;
 pub mod runtime;
@@ -70,6 +71,9 @@ pub enum InferenceError {
         /// tract's message.
         reason: String,
     },
+    /// A shard's model thread could not start, or stopped.
+    #[error("model thread: {0}")]
+    ModelThread(String),
 }
 
 impl From<vigil_core::bus::BusError> for InferenceError {

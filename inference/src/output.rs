@@ -100,6 +100,15 @@ impl Lanes {
     }
 }
 
+#[cfg(test)]
+impl Lanes {
+    /// One lane whose batches a test reads instead of publishing them.
+    pub(crate) fn captured(depth: usize) -> (Self, mpsc::Receiver<OutputBatch>) {
+        let (tx, rx) = mpsc::channel(depth);
+        (Self { lanes: vec![tx] }, rx)
+    }
+}
+
 async fn run_lane(
     bus: Bus,
     mut batches: mpsc::Receiver<OutputBatch>,

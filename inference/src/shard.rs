@@ -3,9 +3,10 @@
 //!
 //! The loop takes whatever records are queued, filters and windows each EEG chunk at once (its
 //! display trace is sent before any model work), queues the windows that became ready as model
-//! jobs, and runs them in batches across channels and patients. Results are merged back chunk
-//! by chunk in arrival order, so each patient's points stay in window order. Between batches
-//! the shard looks at its queue again, so a trace waits for at most one batch.
+//! jobs, and sends them in batches across channels and patients to the shard's model thread
+//! ([`crate::model_thread`]). Results are merged back chunk by chunk in arrival order, so each
+//! patient's points stay in window order. While the model works the shard keeps taking
+//! records, so a trace never waits for a batch.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,7 @@ use vigil_core::CancellationToken;
 use crate::alerts::PatientAlerts;
 use crate::display::Mains;
 use crate::model::SeizureModel;
+use crate::model_thread::ModelThread;
 use crate::output::{encode, Lanes, OutputBatch, Ticket};
 use crate::patient::PatientStream;
 use crate::windowing::{PushedChunk, WindowParams};
@@ -35,6 +37,13 @@ pub(crate) fn lock(book: &AlertBook) -> std::sync::MutexGuard<'_, HashMap<String
 
 /// How long a stopping shard keeps finishing queued work.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Model batches sent and not yet merged: two, so the model thread starts the next batch
+/// while the shard merges the last one.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Where a batched window's output goes: `(chunk id, channel, job)`.
+type Place = (u64, usize, usize);
 
 /// Work for a shard.
 #[derive(Debug)]
@@ -84,6 +93,8 @@ enum Slot {
 
 /// A chunk whose windows are queued or running.
 struct PendingChunk {
+    /// Consecutive per shard, in arrival order.
+    id: u64,
     patient_id: String,
     /// None for a replayed chunk, whose outputs are not published.
     ticket: Option<Ticket>,
@@ -97,7 +108,7 @@ struct PendingChunk {
 }
 
 impl PendingChunk {
-    fn new(patient_id: String, ticket: Option<Ticket>, pushed: Vec<PushedChunk>) -> Self {
+    fn new(id: u64, patient_id: String, ticket: Option<Ticket>, pushed: Vec<PushedChunk>) -> Self {
         let mut waiting = 0;
         let final_ends = pushed.iter().map(|p| p.final_end).collect();
         let slots = pushed
@@ -118,6 +129,7 @@ impl PendingChunk {
             })
             .collect();
         Self {
+            id,
             patient_id,
             ticket,
             slots,
@@ -147,15 +159,28 @@ pub(crate) struct Shard {
     /// instance's total). Registered once: the batch loop only sets them.
     patients_gauge: metrics::Gauge,
     queued_gauge: metrics::Gauge,
+    index: usize,
     config: ShardConfig,
     book: AlertBook,
     lanes: Lanes,
     patients: HashMap<String, Patient>,
     heart: HashMap<String, (HeartStream, Instant)>,
     pending: VecDeque<PendingChunk>,
+    /// Id of the next chunk pushed to `pending`.
+    next_chunk_id: u64,
     /// Windows of `pending` not yet evaluated (the sum of their `waiting`).
     queued: usize,
     peak_queued_windows: usize,
+    /// Started with the first batch.
+    model_thread: Option<ModelThread>,
+    /// Places of the batches sent to the model thread, oldest first.
+    in_flight: VecDeque<Vec<Place>>,
+}
+
+/// What woke a shard waiting on its model thread.
+enum Woke {
+    Batch(Result<Vec<Vec<f32>>, InferenceError>),
+    Input(Option<ShardInput>),
 }
 
 /// What a shard did, when it stops.
@@ -170,14 +195,18 @@ impl Shard {
         Self {
             patients_gauge: metrics::gauge!("vigil_inference_patients", "shard" => index.to_string()),
             queued_gauge: metrics::gauge!("vigil_inference_queued_windows", "shard" => index.to_string()),
+            index,
             config,
             book,
             lanes,
             patients: HashMap::new(),
             heart: HashMap::new(),
             pending: VecDeque::new(),
+            next_chunk_id: 0,
             queued: 0,
             peak_queued_windows: 0,
+            model_thread: None,
+            in_flight: VecDeque::new(),
         }
     }
 
@@ -190,6 +219,10 @@ impl Shard {
         mut inbox: mpsc::Receiver<ShardInput>,
         shutdown: CancellationToken,
     ) -> Result<ShardReport, InferenceError> {
+        // Only waits on channels: the shard's work runs on this thread, outside any runtime.
+        let waiter = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| InferenceError::ModelThread(e.to_string()))?;
         let mut stopping: Option<Instant> = None;
         loop {
             if shutdown.is_cancelled() {
@@ -217,8 +250,30 @@ impl Shard {
                 self.take(input)?;
             }
             self.peak_queued_windows = self.peak_queued_windows.max(self.queued_windows());
-            self.run_batch()?;
+            while self.in_flight.len() < BATCHES_IN_FLIGHT && self.submit_batch()? {}
             self.queued_gauge.set(self.queued_windows() as f64);
+            let Some(model) = self
+                .model_thread
+                .as_mut()
+                .filter(|_| !self.in_flight.is_empty())
+            else {
+                continue;
+            };
+            // A record that arrives while the model works is taken at once (its trace is
+            // sent), unless the queue is at its bound.
+            let room = self.queued < self.config.max_queued_windows;
+            let woke = waiter.block_on(async {
+                tokio::select! {
+                    biased;
+                    outputs = model.next() => Woke::Batch(outputs),
+                    input = inbox.recv(), if room => Woke::Input(input),
+                }
+            });
+            match woke {
+                Woke::Batch(outputs) => self.merge_batch(outputs?),
+                Woke::Input(Some(input)) => self.take(input)?,
+                Woke::Input(None) => break,
+            }
         }
         self.drain()?;
         Ok(ShardReport {
@@ -334,19 +389,28 @@ impl Shard {
         };
         patient.last_seen = Instant::now();
         let trace = patient.stream.trace(&patient_id, &chunk, gap_samples);
+        if publish {
+            // Sent before the trends and windows are computed: a trace waits for nothing.
+            let trace = trace.iter().filter_map(|t| encode(Topic::EegTrace, t));
+            self.send(&patient_id, trace.collect(), None);
+        }
+        let Some(patient) = self.patients.get_mut(&patient_id) else {
+            return Ok(());
+        };
         let trends = patient.stream.trends(&patient_id, &chunk, gap_samples);
         let pushed = patient.stream.push_samples(&chunk, gap_samples);
-        let pending = PendingChunk::new(patient_id.clone(), ticket, pushed);
+        let pending = PendingChunk::new(self.next_chunk_id, patient_id.clone(), ticket, pushed);
+        self.next_chunk_id += 1;
         self.queued += pending.waiting;
         if publish {
-            let mut records: Vec<(Topic, Vec<u8>)> = trace
+            // The trends are stored: they go out on the patient's lane ahead of the batch
+            // that completes this record's ticket, so the record is acknowledged after them.
+            let mut records: Vec<(Topic, Vec<u8>)> = trends
                 .iter()
-                .filter_map(|t| encode(Topic::EegTrace, t))
+                .filter_map(|t| encode(Topic::EegTrends, t))
                 .collect();
-            records.extend(trends.iter().filter_map(|t| encode(Topic::EegTrends, t)));
             let resolved = self.alerts(&patient_id, |a| a.on_samples(now));
             records.extend(resolved.iter().filter_map(|e| encode(Topic::Alerts, e)));
-            // Traces don't wait for the model.
             self.send(&patient_id, records, None);
             metrics::counter!("vigil_inference_chunks_total", "outcome" => "processed")
                 .increment(1);
@@ -401,12 +465,12 @@ impl Shard {
         self.send(&patient_id, records, Some(ticket));
     }
 
-    /// Runs one batch of queued windows, then merges every chunk that became complete.
-    fn run_batch(&mut self) -> Result<(), InferenceError> {
+    /// Sends one batch of queued windows to the model thread; false when none is queued.
+    fn submit_batch(&mut self) -> Result<bool, InferenceError> {
         let limit = self.config.batch_windows.max(1);
         let mut inputs = Vec::new();
         let mut places = Vec::new();
-        'fill: for (c, chunk) in self.pending.iter_mut().enumerate() {
+        'fill: for chunk in self.pending.iter_mut() {
             let mut stream = self
                 .patients
                 .get_mut(&chunk.patient_id)
@@ -425,7 +489,7 @@ impl Shard {
                         Some(input) => {
                             *slot = Slot::Running;
                             inputs.push(input);
-                            places.push((c, ch, j));
+                            places.push((chunk.id, ch, j));
                         }
                         None => {
                             *slot = Slot::Done(None);
@@ -436,22 +500,41 @@ impl Shard {
                 }
             }
         }
-        if !inputs.is_empty() {
-            let n_cols = inputs[0].len() / crate::spectrogram::N_BINS;
-            let started = Instant::now();
-            let outputs = self.config.model.predict(&inputs, n_cols)?;
-            let elapsed = started.elapsed().as_secs_f64();
-            metrics::histogram!("vigil_inference_model_batch_seconds").record(elapsed);
-            metrics::histogram!("vigil_inference_model_batch_windows").record(inputs.len() as f64);
-            for ((c, ch, j), output) in places.into_iter().zip(outputs) {
-                let chunk = &mut self.pending[c];
-                chunk.slots[ch][j].1 = Slot::Done(Some(output));
-                chunk.waiting -= 1;
-                self.queued -= 1;
-            }
+        // Windows whose input was gone are done.
+        self.complete_ready();
+        if inputs.is_empty() {
+            return Ok(false);
+        }
+        let n_cols = inputs[0].len() / crate::spectrogram::N_BINS;
+        let model = match self.model_thread.take() {
+            Some(model) => model,
+            None => ModelThread::spawn(self.config.model.clone(), self.index)?,
+        };
+        let model = self.model_thread.insert(model);
+        model.submit(inputs, n_cols)?;
+        self.in_flight.push_back(places);
+        Ok(true)
+    }
+
+    /// Stores the outputs of the oldest batch in flight, then merges every chunk that became
+    /// complete.
+    fn merge_batch(&mut self, outputs: Vec<Vec<f32>>) {
+        let places = self.in_flight.pop_front().unwrap_or_default();
+        // A chunk with a window in flight is still waiting, so it is still queued: ids are
+        // consecutive from the front.
+        let first = self.pending.front().map_or(0, |c| c.id);
+        for ((id, ch, j), output) in places.into_iter().zip(outputs) {
+            let Some(chunk) = usize::try_from(id - first)
+                .ok()
+                .and_then(|c| self.pending.get_mut(c))
+            else {
+                continue;
+            };
+            chunk.slots[ch][j].1 = Slot::Done(Some(output));
+            chunk.waiting -= 1;
+            self.queued -= 1;
         }
         self.complete_ready();
-        Ok(())
     }
 
     /// Merges finished chunks from the front of the queue: their points, alerts and ack.
@@ -541,7 +624,17 @@ impl Shard {
     /// Runs every queued window and merges every pending chunk.
     fn drain(&mut self) -> Result<(), InferenceError> {
         while !self.pending.is_empty() {
-            self.run_batch()?;
+            while self.in_flight.len() < BATCHES_IN_FLIGHT && self.submit_batch()? {}
+            let Some(model) = self
+                .model_thread
+                .as_mut()
+                .filter(|_| !self.in_flight.is_empty())
+            else {
+                // Nothing queued nor running: every pending chunk has completed.
+                break;
+            };
+            let outputs = model.next_blocking()?;
+            self.merge_batch(outputs);
         }
         Ok(())
     }
@@ -844,6 +937,61 @@ mod tests {
         assert!(
             done.contains(&299) && done.contains(&1000),
             "every ticket completes: {done:?}"
+        );
+    }
+
+    /// A chunk that arrives while the model thread runs a batch has its trace sent at once,
+    /// ahead of that batch's probabilities.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_trace_is_sent_while_the_model_runs_a_batch() {
+        let Some(weights) = vigil_core::testenv::model_weights() else {
+            return;
+        };
+        let metrics = vigil_core::telemetry::metrics_handle();
+        let model = Arc::new(SeizureModel::load(&weights).expect("model"));
+        let (lanes, mut outputs) = Lanes::captured(4096);
+        let config = ShardConfig {
+            batch_windows: 2,
+            max_queued_windows: 64,
+            ..test_config(model)
+        };
+        let rows = two_channels(300.0);
+        let (inbox, rx) = mpsc::channel(512);
+        for seq in 0..300 {
+            let input = ShardInput::Eeg(seq as u64, Box::new(chunk(0, seq, &rows)));
+            inbox.send(input).await.expect("inbox");
+        }
+        let shard = Shard::new(11, config, AlertBook::default(), lanes);
+        let running = tokio::task::spawn_blocking(move || shard.run(rx, CancellationToken::new()));
+        // The 300th second completes one window per channel: both go out in one batch.
+        let in_flight = r#"vigil_inference_queued_windows{shard="11"} 2"#;
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        while !metrics.render().contains(in_flight) {
+            assert!(Instant::now() < deadline, "no model batch seen in flight");
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        // A display filter's first second is its delay: the trace starts with the second.
+        for seq in 0..3 {
+            let other = ShardInput::Eeg(1000 + seq as u64, Box::new(chunk(1, seq, &rows)));
+            inbox.send(other).await.expect("inbox");
+        }
+        drop(inbox);
+        running.await.expect("join").expect("shard");
+        let mut order = Vec::new();
+        while let Ok(batch) = outputs.try_recv() {
+            for (topic, _) in &batch.records {
+                order.push((batch.patient_id.clone(), *topic));
+            }
+        }
+        let at = |patient: &str, topic: Topic| {
+            order
+                .iter()
+                .position(|(p, t)| p == patient && *t == topic)
+                .unwrap_or_else(|| panic!("no {topic:?} of {patient}"))
+        };
+        assert!(
+            at("patient-1", Topic::EegTrace) < at("patient-0", Topic::EegProb),
+            "the trace waited for the batch"
         );
     }
 
