@@ -510,6 +510,12 @@ pub struct IngestConfig {
     pub probe_interval_ms: u64,
     /// `Retry-After` sent with 503 when the bus does not acknowledge, in seconds.
     pub retry_after_s: u64,
+    /// How long the gateway's Kafka producer waits to fill a produce request (librdkafka
+    /// `linger.ms`), in ms; for the gateway it replaces `bus.kafka`'s `linger.ms`. Longer
+    /// puts more chunks in each request, which cuts the broker's cost per chunk, and adds up
+    /// to this much to every chunk's acknowledgement and to its live trace
+    /// (docs/PERFORMANCE.md "The producer's linger on tansu"). No effect on `memory://`.
+    pub linger_ms: u64,
 }
 
 impl Default for IngestConfig {
@@ -527,6 +533,7 @@ impl Default for IngestConfig {
             correct_device_clock: true,
             probe_interval_ms: 5_000,
             retry_after_s: 2,
+            linger_ms: 5,
         }
     }
 }

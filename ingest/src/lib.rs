@@ -192,9 +192,17 @@ pub fn app(state: IngestState) -> Router {
     http::routes(state).merge(ops)
 }
 
+/// The bus settings of the gateway's producer: the bus's, with the gateway's own linger.
+fn gateway_bus(config: &VigilConfig) -> vigil_core::config::BusConfig {
+    let mut bus = config.bus.clone();
+    bus.kafka
+        .insert("linger.ms".to_owned(), config.ingest.linger_ms.to_string());
+    bus
+}
+
 /// Runs the gateway with `config` until `shutdown` fires (`vigil ingest`).
 pub async fn serve(config: &VigilConfig, shutdown: CancellationToken) -> Result<(), StartError> {
-    let bus = Bus::connect(&config.bus).await?;
+    let bus = Bus::connect(&gateway_bus(config)).await?;
     if config.bus.url.starts_with("memory://") {
         // The embedded bus starts empty; a Kafka cluster's topics are created by ops.
         bus.create_vigil_topics().await?;
@@ -224,4 +232,29 @@ pub async fn serve(config: &VigilConfig, shutdown: CancellationToken) -> Result<
     probe.abort();
     tracing::info!("ingest gateway stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gateway's linger replaces the bus's for its producer alone; the other librdkafka
+    /// settings of the bus still apply to it.
+    #[test]
+    fn the_gateway_producer_takes_its_own_linger() {
+        let mut config = VigilConfig::default();
+        config.bus.kafka.insert("linger.ms".into(), "5".into());
+        config
+            .bus
+            .kafka
+            .insert("security.protocol".into(), "ssl".into());
+        config.ingest.linger_ms = 200;
+        let bus = gateway_bus(&config);
+        assert_eq!(bus.kafka["linger.ms"], "200");
+        assert_eq!(bus.kafka["security.protocol"], "ssl");
+        assert_eq!(
+            config.bus.kafka["linger.ms"], "5",
+            "other stages keep the bus's"
+        );
+    }
 }
