@@ -250,18 +250,14 @@ impl Shard {
                 self.take(input)?;
             }
             self.peak_queued_windows = self.peak_queued_windows.max(self.queued_windows());
-            while self.in_flight.len() < BATCHES_IN_FLIGHT && self.submit_batch()? {}
+            let busy = self.fill_model_thread()?;
             self.queued_gauge.set(self.queued_windows() as f64);
-            let Some(model) = self
-                .model_thread
-                .as_mut()
-                .filter(|_| !self.in_flight.is_empty())
-            else {
-                continue;
-            };
             // A record that arrives while the model works is taken at once (its trace is
             // sent), unless the queue is at its bound.
             let room = self.queued < self.config.max_queued_windows;
+            let Some(model) = self.model_thread.as_mut().filter(|_| busy) else {
+                continue;
+            };
             let woke = waiter.block_on(async {
                 tokio::select! {
                     biased;
@@ -465,6 +461,13 @@ impl Shard {
         self.send(&patient_id, records, Some(ticket));
     }
 
+    /// Sends batches of queued windows to the model thread up to [`BATCHES_IN_FLIGHT`];
+    /// true when a batch is in flight afterwards (so the model thread is running).
+    fn fill_model_thread(&mut self) -> Result<bool, InferenceError> {
+        while self.in_flight.len() < BATCHES_IN_FLIGHT && self.submit_batch()? {}
+        Ok(!self.in_flight.is_empty())
+    }
+
     /// Sends one batch of queued windows to the model thread; false when none is queued.
     fn submit_batch(&mut self) -> Result<bool, InferenceError> {
         let limit = self.config.batch_windows.max(1);
@@ -624,12 +627,8 @@ impl Shard {
     /// Runs every queued window and merges every pending chunk.
     fn drain(&mut self) -> Result<(), InferenceError> {
         while !self.pending.is_empty() {
-            while self.in_flight.len() < BATCHES_IN_FLIGHT && self.submit_batch()? {}
-            let Some(model) = self
-                .model_thread
-                .as_mut()
-                .filter(|_| !self.in_flight.is_empty())
-            else {
+            let busy = self.fill_model_thread()?;
+            let Some(model) = self.model_thread.as_mut().filter(|_| busy) else {
                 // Nothing queued nor running: every pending chunk has completed.
                 break;
             };
