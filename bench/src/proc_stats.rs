@@ -50,8 +50,22 @@ pub fn read(pid: u32, ticks_per_s: f64) -> Option<ProcSample> {
 /// [`read`] summed over `pid` and every process descended from it (a pre-fork server's
 /// workers): CPU and RSS added up, peak RSS the largest single one.
 pub fn read_tree(pid: u32, ticks_per_s: f64) -> Option<ProcSample> {
+    let tree = process_tree(pid);
+    let mut total = read(pid, ticks_per_s)?;
+    for &p in &tree[1..] {
+        if let Some(s) = read(p, ticks_per_s) {
+            total.cpu_s += s.cpu_s;
+            total.rss_bytes += s.rss_bytes;
+            total.peak_rss_bytes = total.peak_rss_bytes.max(s.peak_rss_bytes);
+        }
+    }
+    Some(total)
+}
+
+/// `pid` and every process descended from it, parents before their children.
+pub fn process_tree(pid: u32) -> Vec<u32> {
     let mut parents: Vec<(u32, u32)> = Vec::new();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(child) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
             continue;
         };
@@ -72,15 +86,16 @@ pub fn read_tree(pid: u32, ticks_per_s: f64) -> Option<ProcSample> {
         );
         k += 1;
     }
-    let mut total = read(pid, ticks_per_s)?;
-    for &p in &tree[1..] {
-        if let Some(s) = read(p, ticks_per_s) {
-            total.cpu_s += s.cpu_s;
-            total.rss_bytes += s.rss_bytes;
-            total.peak_rss_bytes = total.peak_rss_bytes.max(s.peak_rss_bytes);
-        }
-    }
-    Some(total)
+    tree
+}
+
+/// Whether `pid` has exited (gone, or a zombie not yet reaped).
+pub fn has_exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_none_or(|state| state == "Z" || state == "X")
+    })
 }
 
 /// The parent pid (field 4) from the text of `/proc/<pid>/stat`.

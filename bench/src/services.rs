@@ -123,7 +123,8 @@ impl Service {
         let _ = self.child.kill().await;
     }
 
-    /// SIGTERM, then up to `grace` for a clean exit, then SIGKILL.
+    /// SIGTERM, then up to `grace` for a clean exit, then SIGKILL to it and every process
+    /// it started (a pre-fork server's workers would outlive their master otherwise).
     pub async fn stop(mut self, grace: Duration) {
         if let Some(pid) = self.child.id() {
             // std offers no SIGTERM without unsafe code; kill(1) sends it.
@@ -134,7 +135,16 @@ impl Service {
             if tokio::time::timeout(grace, self.child.wait()).await.is_ok() {
                 return;
             }
-            eprintln!("{} did not stop within {grace:?}: killing it", self.name);
+            eprintln!(
+                "{} did not stop within {grace:?}: killing it and its children",
+                self.name
+            );
+            // Listed before anything dies: an orphan is no longer linked to its parent.
+            let tree: Vec<String> = crate::proc_stats::process_tree(pid)
+                .iter()
+                .map(u32::to_string)
+                .collect();
+            let _ = Command::new("kill").arg("-KILL").args(&tree).status().await;
         }
         let _ = self.child.kill().await;
     }
@@ -270,4 +280,49 @@ pub fn default_tansu() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vigil")))
         .unwrap_or_else(|| PathBuf::from(".cache/vigil"));
     cache.join("tansu-0.6.0/bin/tansu")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proc_stats::has_exited;
+
+    /// A master that ignores SIGTERM, as gunicorn waiting on its workers does, is killed
+    /// with the process it started.
+    #[tokio::test]
+    async fn a_stop_past_its_grace_kills_the_children_too() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let service = Service::spawn(
+            "master",
+            Path::new("bash"),
+            &["-c", "trap '' TERM; sleep 600 & echo $! > worker.pid; wait"],
+            dir.path(),
+            None,
+        )
+        .expect("start bash");
+        let pid_file = dir.path().join("worker.pid");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let worker: u32 = loop {
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "the worker never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let master = service.pid().expect("running");
+        assert!(!has_exited(worker), "the worker runs before the stop");
+        service.stop(Duration::from_millis(300)).await;
+        assert!(has_exited(master));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !has_exited(worker) {
+            assert!(
+                Instant::now() < deadline,
+                "worker {worker} outlived its master"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
