@@ -5,7 +5,7 @@
 //! stream:
 //!
 //! - [`spectrogram`]: the model input (1 s / 0.5 s hop power spectrogram, bins 0..99 Hz,
-//!   per-window per-bin z-score), with columns computed once and shared by overlapping windows;
+//!   per-window per-bin z-score), built per window from its raw samples;
 //! - [`model`]: the ONNX model on tract, plans optimised once per shape and shared;
 //! - [`windowing`]: overlapping windows, edge discard, NaN-aware max, validity mask, and which
 //!   points are final, incrementally per channel ([`windowing::ChannelStream`]);
@@ -32,6 +32,7 @@ pub mod model;
 mod model_thread;
 mod output;
 pub mod patient;
+mod raw_samples;
 pub mod runtime;
 pub mod serve;
 mod shard;

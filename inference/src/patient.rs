@@ -13,7 +13,7 @@ use crate::model::SeizureModel;
 use crate::spectrogram::SpectrogramPlan;
 use crate::trends::TrendEngine;
 use crate::windowing::{
-    fmax, ChannelStream, FinalizedPoints, PushedChunk, WindowGeometry, WindowParams,
+    fmax, ChannelStream, FinalizedPoints, PushedChunk, WindowGeometry, WindowInput, WindowParams,
 };
 use crate::InferenceError;
 
@@ -212,7 +212,7 @@ impl PatientStream {
 
     /// The model input of channel `channel`'s window at block `start`, a job of
     /// [`PatientStream::push_samples`] to evaluate (see [`ChannelStream::take_input`]).
-    pub fn take_input(&mut self, channel: usize, start: usize) -> Option<Vec<f32>> {
+    pub fn take_input(&mut self, channel: usize, start: usize) -> Option<WindowInput> {
         self.per_channel.get_mut(channel)?.take_input(start)
     }
 

@@ -508,13 +508,12 @@ impl Shard {
         if inputs.is_empty() {
             return Ok(false);
         }
-        let n_cols = inputs[0].len() / crate::spectrogram::N_BINS;
         let model = match self.model_thread.take() {
             Some(model) => model,
             None => ModelThread::spawn(self.config.model.clone(), self.index)?,
         };
         let model = self.model_thread.insert(model);
-        model.submit(inputs, n_cols)?;
+        model.submit(inputs)?;
         self.in_flight.push_back(places);
         Ok(true)
     }

@@ -7,15 +7,16 @@
 //! "constant"`), density scaling `1 / (fs * sum(w^2))`, bins 1.. doubled (one-sided). All
 //! arithmetic is f64, as in the reference; the model gets f32.
 //!
-//! Why columns can be shared between overlapping windows: the reference z-scores each raw
-//! window (mean `mu`, std `sd`) before the spectrogram. Segment mean removal cancels `mu`, and
-//! dividing by `sd` scales every column by `1/sd^2`, which the later per-bin z-score cancels.
-//! So a column computed once from raw samples, divided by the window's `sd^2`, equals the
-//! reference column to rounding. The exception is a segment with missing (NaN) samples: the
-//! reference fills them with 0 after normalisation, i.e. with the *window's* mean, so such a
-//! column depends on the window and is recomputed per window ([`WindowSpectrogram`]). Flat
-//! segments are recomputed too: their power is rounding noise whose value depends on the
-//! normalisation.
+//! Why a column can come from the raw samples: the reference z-scores each raw window (mean
+//! `mu`, std `sd`) before the spectrogram. Segment mean removal cancels `mu`, and dividing by
+//! `sd` scales every column by `1/sd^2`, which the later per-bin z-score cancels. So a column
+//! computed from raw samples, divided by the window's `sd^2`, equals the reference column to
+//! rounding. The exception is a segment with missing (NaN) samples: the reference fills them
+//! with 0 after normalisation, i.e. with the *window's* mean, so such a column is computed
+//! from the z-scored window ([`WindowSpectrogram`]). Flat segments are too: their power is
+//! rounding noise whose value depends on the normalisation. Columns are built per window,
+//! not kept between overlapping windows: a stream holds only raw samples
+//! (docs/ARCHITECTURE.md "Per-patient state").
 
 use std::sync::Arc;
 
@@ -164,45 +165,52 @@ pub fn window_moments(samples: &[f64]) -> (f64, f64) {
     (mean, if sd.is_finite() && sd > 0.0 { sd } else { 1.0 })
 }
 
-/// Assembles the normalised `[N_BINS x n_cols]` model input of one window from shared columns.
+/// One model window's raw samples, from which its normalised `[N_BINS x n_cols]` input is
+/// built.
 pub struct WindowSpectrogram<'a> {
     /// Plan for the window's sampling rate.
     pub plan: &'a SpectrogramPlan,
     /// The window's raw samples (NaN = missing).
-    pub samples: &'a [f64],
+    pub samples: &'a [f32],
     /// Hop in samples (fs / 2).
     pub hop: usize,
 }
 
 impl WindowSpectrogram<'_> {
+    /// Columns (and model outputs) of the window.
+    pub fn n_cols(&self) -> usize {
+        (self.samples.len() - self.plan.segment_len()) / self.hop + 1
+    }
+
     /// Builds the normalised spectrogram, bin-major (`out[bin * n_cols + col]`), as f32.
     ///
-    /// `shared(col)` returns the raw-scale column for window column `col` when its segment is
-    /// finite and not flat (computed once for all windows), or `None` to have it computed here
-    /// the reference's way for this window.
-    pub fn normalised(&self, shared: impl Fn(usize) -> Option<Column>) -> Vec<f32> {
+    /// A segment that is finite and not flat takes its column from the raw samples, scaled
+    /// by `1 / sd^2` (see the module docs); the others are computed the reference's way, from
+    /// the window's z-scored samples with missing ones set to 0.
+    pub fn normalised(&self) -> Vec<f32> {
         let fs = self.plan.segment_len();
-        let n_cols = (self.samples.len() - fs) / self.hop + 1;
-        let (mean, sd) = window_moments(self.samples);
+        let samples: Vec<f64> = self.samples.iter().map(|&x| f64::from(x)).collect();
+        let (mean, sd) = window_moments(&samples);
         let inv_var = 1.0 / (sd * sd);
-        let columns: Vec<Column> = (0..n_cols)
-            .map(|col| match shared(col) {
-                Some(raw) => raw.map(|p| p * inv_var),
-                None => {
-                    let start = col * self.hop;
-                    let segment: Vec<f64> = self.samples[start..start + fs]
-                        .iter()
-                        .map(|x| {
-                            let z = (x - mean) / sd;
-                            if z.is_finite() {
-                                z
-                            } else {
-                                0.0
-                            }
-                        })
-                        .collect();
-                    self.plan.column(&segment)
+        let columns: Vec<Column> = (0..self.n_cols())
+            .map(|col| {
+                let segment = &samples[col * self.hop..col * self.hop + fs];
+                let finite = segment.iter().all(|x| x.is_finite());
+                if finite && segment.iter().any(|x| *x != segment[0]) {
+                    return self.plan.column(segment).map(|p| p * inv_var);
                 }
+                let z: Vec<f64> = segment
+                    .iter()
+                    .map(|x| {
+                        let z = (x - mean) / sd;
+                        if z.is_finite() {
+                            z
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                self.plan.column(&z)
             })
             .collect();
         normalise_bins(&columns)

@@ -22,7 +22,8 @@
 use std::collections::VecDeque;
 
 use crate::model::SeizureModel;
-use crate::spectrogram::{SpectrogramPlan, WindowSpectrogram, N_BINS};
+use crate::raw_samples::RawSamples;
+use crate::spectrogram::{SpectrogramPlan, WindowSpectrogram};
 use crate::InferenceError;
 
 /// Window configuration in seconds (multiples of 0.5 s).
@@ -195,19 +196,16 @@ pub struct FinalizedPoints {
 pub struct ChannelStream {
     geometry: WindowGeometry,
     spectrogram: SpectrogramPlan,
-    /// Raw samples as received (f32 widens to f64 exactly, so keeping f32 halves the memory
-    /// at no cost in parity). A window needs all of its own: the reference's flat-segment
-    /// column is rounding noise that depends on the exact bits of the window's mean and
-    /// standard deviation, so those are computed as numpy does, over the raw window.
-    samples: Indexed<f32>,
+    /// Raw samples as received, from the oldest a window may still need (f32 widens to f64
+    /// exactly, so keeping f32 halves the memory at no cost in parity). A window needs all of
+    /// its own: the reference's flat-segment column is rounding noise that depends on the
+    /// exact bits of the window's mean and standard deviation, so those are computed as numpy
+    /// does, over the raw window, and its columns are built from them when it is batched.
+    samples: RawSamples,
     /// Per completed block: (all finite, min, max).
     blocks: Indexed<(bool, f32, f32)>,
     /// Per grid point: segment validity.
     valid: Indexed<bool>,
-    /// Per grid point: raw column when the segment is valid (shared by windows).
-    /// Stored as f32, half the memory of the f64 column; widened back for normalisation
-    /// (the model input is f32 anyway; parity is tested against the reference's goldens).
-    columns: Indexed<Option<[f32; N_BINS]>>,
     /// Per grid point not yet final: max over regular windows so far.
     prob: Indexed<f32>,
     /// Next regular window start, in blocks.
@@ -225,10 +223,38 @@ pub struct ChannelStream {
 pub struct WindowJob {
     /// First block of the window.
     pub start: usize,
-    /// Some point of the window is valid, so the model runs on it: its input is built by
+    /// Some point of the window is valid, so the model runs on it: its input is taken by
     /// [`ChannelStream::take_input`] when the job is batched, not when it is queued (a queued
-    /// input would hold ~240 KB; the stream keeps the window's samples and columns until then).
+    /// input would hold ~300 KB; the stream keeps the window's samples until then).
     pub evaluate: bool,
+}
+
+/// A window's raw samples, copied from its stream when the window is batched; the thread
+/// that runs the model builds the spectrogram ([`WindowInput::spectrogram`]).
+pub struct WindowInput {
+    plan: SpectrogramPlan,
+    samples: Vec<f32>,
+    hop: usize,
+}
+
+impl WindowInput {
+    fn view(&self) -> WindowSpectrogram<'_> {
+        WindowSpectrogram {
+            plan: &self.plan,
+            samples: &self.samples,
+            hop: self.hop,
+        }
+    }
+
+    /// Spectrogram columns (and model outputs) of the window.
+    pub fn n_cols(&self) -> usize {
+        self.view().n_cols()
+    }
+
+    /// The model input: the normalised spectrogram, bin-major `[N_BINS x n_cols]`.
+    pub fn spectrogram(&self) -> Vec<f32> {
+        self.view().normalised()
+    }
 }
 
 /// The windows one pushed chunk made ready, and how far points are final once they are done.
@@ -265,10 +291,9 @@ impl ChannelStream {
         Self {
             spectrogram,
             geometry,
-            samples: Indexed::with_capacity(retained * geometry.hop),
+            samples: RawSamples::default(),
             blocks: Indexed::with_capacity(retained),
             valid: Indexed::with_capacity(retained),
-            columns: Indexed::with_capacity(retained),
             prob: Indexed::with_capacity(retained),
             next_start: 0,
             awaiting: VecDeque::new(),
@@ -361,7 +386,7 @@ impl ChannelStream {
                 _ => {
                     // A window aligned to the end fills only what no regular window covered.
                     let output = if self.worth_evaluating(last_start) {
-                        let input = self.build_input(last_start);
+                        let input = self.build_input(last_start).spectrogram();
                         model.predict(&[input], g.n_cols)?.pop()
                     } else {
                         None
@@ -388,7 +413,7 @@ impl ChannelStream {
         let start = block * hop;
         let stats = (start..start + hop)
             .filter_map(|i| self.samples.get(i))
-            .fold((true, f32::NAN, f32::NAN), |(finite, lo, hi), &x| {
+            .fold((true, f32::NAN, f32::NAN), |(finite, lo, hi), x| {
                 (finite && x.is_finite(), lo.min(x), hi.max(x))
             });
         self.blocks.push(stats);
@@ -401,25 +426,14 @@ impl ChannelStream {
                 }
                 _ => false,
             };
-        let column = if valid {
-            let seg_start = (point - 1) * hop;
-            let segment: Vec<f64> = (seg_start..seg_start + 2 * hop)
-                .filter_map(|i| self.samples.get(i).map(|&x| f64::from(x)))
-                .collect();
-            (segment.len() == 2 * hop).then(|| self.spectrogram.column(&segment))
-        } else {
-            None
-        };
         self.valid.push(valid);
-        self.columns.push(column.map(|c| c.map(|p| p as f32)));
         self.prob.push(f32::NAN);
     }
 
-    /// The model input of a job from [`ChannelStream::push_samples`] that is to be
-    /// evaluated, built now: its normalised spectrogram, bin-major `[N_BINS x n_cols]`.
-    /// `None` for a window that needs no model call (checked when it was handed out; its
-    /// points' validity is known by then) or was already taken.
-    pub fn take_input(&mut self, start: usize) -> Option<Vec<f32>> {
+    /// The input of a job from [`ChannelStream::push_samples`] that is to be evaluated: the
+    /// window's raw samples. `None` for a window that needs no model call (checked when it
+    /// was handed out; its points' validity is known by then) or was already taken.
+    pub fn take_input(&mut self, start: usize) -> Option<WindowInput> {
         let at = self.awaiting.iter().position(|&s| s == start)?;
         self.awaiting.remove(at);
         Some(self.build_input(start))
@@ -432,25 +446,14 @@ impl ChannelStream {
         (start + 1 + lo..start + 1 + g.n_cols).any(|k| self.valid.get(k).copied().unwrap_or(false))
     }
 
-    /// The normalised model input of the window starting at block `start`.
-    fn build_input(&self, start: usize) -> Vec<f32> {
+    /// The input of the window starting at block `start`.
+    fn build_input(&self, start: usize) -> WindowInput {
         let g = self.geometry;
-        let first = start * g.hop;
-        let samples: Vec<f64> = (first..first + g.window_samples())
-            .map(|i| self.samples.get(i).map_or(f64::NAN, |&x| f64::from(x)))
-            .collect();
-        let window = WindowSpectrogram {
-            plan: &self.spectrogram,
-            samples: &samples,
+        WindowInput {
+            plan: self.spectrogram.clone(),
+            samples: self.samples.range(start * g.hop, g.window_samples()),
             hop: g.hop,
-        };
-        window.normalised(|col| {
-            self.columns
-                .get(start + 1 + col)
-                .copied()
-                .flatten()
-                .map(|c| c.map(f64::from))
-        })
+        }
     }
 
     /// Combines window output columns `lo..hi` into the pending points; `fill_only` writes
@@ -498,22 +501,24 @@ impl ChannelStream {
     }
 
     /// Drops what no future window needs: the end-aligned window may start up to one step
-    /// before the next regular one, and a queued job's input is built from its window later.
+    /// before the next regular one, and a queued job's input is taken from its window later.
+    /// Raw samples go sooner: the end-aligned window starts at most a window before the
+    /// last sample, never earlier.
     fn trim(&mut self) {
         let g = self.geometry;
+        let oldest_queued = self.awaiting.front().copied().unwrap_or(usize::MAX);
         let keep_block = self
             .next_start
             .saturating_sub(g.step_blocks)
-            .min(self.awaiting.front().copied().unwrap_or(usize::MAX));
-        self.samples.drop_before(keep_block * g.hop);
+            .min(oldest_queued);
+        let end_window = self.samples.end().saturating_sub(g.window_samples()) / g.hop;
+        self.samples
+            .drop_before(end_window.min(oldest_queued) * g.hop);
         self.blocks.drop_before(keep_block);
-        self.columns.drop_before(keep_block + 1);
         self.valid
             .drop_before((keep_block + 1).min(self.prob.offset));
         let retained = g.retained_blocks();
-        self.samples.fit(retained * g.hop);
         self.blocks.fit(retained);
-        self.columns.fit(retained);
         self.valid.fit(retained);
         self.prob.fit(retained);
     }
@@ -551,8 +556,9 @@ pub fn push_all(
         .collect();
     let mut places = places.into_iter();
     for group in inputs.chunks(batch.max(1)) {
-        let n_cols = group[0].len() / N_BINS;
-        for (output, (ch, j)) in model.predict(group, n_cols)?.into_iter().zip(&mut places) {
+        let n_cols = group[0].n_cols();
+        let group: Vec<Vec<f32>> = group.iter().map(WindowInput::spectrogram).collect();
+        for (output, (ch, j)) in model.predict(&group, n_cols)?.into_iter().zip(&mut places) {
             results[ch][j].1 = Some(output);
         }
     }
