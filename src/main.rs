@@ -9,6 +9,12 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc gives the memory of evicted patients back to the OS, where glibc's allocator kept
+/// it (docs/ARCHITECTURE.md "Per-patient state").
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Vigil: streaming EEG and heart-rate monitoring pipeline.
 #[derive(Debug, Parser)]
 #[command(version, about)]

@@ -192,6 +192,9 @@ pub struct FinalizedPoints {
     pub values: Vec<f32>,
 }
 
+/// Blocks a stream's `blocks` holds between chunks: the latest, plus room for a chunk's own.
+const LATEST_BLOCKS: usize = 4;
+
 /// Incremental seizure probability for one channel of one stream.
 pub struct ChannelStream {
     geometry: WindowGeometry,
@@ -202,7 +205,8 @@ pub struct ChannelStream {
     /// exact bits of the window's mean and standard deviation, so those are computed as numpy
     /// does, over the raw window, and its columns are built from them when it is batched.
     samples: RawSamples,
-    /// Per completed block: (all finite, min, max).
+    /// Per completed block: (all finite, min, max); only the latest is kept, for the validity
+    /// of the segment the next block completes.
     blocks: Indexed<(bool, f32, f32)>,
     /// Per grid point: segment validity.
     valid: Indexed<bool>,
@@ -292,7 +296,7 @@ impl ChannelStream {
             spectrogram,
             geometry,
             samples: RawSamples::default(),
-            blocks: Indexed::with_capacity(retained),
+            blocks: Indexed::with_capacity(LATEST_BLOCKS),
             valid: Indexed::with_capacity(retained),
             prob: Indexed::with_capacity(retained),
             next_start: 0,
@@ -514,11 +518,11 @@ impl ChannelStream {
         let end_window = self.samples.end().saturating_sub(g.window_samples()) / g.hop;
         self.samples
             .drop_before(end_window.min(oldest_queued) * g.hop);
-        self.blocks.drop_before(keep_block);
+        self.blocks.drop_before(self.blocks.end().saturating_sub(1));
         self.valid
             .drop_before((keep_block + 1).min(self.prob.offset));
         let retained = g.retained_blocks();
-        self.blocks.fit(retained);
+        self.blocks.fit(LATEST_BLOCKS);
         self.valid.fit(retained);
         self.prob.fit(retained);
     }
