@@ -44,6 +44,19 @@ impl LagCriterion {
             max_end: records_per_s * max_end_s,
         }
     }
+
+    /// Thresholds for a step of `patients` devices sending `records_per_patient_s` each. A
+    /// step of none (the quiet phase) still allows one patient's worth: the evicted patients'
+    /// last points and signal-loss alerts arrive during it.
+    pub fn for_patients(
+        patients: usize,
+        records_per_patient_s: f64,
+        slack_s: f64,
+        max_end_s: f64,
+    ) -> Self {
+        let records_per_s = patients.max(1) as f64 * records_per_patient_s;
+        Self::from_seconds(records_per_s, slack_s, max_end_s)
+    }
 }
 
 /// The judgement of one group over one period.
@@ -203,6 +216,20 @@ mod tests {
     fn too_few_samples_is_not_sustained() {
         let v = judge(&[LagSample { t_s: 1.0, lag: 0.0 }], 60.0, 10.0, CRITERION);
         assert!(!v.sustained);
+    }
+
+    #[test]
+    fn a_step_without_devices_allows_the_last_outputs_of_evicted_patients() {
+        let quiet = LagCriterion::for_patients(0, 3.0, 3.0, 20.0);
+        assert_eq!(quiet, LagCriterion::from_seconds(3.0, 3.0, 20.0));
+        let trailing = series(|t| if t > 50.0 { 2.0 } else { 0.0 });
+        assert!(judge(&trailing, 60.0, 20.0, quiet).sustained);
+        let stuck = series(|_| 200.0);
+        assert!(!judge(&stuck, 60.0, 20.0, quiet).sustained);
+        assert_eq!(
+            LagCriterion::for_patients(24, 3.0, 3.0, 20.0),
+            LagCriterion::from_seconds(72.0, 3.0, 20.0)
+        );
     }
 
     #[test]

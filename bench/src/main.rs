@@ -428,8 +428,7 @@ impl Bench {
                 peak_rss_mib: mib(rss_peak[k] as f64),
             });
         }
-        let rate = n as f64 * RECORDS_PER_PATIENT_S;
-        let criterion = LagCriterion::from_seconds(rate, 3.0, MODEL_STEP_S);
+        let criterion = LagCriterion::for_patients(n, RECORDS_PER_PATIENT_S, 3.0, MODEL_STEP_S);
         let inference_lag = judge(&inference, elapsed, MODEL_STEP_S, criterion);
         let storage_lag = judge(&storage, elapsed, MODEL_STEP_S, criterion);
         let send_lateness_p99_s = self.send_lateness_p99(elapsed);
