@@ -18,6 +18,12 @@ fn chunk(patient: usize, seq: usize, rows: &[Vec<f32>]) -> EegChunk {
     .chunk(seq, rows)
 }
 
+/// The model, or `None` (the test is skipped) when its weights are not fetched.
+fn model() -> Option<Arc<SeizureModel>> {
+    let weights = vigil_core::testenv::model_weights()?;
+    Some(Arc::new(SeizureModel::load(&weights).expect("model")))
+}
+
 /// A fresh in-process bus with the Vigil topics (lanes publish to them).
 async fn memory_bus() -> Bus {
     let bus = Bus::connect(&BusConfig {
@@ -74,11 +80,8 @@ async fn lanes_nobody_completes() -> (Lanes, Bus) {
 /// the instance's total (one unlabelled gauge would show only the shard that wrote last).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_shard_reports_its_own_patients() {
-    let Some(weights) = vigil_core::testenv::model_weights() else {
-        return;
-    };
+    let Some(model) = model() else { return };
     let metrics = vigil_core::telemetry::metrics_handle();
-    let model = Arc::new(SeizureModel::load(&weights).expect("model"));
     let (lanes, _bus) = lanes_nobody_completes().await;
     let config = test_config(model);
     let rows = two_channels(2.0);
@@ -108,10 +111,7 @@ async fn each_shard_reports_its_own_patients() {
 /// consumer, a backlog) nobody is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patient_is_finished_only_once_its_partitions_are_read_past_the_timeout() {
-    let Some(weights) = vigil_core::testenv::model_weights() else {
-        return;
-    };
-    let model = Arc::new(SeizureModel::load(&weights).expect("model"));
+    let Some(model) = model() else { return };
     let (lanes, _bus) = lanes_nobody_completes().await;
     let config = ShardConfig {
         idle_evict_s: 1.0,
@@ -150,10 +150,7 @@ async fn a_patient_is_finished_only_once_its_partitions_are_read_past_the_timeou
 /// completes its ticket without touching the stream the partition's return starts anew.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_released_patients_queued_windows_are_skipped() {
-    let Some(weights) = vigil_core::testenv::model_weights() else {
-        return;
-    };
-    let model = Arc::new(SeizureModel::load(&weights).expect("model"));
+    let Some(model) = model() else { return };
     let bus = memory_bus().await;
     let (done_tx, mut done_rx) = vigil_core::stage::Completions::channel();
     let (lanes, lane_tasks) = Lanes::spawn(&bus, 1, done_tx, &CancellationToken::new());
@@ -206,11 +203,8 @@ async fn a_released_patients_queued_windows_are_skipped() {
 /// ahead of that batch's probabilities.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_is_sent_while_the_model_runs_a_batch() {
-    let Some(weights) = vigil_core::testenv::model_weights() else {
-        return;
-    };
+    let Some(model) = model() else { return };
     let metrics = vigil_core::telemetry::metrics_handle();
-    let model = Arc::new(SeizureModel::load(&weights).expect("model"));
     let (lanes, mut outputs) = Lanes::captured(4096);
     let config = ShardConfig {
         batch_windows: 2,
@@ -261,10 +255,7 @@ async fn a_trace_is_sent_while_the_model_runs_a_batch() {
 /// `max_queued_windows` windows wait, and still finishes every record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_is_taken_only_up_to_the_queued_window_bound() {
-    let Some(weights) = vigil_core::testenv::model_weights() else {
-        return;
-    };
-    let model = Arc::new(SeizureModel::load(&weights).expect("model"));
+    let Some(model) = model() else { return };
     let bus = memory_bus().await;
     let shutdown = CancellationToken::new();
     let (done_tx, mut done_rx) = vigil_core::stage::Completions::channel();
